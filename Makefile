@@ -1,0 +1,37 @@
+# Two setup-free entry points: `make test` and `make run` (each creates .venv on first use).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROFILE ?= cpu
+ARGS ?=
+
+# Offline and hermetic by default for tests: no hub calls, caches in temp dirs.
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup test test-fast run bench clean lab
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+test: setup
+	$(TEST_ENV) $(BIN)/python -m pytest -q $(ARGS)
+
+# Everything except the end-to-end papermill chain.
+test-fast: setup
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+run: setup
+	$(BIN)/python -m jepa_core.workbook run parameters/$(PROFILE).yaml $(ARGS)
+
+bench: setup
+	$(BIN)/python -m jepa_core.bench --out outputs/bench.json $(ARGS)
+
+lab: setup
+	$(BIN)/python -m jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) .pytest_cache
