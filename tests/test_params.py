@@ -1,0 +1,98 @@
+"""Parameter validation: every bad value is rejected with a message naming key, value and what is allowed."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jepa_core.config import Params, ParamsError, load_params, params_from_dict, save_params
+
+PROFILES = sorted((Path(__file__).resolve().parents[1] / "parameters").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_every_profile_loads(path):
+    p = load_params(path)
+    assert isinstance(p, Params)
+    assert p.run_name == path.stem
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_every_profile_key_is_documented(path):
+    """Each key line in a profile carries a comment, or its section header does (documented in the file)."""
+    raw = yaml.safe_load(path.read_text())
+    defaults = Params().to_dict()
+    for section, value in raw.items():
+        assert section in defaults
+        if isinstance(value, dict):
+            assert set(value) == set(defaults[section]), f"{path.name}: section {section} should list every key"
+
+
+def test_defaults_are_valid():
+    p = params_from_dict({})
+    assert p.train.steps > 0 and p.objectives == ["hybrid", "mlm"]
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"train.stepz": 3}, "unknown parameter train.stepz"),
+        ({"trian": {"steps": 3}}, "unknown parameter trian"),
+        ({"train.steps": "ten"}, "train.steps='ten' has the wrong type: expected int"),
+        ({"train.steps": 2.5}, "train.steps=2.5 has the wrong type"),
+        ({"train.steps": 0}, "train.steps=0 is invalid"),
+        ({"train.batch_size": -4}, "train.batch_size=-4 is invalid"),
+        ({"mask.mlm_probability": 1.5}, "mask.mlm_probability=1.5 is invalid: allowed a number in (0, 1)"),
+        ({"mask.target_scale": [0.3, 0.2]}, "mask.target_scale"),
+        ({"mask.context_scale": [0.5, 1.2]}, "mask.context_scale"),
+        ({"objective.fixed_lambda": 1.2}, "objective.fixed_lambda=1.2 is invalid: allowed a number in [0, 1]"),
+        ({"objective.lambda_mode": "magic"}, "objective.lambda_mode='magic'"),
+        ({"eval.poolings": ["mean", "median"]}, "eval.poolings='median' is invalid: allowed one of mean"),
+        ({"eval.tasks": ["sst2", "qqp"]}, "eval.tasks='qqp' is invalid"),
+        ({"data.source": "ftp"}, "data.source='ftp'"),
+        ({"data.source": "wikiextractor", "data.path": "/no/such/folder"}, "data.path='/no/such/folder'"),
+        ({"eval.glue_dir": "/no/such/glue"}, "eval.glue_dir='/no/such/glue'"),
+        ({"model.heads": 3}, "model.heads=3 is invalid: allowed a divisor of model.hidden=256"),
+        ({"data.seq_len": 512}, "data.seq_len=512 is invalid"),
+        ({"train.budget": "seconds"}, "train.budget_seconds=None"),
+        ({"objective.shared_pass": "yes"}, "objective.shared_pass='yes' has the wrong type: expected bool"),
+        ({"seeds": 3}, "seeds=3 has the wrong type: expected a list of int"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, fragment):
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({}, overrides)
+    assert fragment in str(err.value)
+
+
+def test_overrides_dotted_and_nested_agree():
+    a = params_from_dict({}, {"train.steps": 700, "model.layers": 3})
+    b = params_from_dict({}, {"train": {"steps": 700}, "model": {"layers": 3}})
+    assert a == b and a.train.steps == 700 and a.model.layers == 3 and a.train.batch_size == Params().train.batch_size
+
+
+def test_ints_are_accepted_as_floats_but_not_bools():
+    assert params_from_dict({}, {"train.lr": 1}).train.lr == 1.0
+    with pytest.raises(ParamsError, match="train.lr=True has the wrong type"):
+        params_from_dict({}, {"train.lr": True})
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("train: 5\n")
+    with pytest.raises(ParamsError, match="train must be a mapping"):
+        load_params(not_mapping)
+
+
+def test_round_trip_and_fingerprint(tmp_path):
+    p = params_from_dict({}, {"train.steps": 1100})
+    save_params(p, tmp_path / "p.yaml")
+    q = load_params(tmp_path / "p.yaml")
+    assert p == q and p.fingerprint() == q.fingerprint()
+    assert p.fingerprint() != params_from_dict({}, {"train.steps": 1200}).fingerprint()
+    assert p.fingerprint("data") == params_from_dict({}, {"train.steps": 1200}).fingerprint("data")
