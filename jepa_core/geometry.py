@@ -1,0 +1,341 @@
+"""Geometry of an embedding cloud: uniformity, alignment, anisotropy, covariance spectrum.
+
+Every function takes X of shape (n, d) (one embedding per row) and works in float64.
+Pairwise quantities are computed from one (n, n) matrix product, which is cheap for the
+n ≤ 2000 dev subsamples the evaluation uses.
+
+Conventions (SPEC §3):
+- uniformity, alignment, anisotropy and the class-distance ratio are measured on
+  L2-normalised vectors, so two encoders whose embeddings differ only in scale compare equal;
+- the spectrum is that of the covariance of the centred, UNnormalised embeddings;
+- a "pair" is two distinct examples (i ≠ j); means over pairs never include an example paired
+  with itself.
+
+Bootstrap: `GeometryResampler(X, labels)(idx)` evaluates the metrics on the resample
+X[idx] without recomputing the pairwise matrices: a resample is a vector of counts w
+(how often each example was drawn) and a pair mean becomes
+    Σ_{i≠j} w_i w_j M_ij / Σ_{i≠j} w_i w_j.
+Pairs made of two copies of the same example are excluded, exactly like the pair (i, i) in
+the full-sample statistic. Without that rule every duplicate adds a zero-distance pair and
+drags the resampled uniformity towards 0 (about 1/n of all pairs); with it the bootstrap
+distribution is centred on the full-sample value, so percentile CIs stay honest.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _as_matrix(X, name: str = "X", min_rows: int = 2) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {X.shape}")
+    if X.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {X.shape[0]}")
+    if not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        raise ValueError(f"{name} has non-finite values in rows {bad[:10].tolist()}")
+    return X
+
+
+def _as_labels(labels, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match X, got {labels.shape}")
+    return labels
+
+
+def l2_normalise(X) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm. A zero row has no direction: it is an error."""
+    X = _as_matrix(X, min_rows=1)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] <= _EPS)
+    if zero.size:
+        raise ValueError(f"cannot L2-normalise zero vectors (rows {zero[:10].tolist()})")
+    return X / norms
+
+
+# ---------------------------------------------------------------- pair means under resampling
+
+def _counts(idx, n: int) -> np.ndarray:
+    """How often each of the n examples occurs in the (re)sample idx (None: each once)."""
+    if idx is None:
+        return np.ones(n)
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"idx must be a non-empty 1-D array of indices in [0, {n}), got {idx!r:.80}")
+    return np.bincount(idx, minlength=n).astype(np.float64)
+
+
+def _pair_sum(M: np.ndarray, w: np.ndarray) -> float:
+    """Σ_{i≠j} w_i w_j M_ij: pairs of distinct examples, weighted by resample counts."""
+    return float(w @ M @ w - (w * w) @ np.diag(M))
+
+
+def pair_mean(M, idx=None) -> float:
+    """Mean of the symmetric matrix M over pairs of distinct examples of the (re)sample idx."""
+    M = np.asarray(M, dtype=np.float64)
+    w = _counts(idx, M.shape[0])
+    n_pairs = w.sum() ** 2 - (w * w).sum()
+    if n_pairs <= 0:
+        raise ValueError("the sample has fewer than two distinct examples: no pairs")
+    return _pair_sum(M, w) / n_pairs
+
+
+# ---------------------------------------------------------------- uniformity, alignment, anisotropy
+
+def sqdist_normalised(X, centre: bool = False) -> np.ndarray:
+    """(n, n) squared distances between the L2-normalised rows (after centring if asked)."""
+    X = _as_matrix(X)
+    if centre:
+        X = X - X.mean(axis=0)
+    Z = l2_normalise(X)
+    return np.clip(2.0 - 2.0 * (Z @ Z.T), 0.0, 4.0)  # ‖a−b‖² = 2 − 2 a·b for unit vectors
+
+
+def uniformity_from_sqdist(D, idx=None, t: float = 2.0) -> float:
+    """log mean_{pairs} exp(−t·D_ij), D a squared-distance matrix; idx: a resample of rows."""
+    return float(np.log(pair_mean(np.exp(-t * np.asarray(D, dtype=np.float64)), idx)))
+
+
+def uniformity(X, t: float = 2.0, centre: bool = False) -> float:
+    """Wang & Isola (2020) uniformity: log E_{i<j} exp(−t‖x̂_i − x̂_j‖²), x̂ unit vectors.
+
+    Lower is more uniform (bounded below by about −4 for t=2 in high dimension); 0 means all
+    points coincide. centre=True subtracts the mean embedding before normalising, which removes
+    the common direction that makes raw transformer embeddings look non-uniform (SPEC defect 7:
+    the paper only reported the uncentred version).
+    """
+    return uniformity_from_sqdist(sqdist_normalised(X, centre), t=t)
+
+
+def alignment(X, Y, alpha: float = 2.0) -> float:
+    """Wang & Isola alignment: mean ‖x̂_i − ŷ_i‖^alpha over positive pairs (row i of X with row i of Y).
+
+    alpha = 2 as in Wang & Isola 2020; the paper's public code used ‖x − y‖⁴ (SPEC defect 7).
+    """
+    X, Y = _as_matrix(X, "X", 1), _as_matrix(Y, "Y", 1)
+    if X.shape != Y.shape:
+        raise ValueError(f"X and Y must be paired row by row, got shapes {X.shape} and {Y.shape}")
+    sq = ((l2_normalise(X) - l2_normalise(Y)) ** 2).sum(axis=1)
+    return float(np.mean(sq ** (alpha / 2.0)))
+
+
+def positive_pairs_from_labels(labels, max_pairs: int = 10_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded uniform sample (without replacement) of same-label pairs (i, j), i < j.
+
+    All pairs are drawn from when there are at most max_pairs. The pair list is never
+    materialised: a pair number p inside a class of size k is decoded to its (a, b) position
+    in the class's upper triangle, so this stays cheap for large n.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    members = [m for m in members if m.size >= 2]
+    if not members:
+        raise ValueError("no label occurs twice: there are no same-label pairs")
+    sizes = np.array([m.size for m in members], dtype=np.int64)
+    per_class = sizes * (sizes - 1) // 2
+    offsets = np.concatenate([[0], np.cumsum(per_class)])
+    total = int(offsets[-1])
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, size=min(max_pairs, total), replace=False))
+    cls = np.searchsorted(offsets, chosen, side="right") - 1
+    p, k = chosen - offsets[cls], sizes[cls]
+    # row a of the strict upper triangle of a k×k matrix starts at a·k − a(a+1)/2
+    a = (k - 2 - np.floor(np.sqrt(-8 * p + 4 * k * (k - 1) - 7) / 2 - 0.5)).astype(np.int64)
+    b = p + a + 1 - k * (k - 1) // 2 + (k - a) * (k - a - 1) // 2
+    i = np.array([members[c][x] for c, x in zip(cls, a)], dtype=np.int64)
+    j = np.array([members[c][x] for c, x in zip(cls, b)], dtype=np.int64)
+    return i, j
+
+
+def anisotropy(X) -> float:
+    """Mean cosine similarity over pairs i ≠ j (Ethayarajh 2019): 0 isotropic, 1 all one direction."""
+    Z = l2_normalise(_as_matrix(X))
+    return pair_mean(Z @ Z.T)
+
+
+# ---------------------------------------------------------------- covariance spectrum
+
+def _weighted_spectrum(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Eigenvalues (descending) of the covariance of the sample where row i occurs w_i times."""
+    keep = w > 0
+    X, w = X[keep], w[keep]
+    m = w.sum()
+    A = (X - (w @ X) / m) * np.sqrt(w)[:, None]  # A^T A = scatter of the resample
+    # eigenvalues of the smaller Gram matrix: same non-zero spectrum, faster than an SVD
+    G = A.T @ A if A.shape[1] <= A.shape[0] else A @ A.T
+    lam = np.linalg.eigvalsh(G)[::-1] / max(m - 1, 1)
+    # eigvalsh noise is ~eps·λ_max: treat anything below that scale as an exact zero
+    lam[lam < lam[0] * max(A.shape) * _EPS] = 0.0
+    return lam
+
+
+def spectrum(X) -> np.ndarray:
+    """Eigenvalues of the covariance of X (rows centred), descending, length min(n, d)."""
+    X = _as_matrix(X)
+    return _weighted_spectrum(X, np.ones(X.shape[0]))
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _metrics_from_spectrum(lam: np.ndarray, n: int, d: int) -> dict[str, float]:
+    total = lam.sum()
+    if total <= 0:
+        raise ValueError("all embeddings are identical: the covariance spectrum is zero")
+    max_rank = min(n - 1, d)  # the most non-zero eigenvalues centred data can have
+    sigma = np.sqrt(lam)  # singular values of the centred matrix, up to a common factor
+    frac = np.cumsum(lam) / total
+    return {
+        # normalised by the largest achievable entropy, so isotropic data gives 1 for any n, d
+        "spectral_entropy": _entropy(lam / total) / np.log(max_rank) if max_rank > 1 else 0.0,
+        # RankMe (Garrido et al. 2023): exp entropy of the normalised singular values
+        "effective_rank": float(np.exp(_entropy(sigma / sigma.sum()))),
+        "stable_rank": float(total / lam[0]),  # ‖A‖_F² / ‖A‖_2²
+        "rank90": int(np.searchsorted(frac, 0.9 - 1e-9) + 1),  # components for 90% of the variance
+    }
+
+
+def spectrum_metrics(X) -> dict[str, float]:
+    """spectral_entropy ∈ [0, 1], effective_rank (RankMe), stable_rank, rank90 of centred X."""
+    X = _as_matrix(X)
+    return _metrics_from_spectrum(spectrum(X), *X.shape)
+
+
+# ---------------------------------------------------------------- classes
+
+def _class_distance_ratio(dist: np.ndarray, same: np.ndarray, w: np.ndarray) -> float:
+    n_same, n_diff = _pair_sum(same, w), _pair_sum(1.0 - same, w)
+    if n_same <= 0 or n_diff <= 0:
+        return float("nan")  # a resample with no intra- or no inter-class pair
+    return (_pair_sum(dist * same, w) / n_same) / (_pair_sum(dist * (1.0 - same), w) / n_diff)
+
+
+def class_distance_ratio(X, labels) -> float:
+    """Mean intra-class / mean inter-class Euclidean distance between L2-normalised embeddings.
+
+    < 1: classes form clusters; ≈ 1: labels unrelated to the geometry. Normalised vectors, as for
+    uniformity and alignment, so the ratio ignores the embedding scale.
+    """
+    X = _as_matrix(X)
+    labels = _as_labels(labels, X.shape[0])
+    same = (labels[:, None] == labels[None, :]).astype(np.float64)
+    ratio = _class_distance_ratio(np.sqrt(sqdist_normalised(X)), same, np.ones(X.shape[0]))
+    if np.isnan(ratio):
+        raise ValueError("class_distance_ratio needs at least two classes and a class with two members")
+    return ratio
+
+
+# ---------------------------------------------------------------- all metrics at once
+
+LABEL_FREE = ("uniformity", "uniformity_centred", "anisotropy",
+              "spectral_entropy", "effective_rank", "stable_rank", "rank90")
+
+
+def label_free_metrics(X, t: float = 2.0) -> dict[str, float]:
+    """The metrics that need no labels (also used on held-out Wikipedia sentences)."""
+    X = _as_matrix(X)
+    return {
+        "uniformity": uniformity(X, t),
+        "uniformity_centred": uniformity(X, t, centre=True),
+        "anisotropy": anisotropy(X),
+        **spectrum_metrics(X),
+    }
+
+
+def geometry_metrics(X, labels=None, pairs: tuple[Sequence[int], Sequence[int]] | None = None,
+                     t: float = 2.0, alpha: float = 2.0) -> dict[str, float]:
+    """label_free_metrics plus alignment and class_distance_ratio where labels/pairs allow.
+
+    alignment: over the given positive pairs (i, j) of rows of X (e.g. STS-B sentence pairs
+    scoring ≥ 4, with both sentences stacked in X); else over ALL same-label pairs — exact, the
+    expectation of alignment on `positive_pairs_from_labels` samples. Needs ≥ 2 classes for the
+    class-distance ratio (regression labels: pass labels=None).
+    """
+    X = _as_matrix(X)
+    out = label_free_metrics(X, t)
+    if pairs is not None:
+        i, j = (np.asarray(p, dtype=np.int64) for p in pairs)
+        out["alignment"] = alignment(X[i], X[j], alpha)
+    if labels is not None:
+        labels = _as_labels(labels, X.shape[0])
+        if pairs is None:
+            same = (labels[:, None] == labels[None, :]).astype(np.float64)
+            out["alignment"] = _pair_sum(sqdist_normalised(X) ** (alpha / 2) * same, np.ones(len(X))) \
+                / _pair_sum(same, np.ones(len(X)))
+        out["class_distance_ratio"] = class_distance_ratio(X, labels)
+    return out
+
+
+class GeometryResampler:
+    """The geometry metrics of X[idx] for many bootstrap resamples idx, reusing pairwise matrices.
+
+        res = GeometryResampler(X, labels)      # labels optional
+        res.names                               # metric names, in output order
+        res(idx) -> np.ndarray                  # values on X[idx]; res(None) = full sample
+
+    Matches `geometry_metrics(X, labels)` on the full sample (pairs=None). How duplicates are
+    handled: pair metrics skip pairs of two copies of one example (module docstring); the
+    centred uniformity re-centres on each resample's own mean (the mean's variability is part of
+    the statistic's); the spectrum is that of the resample's covariance. Duplicates shrink the
+    number of distinct points (≈ 63% of n), which biases resampled spectral metrics downwards by
+    a little — negligible for n ≫ d, shared by both models in a paired comparison.
+    """
+
+    def __init__(self, X, labels=None, t: float = 2.0, alpha: float = 2.0):
+        self.X = _as_matrix(X)
+        self.t = t
+        n = self.X.shape[0]
+        self.Z = l2_normalise(self.X)
+        self.cos = self.Z @ self.Z.T
+        self.sqdist = np.clip(2.0 - 2.0 * self.cos, 0.0, 4.0)
+        self.kernel = np.exp(-t * self.sqdist)
+        self.gram = self.X @ self.X.T  # raw Gram, for re-centring without touching X again
+        names = list(LABEL_FREE)
+        self.same = None
+        if labels is not None:
+            labels = _as_labels(labels, n)
+            self.same = (labels[:, None] == labels[None, :]).astype(np.float64)
+            self.align_m = self.sqdist ** (alpha / 2) * self.same
+            self.dist = np.sqrt(self.sqdist)
+            names += ["alignment", "class_distance_ratio"]
+        self.names = tuple(names)
+
+    def _uniformity_centred(self, w: np.ndarray) -> float:
+        keep = np.flatnonzero(w > 0)  # only the drawn examples matter
+        w, G = w[keep], self.gram[np.ix_(keep, keep)]
+        # (x_i − c)·(x_j − c) with c the resample mean, from the raw Gram alone
+        proj = G @ w / w.sum()  # x_i · c
+        cc = w @ proj / w.sum()  # c · c
+        C = G - proj[:, None] - proj[None, :] + cc
+        norms = np.sqrt(np.clip(np.diag(C), _EPS, None))
+        cos = C / norms[:, None] / norms[None, :]
+        K = np.exp(-self.t * np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
+        return float(np.log(_pair_sum(K, w) / (w.sum() ** 2 - (w * w).sum())))
+
+    def __call__(self, idx=None) -> np.ndarray:
+        n, d = self.X.shape
+        w = _counts(idx, n)
+        n_pairs = w.sum() ** 2 - (w * w).sum()
+        if n_pairs <= 0:
+            return np.full(len(self.names), np.nan)
+        spec = _metrics_from_spectrum(_weighted_spectrum(self.X, w), int(w.sum()), d)
+        values = [
+            np.log(_pair_sum(self.kernel, w) / n_pairs),
+            self._uniformity_centred(w),
+            _pair_sum(self.cos, w) / n_pairs,
+            spec["spectral_entropy"], spec["effective_rank"], spec["stable_rank"], spec["rank90"],
+        ]
+        if self.same is not None:
+            n_same = _pair_sum(self.same, w)
+            values.append(_pair_sum(self.align_m, w) / n_same if n_same > 0 else np.nan)
+            values.append(_class_distance_ratio(self.dist, self.same, w))
+        return np.array(values, dtype=np.float64)

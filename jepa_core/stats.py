@@ -1,0 +1,145 @@
+"""Statistics over dev examples: bootstrap CIs, paired bootstrap tests, Holm, seed aggregation.
+
+A statistic is a function `stat(idx) -> float` (or a 1-D array of floats, to get several
+metrics from one set of resamples) evaluated on the examples `idx`, a resample with
+replacement of range(n). `stat(np.arange(n))` is the full-sample value. For metrics that are
+not per-example means (uniformity, spectra), `geometry.GeometryResampler` is such a function
+and documents how duplicated examples are handled.
+
+CIs are percentile intervals of the bootstrap distribution. The paired test uses the SAME
+resamples for both models, so example-level difficulty cancels out of the difference.
+Resamples on which a statistic is undefined (NaN, e.g. a correlation on a constant resample)
+are left out, with a warning.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+Stat = Callable[[np.ndarray], "float | np.ndarray"]
+
+
+def resamples(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """n_boot seeded resamples (with replacement) of range(n); same seed → same resamples."""
+    if n < 1 or n_boot < 1:
+        raise ValueError(f"need n ≥ 1 and n_boot ≥ 1, got n={n}, n_boot={n_boot}")
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, size=n)
+
+
+def _evaluate(stats: Sequence[Stat], n: int, n_boot: int, seed: int, progress: bool):
+    """Full-sample values and an (n_boot, k) array of bootstrap values, for each statistic."""
+    full = [np.atleast_1d(np.asarray(s(np.arange(n)), dtype=np.float64)) for s in stats]
+    boot = [np.empty((n_boot, f.size)) for f in full]
+    draws = resamples(n, n_boot, seed)
+    for b, idx in enumerate(tqdm(draws, total=n_boot, desc="bootstrap", disable=not progress)):
+        for s, out in zip(stats, boot):
+            out[b] = s(idx)
+    return full, boot
+
+
+def _finite(boot: np.ndarray) -> np.ndarray:
+    """Mask of usable resamples per column; warns when some were undefined."""
+    ok = np.isfinite(boot)
+    n_bad = int((~ok).sum(axis=0).max())
+    if n_bad:
+        warnings.warn(f"{n_bad} of {len(boot)} bootstrap resamples gave a non-finite statistic; "
+                      "they are left out of the interval", RuntimeWarning, stacklevel=3)
+    return ok
+
+
+def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    ok = _finite(boot)
+    lo = np.full(boot.shape[1], np.nan)
+    hi = np.full(boot.shape[1], np.nan)
+    for k in range(boot.shape[1]):
+        if ok[:, k].any():
+            lo[k], hi[k] = np.quantile(boot[ok[:, k], k], [alpha / 2, 1 - alpha / 2])
+    return lo, hi
+
+
+def _unwrap(*arrays):
+    """Scalars for a scalar statistic, arrays for a vector one."""
+    if arrays[0].size == 1 and arrays[0].ndim == 1:
+        return tuple(float(a[0]) for a in arrays)
+    return arrays
+
+
+def bootstrap_ci(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                 progress: bool = False):
+    """(value on the full sample, ci_low, ci_high): percentile bootstrap CI at level 1 − alpha."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    (full,), (boot,) = _evaluate([stat], n, n_boot, seed, progress)
+    return _unwrap(full, *_percentiles(boot, alpha))
+
+
+def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05, progress: bool = False):
+    """(diff, ci_low, ci_high, p) for diff = stat_a − stat_b on the same examples.
+
+    Both statistics see the SAME resamples. The CI is the percentile interval of the bootstrap
+    differences d*; the two-sided p-value is the matching percentile-method one,
+        p = 2 · min(#{d* ≤ 0} + 1, #{d* ≥ 0} + 1) / (B + 1),  capped at 1,
+    so p < alpha exactly when the (1 − alpha) interval excludes 0 (up to the +1 guard, which
+    keeps p ≥ 1/(B+1): a bootstrap of B resamples cannot claim more).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    (fa, fb), (ba, bb) = _evaluate([stat_a, stat_b], n, n_boot, seed, progress)
+    if fa.shape != fb.shape:
+        raise ValueError(f"stat_a and stat_b return different shapes: {fa.shape} vs {fb.shape}")
+    d = ba - bb
+    lo, hi = _percentiles(d, alpha)
+    ok = np.isfinite(d)
+    n_ok = ok.sum(axis=0)
+    below = ((d <= 0) & ok).sum(axis=0)
+    above = ((d >= 0) & ok).sum(axis=0)
+    p = np.minimum(1.0, 2.0 * (np.minimum(below, above) + 1) / (n_ok + 1))
+    p = np.where(n_ok > 0, p, np.nan)
+    return _unwrap(fa - fb, lo, hi, p)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, in the input order; NaNs stay NaN and don't count.
+
+    Sorted ascending p_(1) ≤ … ≤ p_(m): p̃_(k) = max_{j ≤ k} min(1, (m − j + 1) p_(j))
+    (statsmodels `multipletests(method="holm")`).
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be 1-D, got shape {p.shape}")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][:5]}")
+    out = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = valid.size
+    order = valid[np.argsort(p[valid], kind="stable")]
+    steps = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(steps)
+    return out
+
+
+def aggregate_seeds(df: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """Mean, sd (ddof=1; NaN for one seed) and n_seeds of `value` per group of the `by` columns.
+
+    When df has a `seed` column, each group must hold one row per seed; a repeated seed means
+    `by` is missing a key (e.g. pooling) and would silently average different things.
+    """
+    by = list(by)
+    missing = [c for c in by + [value] if c not in df.columns]
+    if missing:
+        raise KeyError(f"aggregate_seeds: columns {missing} not in the table (has {list(df.columns)})")
+    groups = df.groupby(by, dropna=False, sort=True)
+    if "seed" in df.columns and "seed" not in by:
+        repeated = groups["seed"].agg(lambda s: s.duplicated().any())
+        if repeated.any():
+            first = repeated[repeated].index[0]
+            raise ValueError(f"aggregate_seeds: group {first} has several rows for one seed; "
+                             f"add the distinguishing column to by={by}")
+    return groups[value].agg(mean="mean", sd="std", n_seeds="count").reset_index()
