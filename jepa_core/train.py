@@ -1,0 +1,639 @@
+"""Pre-train one encoder with the hybrid JEPA + MLM objective or the MLM-only baseline.
+
+    python -m jepa_core.train --params parameters/smoke.yaml --objective hybrid --out outputs/x/hybrid
+    accelerate launch --num_processes 2 -m jepa_core.train --params ... --objective mlm --out ...
+
+`train(params, objective, out_dir)` does, top to bottom:
+  1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives
+  2. model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay, Accelerate
+  3. the step budget: equal steps, equal FLOPs (flops.py) or equal wall-clock (timed warm-up)
+  4. the loop: forward → backward → clip → step → EMA update → JSONL log, validation, checkpoints
+  5. the HF encoder + tokenizer in `model/`, a `train_summary.json`
+
+Output layout (`RunPaths`): by default everything under one folder —
+    out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
+    out_dir/train_summary.json
+— or, with `RunPaths.for_run(run_dir, objective, seed)`, the run-folder layout of docs/DESIGN.md
+(models/<name>/, checkpoints/<name>/, logs/<name>.jsonl, summary inside models/<name>/).
+
+Batch size is GLOBAL: train.batch_size sequences per optimizer step, split evenly over processes,
+so a 1-GPU and a 4-GPU run see the same batches. Batch b of epoch e is a fixed slice of a
+permutation drawn from (seed, e), and the collator's masks come from (seed, e, item): the hybrid and
+the MLM run see the same blocks in the same order with the same MLM masks, and a resumed run
+continues exactly at the (epoch, batch) stored in its checkpoint.
+
+Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` (the last checkpoint is
+left untouched); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+`TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
+the previous checkpoint intact (checkpoint.py writes atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import OBJECTIVES, Params, ParamsError, load_params, save_params
+from .flops import TokenCounts, measure_token_counts, training_flops_per_step
+from .masking import PretrainCollator, item_generator
+from .model import PretrainModel, ema_momentum
+
+COLLAPSE_RANK = 1.5  # batch effective rank below this: the context embeddings span ~one direction
+FLOPS_PROBE_BATCHES = 8  # batches collated to measure token counts for the FLOPs estimate
+SECONDS_PROBE_STEPS = 10  # budget=seconds: timed steps (after the first) to estimate the step time
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or the gradient norm became NaN/inf; training stopped before the optimizer step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM received: the current step finished and a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint_dir: Path):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint written to {checkpoint_dir}")
+        self.signum, self.step, self.checkpoint_dir = signum, step, checkpoint_dir
+
+
+# ---------------------------------------------------------------- where things go
+
+@dataclass
+class RunPaths:
+    model_dir: Path  # HF encoder + tokenizer, written when training ends
+    checkpoint_dir: Path  # training state for resume (atomic)
+    log_path: Path  # JSONL, one record per logged step / validation
+    summary_path: Path  # train_summary.json
+    data_dir: Path  # where train() builds the data when none is passed in
+
+    @classmethod
+    def in_folder(cls, out_dir: str | os.PathLike) -> "RunPaths":
+        out = Path(out_dir)
+        return cls(out / "model", out / "checkpoint", out / "log.jsonl", out / "train_summary.json", out / "data")
+
+    @classmethod
+    def for_run(cls, run_dir: str | os.PathLike, objective: str, seed: int | None = None) -> "RunPaths":
+        """DESIGN.md's run folder: models/<name>/, checkpoints/<name>/, logs/<name>.jsonl,
+        name = objective, or objective-s<seed> when `seed` is given (several seeds per run)."""
+        run, name = Path(run_dir), objective if seed is None else f"{objective}-s{seed}"
+        model_dir = run / "models" / name
+        return cls(model_dir, run / "checkpoints" / name, run / "logs" / f"{name}.jsonl",
+                   model_dir / "train_summary.json", run / "data")
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class PretrainData:
+    tokenizer: Any  # PreTrainedTokenizerFast
+    blocks: dict[str, np.ndarray]  # {"train": (N, L) int32, "validation": (M, L) int32}
+    source: str = "given"  # the corpus source actually used (recorded in the summary)
+
+
+def prepare_data(params: Params, data_dir: str | os.PathLike, seed: int) -> PretrainData:
+    """Corpus → tokenizer → packed blocks, cached under data_dir (the data path of corpus/tokenizer/blocks)."""
+    from .blocks import build_blocks
+    from .corpus import load_corpus
+    from .tokenizer import get_tokenizer
+
+    data_dir = Path(data_dir)
+    corpus = load_corpus(params.data, seed)
+    tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
+    blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
+    return PretrainData(tokenizer, blocks, f"{corpus.source}:{corpus.path or params.data.hub_name}")
+
+
+def load_prepared_data(data_dir: str | os.PathLike) -> PretrainData:
+    """Read a data folder written by the workbook's data step: tokenizer/, blocks_{train,validation}.npy
+    and (optionally) corpus.json naming the source."""
+    from transformers import AutoTokenizer
+
+    data_dir = Path(data_dir)
+    blocks = {}
+    for split in ("train", "validation"):
+        f = data_dir / f"blocks_{split}.npy"
+        if not f.is_file():
+            raise FileNotFoundError(f"prepared data folder {data_dir} lacks {f.name} (run the data step first)")
+        blocks[split] = np.load(f, allow_pickle=False)
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    source = "prepared:" + str(data_dir)
+    if (data_dir / "corpus.json").is_file():
+        meta = json.loads((data_dir / "corpus.json").read_text())
+        source = f"{meta.get('source')}:{meta.get('path')}"
+    return PretrainData(tokenizer, blocks, source)
+
+
+def _as_data(data: Any) -> PretrainData:
+    if isinstance(data, PretrainData):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        return PretrainData(*data)
+    raise TypeError(f"data must be PretrainData or (tokenizer, blocks[, source]), got {type(data).__name__}")
+
+
+class BatchOrder:
+    """Which dataset rows form batch b of epoch e: a fixed slice of a permutation seeded by (seed, e).
+
+    Depends on nothing but (seed, epoch, batch size, dataset size), so both objectives see the same
+    order, a resumed run jumps straight to (epoch, batch), and no consumed batch is re-read.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ParamsError(f"parameter train.batch_size={batch_size} is invalid: allowed a multiple of "
+                              f"the number of processes ({world})")
+        self.num_batches = num_rows // batch_size  # the incomplete last batch is dropped
+        if self.num_batches == 0:
+            raise ValueError(f"only {num_rows} training blocks: fewer than one batch of train.batch_size={batch_size}")
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.num_rows = num_rows
+
+    def batches(self, epoch: int, start: int = 0) -> "_Batches":
+        """This process's share of batches start.. of `epoch` (each a list of row indices)."""
+        perm = torch.randperm(self.num_rows, generator=item_generator(self.seed, epoch, -1, "order"))
+        per_rank = self.batch_size // self.world
+        grid = perm[: self.num_batches * self.batch_size].view(self.num_batches, self.batch_size)
+        return _Batches(grid[start:, self.rank * per_rank:(self.rank + 1) * per_rank])
+
+
+class _Batches:
+    """A DataLoader batch_sampler over the rows of an index grid (no Python list of the whole epoch)."""
+
+    def __init__(self, grid: torch.Tensor):
+        self.grid = grid
+
+    def __len__(self) -> int:
+        return len(self.grid)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (row.tolist() for row in self.grid)
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+
+
+def batch_stream(dataset: Any, collator: PretrainCollator, order: BatchOrder, epoch: int, start: int,
+                 num_workers: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """Yield (epoch, batch index, collated batch) forever, starting at (epoch, start)."""
+    while True:
+        collator.set_epoch(epoch)  # before the iterator exists: workers copy the collator
+        loader = DataLoader(dataset, batch_sampler=order.batches(epoch, start), collate_fn=collator,
+                            num_workers=num_workers, worker_init_fn=_ignore_sigint if num_workers else None,
+                            # own generator: creating an iterator must not draw from the global RNG
+                            # (that would shift dropout after a resume)
+                            generator=torch.Generator().manual_seed(order.seed))
+        for b, batch in enumerate(loader, start=start):
+            yield epoch, b, batch
+        epoch, start = epoch + 1, 0
+
+
+# ---------------------------------------------------------------- optimisation
+
+def build_optimizer(model: PretrainModel, params: Params, fused: bool) -> torch.optim.AdamW:
+    """AdamW; weight decay only on matrices (not on biases, LayerNorm weights, or λ's parameters)."""
+    no_decay = {id(p) for p in model.balancer.no_decay_parameters()} if hasattr(model, "balancer") else set()
+    decay, keep = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (keep if p.ndim < 2 or id(p) in no_decay else decay).append(p)
+    groups = [{"params": decay, "weight_decay": params.train.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=params.train.lr, betas=(0.9, 0.999), fused=fused or None)
+
+
+class WarmupCosine:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total` steps.
+
+    Hand-written (not transformers.get_scheduler) because budget=seconds learns `total` only after a
+    timed warm-up; as a plain object its fields are saved in the scheduler's state_dict.
+    """
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)  # never exactly 0: step 0 already learns a little
+        progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def mixed_precision(precision: str) -> str:
+    """Accelerate's mixed_precision for train.precision: bf16 where asked for or (auto) supported on GPU."""
+    if precision == "bf16":
+        return "bf16"
+    if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+# ---------------------------------------------------------------- signals
+
+def effective_rank(x: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d)."""
+    s = torch.linalg.svdvals(x.float())
+    p = s / s.sum().clamp_min(1e-12)
+    return math.exp(-(p * torch.log(p.clamp_min(1e-12))).sum().item())
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks between steps; a second SIGINT aborts at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt("second SIGINT: aborting without a checkpoint")
+        self.signum = signum
+        print(f"\n[train] {signal.Signals(signum).name} received: finishing this step, then checkpointing",
+              file=sys.stderr, flush=True)
+
+    @contextmanager
+    def installed(self) -> Iterator["StopFlag"]:
+        if threading.current_thread() is not threading.main_thread():  # handlers only work there
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+# ---------------------------------------------------------------- the run
+
+def _plan_steps(params: Params, objective: str, flops: dict[str, float]) -> tuple[int, str]:
+    """Planned optimizer steps for this objective under train.budget, with a note saying why."""
+    t = params.train
+    if t.budget == "steps" or objective == "hybrid" and t.budget == "flops":
+        return t.steps, f"train.steps={t.steps}"
+    if t.budget == "flops":
+        steps = max(1, round(t.steps * flops["hybrid"] / flops["mlm"]))
+        return steps, (f"equal FLOPs: {t.steps} hybrid steps x {flops['hybrid']:.3g} FLOPs "
+                       f"/ {flops['mlm']:.3g} FLOPs per MLM step")
+    return t.steps, f"provisional ({t.steps}) until the timed warm-up of budget_seconds={t.budget_seconds}"
+
+
+def _fingerprint_check(saved: dict[str, Any], params: Params, objective: str, seed: int, where: Path) -> None:
+    """Refuse to resume a checkpoint of another objective, seed, architecture, data or masks."""
+    now = {"objective": objective, "seed": seed, "params": params.fingerprint("data", "model", "mask", "objective"),
+           "batch_size": params.train.batch_size}
+    diff = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in now.items() if saved.get(k) != v]
+    if diff:
+        raise ValueError(f"cannot resume from {where}: it belongs to a different run ({'; '.join(diff)}); "
+                         "use another output folder or resume=False")
+
+
+def _step_of(line: str) -> float:
+    """Step of a JSONL record; inf for a torn last line (kill -9 mid-write), so it is dropped."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return math.inf
+
+
+def _fmt(v: Any) -> str:
+    return "null" if v is None else f"{v:.4f}"
+
+
+def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths, resume: bool = False,
+          seed: int | None = None, data: PretrainData | tuple | None = None) -> dict[str, Any]:
+    """Pre-train one model; returns the summary also written to train_summary.json.
+
+    out_dir: a folder (RunPaths.in_folder layout) or a RunPaths. resume: continue from the checkpoint
+    if one exists (else start fresh). seed: defaults to params.seed. data: PretrainData or
+    (tokenizer, blocks[, source]) from the workbook's data step; None builds it under out_dir/data.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
+    paths = out_dir if isinstance(out_dir, RunPaths) else RunPaths.in_folder(out_dir)
+    seed = params.seed if seed is None else seed
+    t = params.train
+    acc = Accelerator(mixed_precision=mixed_precision(t.precision))
+    main = acc.is_main_process
+    say = acc.print
+
+    # 1. data ---------------------------------------------------------------------------------
+    from .blocks import BlockDataset
+
+    if data is None:
+        with acc.main_process_first():  # one process builds the caches, the others read them
+            data = prepare_data(params, paths.data_dir, seed)
+    data = _as_data(data)
+    tokenizer = data.tokenizer
+    train_set, val_blocks = BlockDataset(data.blocks["train"]), data.blocks["validation"]
+    collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    order = BatchOrder(len(train_set), t.batch_size, seed, acc.process_index, acc.num_processes)
+
+    # Validation: the first eval_batches batches of validation blocks, masks drawn once (epoch 0).
+    val_collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    val_set = BlockDataset(val_blocks)
+    n_val = min(len(val_set), t.eval_batches * t.batch_size)
+    val_batches = [val_collator([val_set[i] for i in range(s, min(s + t.batch_size, n_val))])
+                   for s in range(0, n_val, t.batch_size)]
+
+    # FLOPs per step of both objectives, from token counts of the first real batches.
+    counts: dict[str, TokenCounts] = {}
+    first_rows = BatchOrder(len(train_set), t.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
+    for obj in OBJECTIVES:
+        probe = PretrainCollator(tokenizer, params.mask, seed, obj, params.objective.shared_pass)
+        counts[obj] = measure_token_counts(probe([train_set[i] for i in rows]) for rows in first_rows)
+    flops_parts = {obj: training_flops_per_step(params, len(tokenizer), obj, counts[obj]) for obj in OBJECTIVES}
+    flops = {obj: parts["total"] for obj, parts in flops_parts.items()}
+    total_steps, budget_note = _plan_steps(params, objective, flops)
+
+    # 2. model, optimizer, schedule --------------------------------------------------------------
+    set_seed(seed)
+    model = PretrainModel(params, objective, len(tokenizer), tokenizer.pad_token_id)
+    optimizer = build_optimizer(model, params, fused=acc.device.type == "cuda")
+    schedule = WarmupCosine(t.warmup_steps, total_steps, t.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if t.compile:
+        model.encoder = torch.compile(model.encoder)
+    # The scheduler stays outside prepare(): Accelerate would step it once per process.
+    model, optimizer = acc.prepare(model, optimizer)
+    core: PretrainModel = acc.unwrap_model(model)
+
+    step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
+    tokens_done, flops_done, stopped_by, resumed_from, warned = 0, 0.0, "steps", None, False
+    if resume and ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:
+        state = ckpt.load_checkpoint(paths.checkpoint_dir, core, optimizer, scheduler, map_location=acc.device)
+        extra = state["extra"]
+        _fingerprint_check(extra, params, objective, seed, state["path"])
+        step, resumed_from = state["step"], state["step"]
+        epoch, batch_index = state["data_position"]["epoch"], state["data_position"]["batch"]
+        elapsed_before, tokens_done, flops_done = extra["elapsed_s"], extra["tokens"], extra["flops"]
+        total_steps, budget_note, warned = extra["total_steps"], extra["budget_note"], extra["warned_collapse"]
+        schedule.total = total_steps
+        rng = state["rng_states"]
+        if len(rng) != acc.num_processes:
+            warnings.warn(f"checkpoint has RNG states of {len(rng)} processes, this run has {acc.num_processes}: "
+                          "dropout after the resume will differ from an uninterrupted run")
+        ckpt.restore_rng_state(rng[min(acc.process_index, len(rng) - 1)])
+        say(f"[train] resumed {objective} from {state['path']} at step {step} (epoch {epoch}, batch {batch_index})")
+    elif resume:
+        say(f"[train] no checkpoint in {paths.checkpoint_dir}: starting {objective} from scratch")
+
+    if main:  # keep only log records up to the checkpoint: later ones will be recomputed
+        paths.log_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resumed_from is not None and paths.log_path.exists():
+            kept = [ln for ln in paths.log_path.read_text().splitlines() if _step_of(ln) <= step]
+        paths.log_path.write_text("".join(ln + "\n" for ln in kept))
+    log_file = open(paths.log_path, "a") if main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    def save(at_step: int) -> None:
+        rng = [ckpt.capture_rng_state()]
+        if acc.num_processes > 1:
+            rng = [None] * acc.num_processes
+            torch.distributed.all_gather_object(rng, ckpt.capture_rng_state())
+        if main:
+            ckpt.save_checkpoint(
+                paths.checkpoint_dir, core, optimizer, scheduler, at_step, {"epoch": epoch, "batch": batch_index},
+                rng, encoder=core.encoder_for_export(), tokenizer=tokenizer,
+                extra={"objective": objective, "seed": seed, "batch_size": t.batch_size,
+                       "params": params.fingerprint("data", "model", "mask", "objective"),
+                       "total_steps": total_steps, "budget_note": budget_note, "elapsed_s": elapsed(),
+                       "tokens": tokens_done, "flops": flops_done, "warned_collapse": warned})
+        acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def validate(at_step: int) -> dict[str, Any]:
+        core.eval()
+        sums, n = {"mlm_loss": 0.0, "jepa_loss": 0.0}, 0
+        for vb in val_batches:
+            with acc.autocast():
+                out = core({k: v.to(acc.device) for k, v in vb.items()})
+            sums["mlm_loss"] += out["mlm_loss"].item()
+            sums["jepa_loss"] += out["jepa_loss"].item() if "jepa_loss" in out else 0.0
+            n += 1
+        core.train()
+        return {"split": "validation", "step": at_step, "mlm_loss": sums["mlm_loss"] / max(n, 1),
+                "jepa_loss": sums["jepa_loss"] / max(n, 1) if objective == "hybrid" and n else None}
+
+    # 3. the loop ---------------------------------------------------------------------------------
+    tokens_per_step = t.batch_size * data.blocks["train"].shape[1]
+    say(f"[train] {objective}: {sum(p.numel() for p in core.parameters() if p.requires_grad):,} trained parameters, "
+        f"{flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
+        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}, "
+        f"{acc.num_processes} process(es), data {data.source}")
+    stream = batch_stream(train_set, collator, order, epoch, batch_index, t.num_workers)
+    stop = StopFlag()
+    t_start = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_start
+
+    def agree(values: list[float]) -> list[float]:
+        """The processes' mean of `values`, so that every process takes the same branch."""
+        x = torch.tensor(values, dtype=torch.float64, device=acc.device)
+        return (acc.reduce(x, reduction="mean") if acc.num_processes > 1 else x).tolist()
+
+    timing = t.budget == "seconds" and resumed_from is None  # the step time is still to be measured
+    if timing:  # run at least until the timed warm-up is over
+        total_steps = schedule.total = max(total_steps, SECONDS_PROBE_STEPS + 2)
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc=objective, disable=not main, dynamic_ncols=True)
+    probe_start, last_log_time, last_log_step, last = None, time.perf_counter(), step, {}
+    with stop.installed():
+        while step < total_steps:
+            if t.budget == "seconds" and agree([elapsed()])[0] >= t.budget_seconds:
+                stopped_by = "time"
+                save(step)
+                break
+            epoch, batch_index, batch = next(stream)
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            lr = scheduler.get_last_lr()[0]
+            momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
+
+            out = model(batch)
+            acc.backward(out["loss"])
+            grad_norm = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+            finite = bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
+            any_bad, any_stop = agree([not finite, stop.signum is not None])
+            if any_bad:
+                values = {k: out[k].item() for k in ("loss", "mlm_loss", "jepa_loss", "lambda") if k in out}
+                which = [k for k in ("mlm_loss", "jepa_loss", "loss") if k in values and not math.isfinite(values[k])]
+                good = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+                message = (f"non-finite {'/'.join(which) or 'gradient'} at step {step + 1} of {objective}: "
+                           + ", ".join(f"{k}={v:.6g}" for k, v in values.items())
+                           + f", grad_norm={grad_norm.item():.6g}, lr={lr:.3g}. Training stopped before the "
+                           f"optimizer step; last good checkpoint: {good or 'none'}. "
+                           "Try a lower train.lr or a longer warm-up.")
+                log({"step": step + 1, "error": message})
+                bar.close()
+                if log_file is not None:
+                    log_file.close()
+                raise NonFiniteLossError(message)
+
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            core.update_target(momentum)
+            step += 1
+            tokens_done += tokens_per_step
+            flops_done += flops[objective]
+            batch_index += 1  # the data position is the next batch to read
+            if batch_index == order.num_batches:
+                epoch, batch_index = epoch + 1, 0
+
+            if step % t.log_every == 0 or step == total_steps:
+                hybrid = objective == "hybrid"
+                zero = torch.zeros((), device=acc.device)
+                loss, mlm, jepa, target_std = agree([out["loss"].item(), out["mlm_loss"].item(),
+                                                     out.get("jepa_loss", zero).item(), out.get("target_std", zero).item()])
+                now = time.perf_counter()
+                last = {
+                    "step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm,
+                    "jepa_loss": jepa if hybrid else None, "lambda": out["lambda"].item() if hybrid else None,
+                    "lr": lr, "ema_momentum": momentum if hybrid else None, "grad_norm": grad_norm.item(),
+                    "tokens_per_s": tokens_per_step * (step - last_log_step) / max(now - last_log_time, 1e-9),
+                    "target_std": target_std if hybrid else None,
+                    "batch_effective_rank": effective_rank(out["context_embedding"]),
+                    "flops": flops_done, "elapsed_s": elapsed(),
+                }
+                last_log_time, last_log_step = now, step
+                collapse = [f"target_std {target_std:.3g} < train.collapse_std {t.collapse_std}"] \
+                    if hybrid and target_std < t.collapse_std else []
+                if last["batch_effective_rank"] < COLLAPSE_RANK:
+                    collapse.append(f"batch effective rank {last['batch_effective_rank']:.2f} < {COLLAPSE_RANK}")
+                if collapse:
+                    last["warning"] = "possible representation collapse: " + "; ".join(collapse)
+                    if not warned:
+                        warnings.warn(f"{objective} step {step}: {last['warning']}", RuntimeWarning, stacklevel=2)
+                        warned = True
+                log(last)
+                bar.set_postfix_str(f"loss {loss:.3f} mlm {mlm:.3f} jepa {_fmt(last['jepa_loss'])} "
+                                    f"λ {_fmt(last['lambda'])}", refresh=False)
+            bar.update(1)
+
+            if step % t.eval_every == 0 or step == total_steps:
+                log(validate(step))
+
+            # budget=seconds: time steps 2..N+1, then fix the schedule length. The probe steps are
+            # ordinary steps (their warm-up LR does not depend on the length).
+            if timing and step == 1:
+                probe_start = time.perf_counter()
+            elif timing and step == 1 + SECONDS_PROBE_STEPS:
+                per_step = agree([(time.perf_counter() - probe_start) / SECONDS_PROBE_STEPS])[0]
+                total_steps = max(step + 1, step + int((t.budget_seconds - elapsed()) / per_step))
+                schedule.total = bar.total = total_steps
+                budget_note = (f"equal wall-clock: {t.budget_seconds:g} s at {per_step * 1e3:.1f} ms/step "
+                               f"(timed over steps 2-{step}) -> {total_steps} steps")
+                say(f"[train] {budget_note}")
+                timing = False
+
+            if step % t.checkpoint_every == 0 or step == total_steps or any_stop:
+                save(step)
+            if any_stop:
+                bar.close()
+                if log_file is not None:
+                    log_file.close()
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, paths.checkpoint_dir)
+    bar.close()
+
+    # 4. export -----------------------------------------------------------------------------------
+    if not last and step > 0:  # resumed an already finished run: take the final record from the log
+        records = [json.loads(ln) for ln in paths.log_path.read_text().splitlines() if ln.strip()]
+        last = next((r for r in reversed(records) if "loss" in r and "split" not in r), {})
+    final_val = validate(step) if val_batches else None
+    summary = {
+        "objective": objective, "seed": seed, "steps": step, "planned_steps": total_steps,
+        "tokens": tokens_done, "flops_per_step": flops[objective], "flops_per_step_parts": flops_parts[objective],
+        "total_flops": flops_done, "hybrid_mlm_flops_ratio": flops["hybrid"] / flops["mlm"],
+        "token_counts": asdict(counts[objective]), "wall_time_s": elapsed(),
+        "budget": {"mode": t.budget, "note": budget_note, "stopped_by": stopped_by,
+                   "budget_seconds": t.budget_seconds},
+        "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
+                                           "batch_effective_rank")},
+        "final_validation": final_val, "data_source": data.source, "precision": acc.mixed_precision,
+        "device": str(acc.device), "num_processes": acc.num_processes, "resumed_from_step": resumed_from,
+        "params": params.to_dict(),
+    }
+    if acc.num_processes > 1:  # replicas must agree after DDP; a cheap check that they do
+        checksum = torch.tensor([sum(p.double().sum().item() for p in core.parameters())], device=acc.device)
+        summary["replica_checksums"] = acc.gather(checksum).tolist()
+    if main:
+        with ckpt.atomic_dir(paths.model_dir) as tmp:
+            ckpt.save_encoder(tmp, core.encoder_for_export(), tokenizer)
+            (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        paths.summary_path.write_text(json.dumps(summary, indent=1))
+        log_file.close()
+    acc.wait_for_everyone()
+    say(f"[train] {objective} done: {step} steps, {elapsed():.1f} s, final loss {_fmt(last.get('loss'))}, "
+        f"mlm {_fmt(last.get('mlm_loss'))}, jepa {_fmt(last.get('jepa_loss'))}, λ {_fmt(last.get('lambda'))}"
+        f" -> {paths.model_dir}")
+    return summary
+
+
+# ---------------------------------------------------------------- CLI
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {item!r} is invalid: expected key=value, e.g. train.steps=100")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jepa_core.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", required=True, help="YAML profile, e.g. parameters/smoke.yaml")
+    ap.add_argument("--objective", required=True, choices=OBJECTIVES)
+    ap.add_argument("--out", required=True, help="output folder: model/, checkpoint/, log.jsonl, train_summary.json")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
+    ap.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
+    ap.add_argument("--data", default=None, help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter (repeatable), e.g. --set train.steps=100")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params, _parse_sets(args.sets))
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_params(params, out / "params.yaml")
+    data = load_prepared_data(args.data) if args.data else None
+    try:
+        train(params, args.objective, out, resume=args.resume, seed=args.seed, data=data)
+    except TrainingInterrupted as exc:
+        print(f"[train] interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
