@@ -10,6 +10,16 @@ CIs are percentile intervals of the bootstrap distribution. The paired test uses
 resamples for both models, so example-level difficulty cancels out of the difference.
 Resamples on which a statistic is undefined (NaN, e.g. a correlation on a constant resample)
 are left out, with a warning.
+
+Recentring. Plug-in statistics that estimate a centre or a covariance (centred uniformity,
+spectral metrics) shift when a resample duplicates examples: a resample has only ~63% distinct
+points, and e.g. the effective rank of 1000 embeddings in 256-d drops by ~20 bootstrap sds.
+A percentile interval would then not even contain the estimate. For such statistics
+(`recentre=True`) the bootstrap is used for the spread only: the bootstrap distribution is
+shifted so that its median equals the full-sample value before taking percentiles (and the
+p-value). The estimand is then the metric of n dev embeddings, the quantity that is reported.
+`geometry.GeometryResampler` says which of its metrics need it (its `recentre` attribute,
+picked up automatically when recentre=None).
 """
 from __future__ import annotations
 
@@ -53,6 +63,23 @@ def _finite(boot: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _recentred(boot: np.ndarray, full: np.ndarray, recentre: np.ndarray) -> np.ndarray:
+    """Shift the columns flagged in `recentre` so that their bootstrap median is the full value."""
+    if not recentre.any():
+        return boot
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        shift = np.where(recentre, full - np.nanmedian(boot, axis=0), 0.0)
+    return boot + shift
+
+
+def _recentre_mask(recentre, stat: Stat, k: int) -> np.ndarray:
+    if recentre is None:
+        recentre = getattr(stat, "recentre", False)
+    mask = np.broadcast_to(np.asarray(recentre, dtype=bool), (k,))
+    return mask
+
+
 def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     ok = _finite(boot)
     lo = np.full(boot.shape[1], np.nan)
@@ -71,30 +98,36 @@ def _unwrap(*arrays):
 
 
 def bootstrap_ci(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 progress: bool = False):
-    """(value on the full sample, ci_low, ci_high): percentile bootstrap CI at level 1 − alpha."""
+                 recentre=None, progress: bool = False):
+    """(value on the full sample, ci_low, ci_high): percentile bootstrap CI at level 1 − alpha.
+
+    recentre: bool or one bool per output of stat (module docstring); None: `stat.recentre`
+    if the statistic defines it, else False.
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     (full,), (boot,) = _evaluate([stat], n, n_boot, seed, progress)
+    boot = _recentred(boot, full, _recentre_mask(recentre, stat, full.size))
     return _unwrap(full, *_percentiles(boot, alpha))
 
 
 def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, seed: int = 0,
-                     alpha: float = 0.05, progress: bool = False):
+                     alpha: float = 0.05, recentre=None, progress: bool = False):
     """(diff, ci_low, ci_high, p) for diff = stat_a − stat_b on the same examples.
 
     Both statistics see the SAME resamples. The CI is the percentile interval of the bootstrap
     differences d*; the two-sided p-value is the matching percentile-method one,
         p = 2 · min(#{d* ≤ 0} + 1, #{d* ≥ 0} + 1) / (B + 1),  capped at 1,
     so p < alpha exactly when the (1 − alpha) interval excludes 0 (up to the +1 guard, which
-    keeps p ≥ 1/(B+1): a bootstrap of B resamples cannot claim more).
+    keeps p ≥ 1/(B+1): a bootstrap of B resamples cannot claim more). recentre (None: from
+    stat_a.recentre) shifts the differences so that their median is the observed difference.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     (fa, fb), (ba, bb) = _evaluate([stat_a, stat_b], n, n_boot, seed, progress)
     if fa.shape != fb.shape:
         raise ValueError(f"stat_a and stat_b return different shapes: {fa.shape} vs {fb.shape}")
-    d = ba - bb
+    d = _recentred(ba - bb, fa - fb, _recentre_mask(recentre, stat_a, fa.size))
     lo, hi = _percentiles(d, alpha)
     ok = np.isfinite(d)
     n_ok = ok.sum(axis=0)
