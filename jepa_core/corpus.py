@@ -7,7 +7,7 @@ read and a run is reproducible. Sources (`data.source`):
   hub            `datasets.load_dataset(data.hub_name, data.hub_config, streaming=True)`
   wiki_dump      a `*pages-articles*.xml[.bz2]` dump (file or folder), parsed with gensim's
                  `wikicorpus` tools; redirects, non-article namespaces and pages left empty
-                 after markup removal are skipped and counted. Without a path: the real
+                 after markup removal are skipped and counted. Without data.path: the real
                  Wikipedia excerpt shipped inside gensim (106 articles, ~480k words).
   wikiextractor  a folder (searched recursively) or file of WikiExtractor output,
                  `<doc id= url= title=>` ... `</doc>`, plain or .gz/.bz2/.xz. Files that do
@@ -17,6 +17,7 @@ read and a run is reproducible. Sources (`data.source`):
                  WikiText's ` @-@ `-style escapes undone. Other files: one document per chunk
                  of text separated by one or more blank lines.
   parquet/jsonl  files with a `text` column/key and optional `id`, `title`.
+                 (wikiextractor/text/parquet/jsonl without data.path read $WIKI_DIR.)
   auto           data.path when given (kind detected), else the hub when reachable, else
                  $WIKI_DIR when set (kind detected), else the embedded gensim excerpt. One
                  line says which source was used and why; the choice is recorded in `Corpus`.
@@ -192,16 +193,18 @@ def wikitext_to_plain(wikitext: str) -> str:
     writes headings), list and table lines dropped (mostly references and link lists)."""
     from gensim.corpora.wikicorpus import filter_wiki
 
-    lines = []
+    lines: list[tuple[str, bool]] = []  # (line, is_heading)
     for line in filter_wiki(wikitext).splitlines():
         if _LIST_OR_TABLE.match(line):
             continue
         heading = _HEADING.match(line.strip())
-        line = heading.group(2) + "." if heading else line
-        line = " ".join(_EMPHASIS.sub("", line).split())
+        line = " ".join(_EMPHASIS.sub("", heading.group(2) + "." if heading else line).split())
         if line and line != ".":
-            lines.append(line)
-    return "\n".join(lines)
+            lines.append((line, bool(heading)))
+    # a heading whose section lost all its text (e.g. "See also" with only links) is dropped
+    kept = [line for (line, is_heading), nxt in zip(lines, lines[1:] + [("", True)])
+            if not (is_heading and nxt[1])]
+    return "\n".join(kept)
 
 
 def _read_wiki_dump(path: Path, skipped: Counter) -> Iterator[Document]:
@@ -236,6 +239,8 @@ def _read_wiki_dump(path: Path, skipped: Counter) -> Iterator[Document]:
             except ParseError as exc:
                 line, col = exc.position
                 raise ValueError(f"{file}: line {line}, column {col}: malformed XML dump ({exc})") from None
+            except ValueError as exc:  # gensim: the root element has no MediaWiki namespace
+                raise ValueError(f"{file}: not a MediaWiki XML dump ({str(exc).strip()})") from None
             finally:
                 skipped["invalid_utf8_bytes"] += _replaced_bytes - before
 
@@ -432,10 +437,10 @@ def resolve_source(cfg: DataConfig) -> tuple[str, Path | None, str]:
     if cfg.source != "auto":
         if cfg.path is not None:
             return cfg.source, _existing(cfg.path, "data.path"), f"data.source={cfg.source}"
+        if cfg.source == "wiki_dump":  # $WIKI_DIR names WikiExtractor output, not a dump
+            return "wiki_dump", embedded_dump_path(), "data.source=wiki_dump without data.path: gensim's embedded excerpt"
         if wiki_dir is not None:
             return cfg.source, _existing(wiki_dir, "$WIKI_DIR"), f"data.source={cfg.source}, path from $WIKI_DIR"
-        if cfg.source == "wiki_dump":
-            return "wiki_dump", embedded_dump_path(), "data.source=wiki_dump without a path: gensim's embedded excerpt"
         raise FileNotFoundError(f"data.source={cfg.source} needs data.path or $WIKI_DIR (neither is set)")
     if cfg.path is not None:
         p = _existing(cfg.path, "data.path")
