@@ -1,0 +1,183 @@
+"""Frozen encoder -> last-layer token states of every real token, cached on disk.
+
+`encode(model, tokenizer, sentences1, sentences2)` runs the encoder in eval mode under
+`torch.inference_mode`, in length-bucketed batches (sorted by length, padded only to the longest
+sentence of the batch) and returns the states in the input order as a `TokenStates`: one flat
+(total_tokens, H) array plus offsets, so nothing is stored for padding. Pairs are one sequence
+`[CLS] a [SEP] b [SEP]` with segment ids (`pair_encoding="joint"`, the paper's way) or two
+sentences encoded on their own (`"siamese"`, side b in `TokenStates.second`).
+
+Cache: `cache_dir/<cache_name>-<key>.npz`, key = hash of (checkpoint fingerprint, tokenizer,
+sentences, max_length, pair side, dtype). The fingerprint hashes the weights themselves, so a
+retrained checkpoint in the same folder, or a different train subset, never hits a stale entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+CACHE_VERSION = 1  # bump when the stored layout changes
+
+
+@dataclass
+class TokenStates:
+    """Ragged last-layer states: sentence i owns rows offsets[i]:offsets[i+1] of every flat array."""
+    states: np.ndarray  # (T, H) float16/float32, real tokens only ([CLS]/[SEP] included)
+    offsets: np.ndarray  # (N+1,) int64
+    input_ids: np.ndarray  # (T,) int32, for the lexical probes
+    token_type_ids: np.ndarray  # (T,) int8, segment ids (1 = sentence b of a joint pair)
+    special: np.ndarray  # (T,) bool, True at [CLS]/[SEP]: poolings may leave them out
+    second: TokenStates | None = None  # siamese pairs: sentence b, encoded on its own
+
+    @property
+    def n(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def hidden(self) -> int:
+        return self.states.shape[1]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def ids(self, i: int) -> np.ndarray:
+        return self.input_ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> TokenStates:
+        """The sentences `idx`, in that order (vectorised gather of their rows)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        _, _, src = ragged_index(self.offsets, idx)
+        lengths = self.lengths[idx]
+        return TokenStates(self.states[src], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                           self.input_ids[src], self.token_type_ids[src], self.special[src],
+                           self.second.subset(idx) if self.second is not None else None)
+
+
+def ragged_index(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sentences `idx`: (row in the batch, position in the sentence, flat row) of each of their tokens."""
+    lengths = offsets[idx + 1] - offsets[idx]
+    rows = np.repeat(np.arange(len(idx)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(idx) else np.zeros(0, np.int64)
+    cols = np.arange(lengths.sum()) - np.repeat(starts, lengths)
+    return rows, cols, np.repeat(offsets[idx], lengths) + cols
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def load_encoder(path: str | os.PathLike, random_init: bool = False, seed: int = 0):
+    """(model, tokenizer) from an HF folder; `random_init`: same architecture, freshly initialised (seeded)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if random_init:
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    else:
+        model = AutoModel.from_pretrained(path)
+    return model.eval(), tokenizer
+
+
+def fingerprint(model: torch.nn.Module, tokenizer) -> str:
+    """Hash of the weights, the config and the tokenizer: keys the encoding cache."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    h.update(json.dumps(config.to_dict() if config is not None else {}, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode(model: torch.nn.Module | str | os.PathLike, tokenizer, sentences1: Sequence[str],
+           sentences2: Sequence[str] | None = None, *, max_length: int = 128, batch_size: int = 64,
+           bucket: bool = True, pair_encoding: str = "joint", dtype=np.float32,
+           cache_dir: str | os.PathLike | None = None, cache_name: str = "states",
+           model_fingerprint: str | None = None, progress: bool = True) -> TokenStates:
+    """Token states of `sentences1` (paired with `sentences2` when given), in the input order."""
+    if pair_encoding not in ("joint", "siamese"):
+        raise ValueError(f"pair_encoding={pair_encoding!r}: expected joint or siamese")
+    if not isinstance(model, torch.nn.Module):
+        model, loaded_tok = load_encoder(model)
+        tokenizer = tokenizer or loaded_tok
+    if sentences2 is not None and len(sentences2) != len(sentences1):
+        raise ValueError(f"sentences2 has {len(sentences2)} entries, sentences1 {len(sentences1)}")
+    limit = getattr(model.config, "max_position_embeddings", max_length)
+    if max_length > limit:
+        raise ValueError(f"max_length={max_length} exceeds the model's max_position_embeddings={limit}")
+    kwargs = dict(max_length=max_length, batch_size=batch_size, bucket=bucket, dtype=dtype, cache_dir=cache_dir,
+                  model_fingerprint=model_fingerprint, progress=progress)
+    if sentences2 is not None and pair_encoding == "siamese":
+        a = _encode_cached(model, tokenizer, sentences1, None, cache_name=cache_name + ".a", **kwargs)
+        return dataclasses.replace(a, second=_encode_cached(model, tokenizer, sentences2, None,
+                                                             cache_name=cache_name + ".b", **kwargs))
+    return _encode_cached(model, tokenizer, sentences1, sentences2, cache_name=cache_name, **kwargs)
+
+
+def _encode_cached(model, tokenizer, sentences1, sentences2, *, cache_dir, cache_name, model_fingerprint, **kw) -> TokenStates:
+    if cache_dir is None:
+        return _encode(model, tokenizer, sentences1, sentences2, desc=cache_name, **kw)
+    h = hashlib.sha256()
+    fp = model_fingerprint or fingerprint(model, tokenizer)
+    h.update(json.dumps([CACHE_VERSION, fp, kw["max_length"], np.dtype(kw["dtype"]).str]).encode())
+    for s in itertools.chain(sentences1, ["\x1e"], sentences2 or []):
+        h.update(s.encode() + b"\x1f")
+    path = Path(cache_dir) / f"{cache_name}-{h.hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return TokenStates(**{f.name: z[f.name] for f in dataclasses.fields(TokenStates) if f.name != "second"})
+    ts = _encode(model, tokenizer, sentences1, sentences2, desc=cache_name, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, states=ts.states, offsets=ts.offsets, input_ids=ts.input_ids,
+             token_type_ids=ts.token_type_ids, special=ts.special)
+    os.replace(tmp, path)  # atomic: a crashed run never leaves a half-written entry
+    return ts
+
+
+def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size, bucket, dtype, progress, desc) -> TokenStates:
+    enc = tokenizer(list(sentences1), list(sentences2) if sentences2 is not None else None, truncation=True,
+                    max_length=max_length, return_token_type_ids=True, return_special_tokens_mask=True,
+                    return_attention_mask=False)
+    lengths = np.fromiter(map(len, enc["input_ids"]), dtype=np.int64, count=len(sentences1))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = lambda key, dt: np.fromiter(itertools.chain.from_iterable(enc[key]), dtype=dt, count=int(offsets[-1]))
+    input_ids, token_type_ids = flat("input_ids", np.int32), flat("token_type_ids", np.int8)
+    special = flat("special_tokens_mask", np.int8).astype(bool)
+
+    states = np.empty((offsets[-1], model.config.hidden_size), dtype=dtype)
+    # longest first: batches of similar lengths waste little compute on padding, and the first batch
+    # shows at once whether memory suffices
+    order = np.argsort(-lengths, kind="stable") if bucket else np.arange(len(lengths))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), tqdm(total=len(order), desc=f"encode {desc}", unit="sent", leave=False,
+                                      disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            rows, cols, src = ragged_index(offsets, idx)
+            shape = (len(idx), int(lengths[idx].max()))
+            ids, types, mask = (torch.zeros(shape, dtype=torch.long) for _ in range(3))
+            ids[rows, cols] = torch.from_numpy(input_ids[src].astype(np.int64))
+            types[rows, cols] = torch.from_numpy(token_type_ids[src].astype(np.int64))
+            mask[rows, cols] = 1
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), token_type_ids=types.to(device))
+            states[src] = out.last_hidden_state[rows, cols].float().cpu().numpy()
+            bar.update(len(idx))
+    model.train(was_training)
+    return TokenStates(states, offsets, input_ids, token_type_ids, special)
