@@ -1,0 +1,160 @@
+"""Tokenise every document once (cached), pack the stream into full-length blocks.
+
+Each split becomes one token stream, `doc_1 [SEP] doc_2 [SEP] ... doc_n`, cut into blocks of
+L = data.seq_len tokens: `[CLS]` + the next L-1 stream tokens. The last partial block is
+dropped, so no compute is spent on padding and documents are never truncated (a document
+longer than L simply spans several blocks). Files in cache_dir (the run's data/ folder):
+
+  tokens-<corpus fp>-<tokenizer fp>-<split>.npy   the int32 stream (reused when only L changes)
+  blocks_<split>.npy                              int32 (N, L), memory-mapped when loaded
+  blocks.json                                     what the blocks were built from, and counts
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from jepa_core.config import DataConfig
+from jepa_core.corpus import Corpus, Document
+from jepa_core.tokenizer import tokenizer_fingerprint
+
+TOKENIZE_BATCH = 256  # documents per call to the (multi-threaded, Rust) fast tokenizer
+PROGRESS_MIN_DOCUMENTS = 500  # show a progress bar from this many documents on
+
+
+class Blocks(dict):
+    """{split: int32 array (N, L)} plus `meta`: per-split counts recorded when packing."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict):
+        super().__init__(arrays)
+        self.meta = meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write then rename, so a crash never leaves a truncated file under the final name."""
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def tokenize_split(docs: list[Document], tokenizer, desc: str = "tokenize") -> list[np.ndarray]:
+    """Token ids of each document (no special tokens), one batched tokenizer call per batch."""
+    out: list[np.ndarray] = []
+    bar = tqdm(total=len(docs), desc=desc, unit="doc", disable=len(docs) < PROGRESS_MIN_DOCUMENTS)
+    for start in range(0, len(docs), TOKENIZE_BATCH):
+        texts = [d.text for d in docs[start:start + TOKENIZE_BATCH]]
+        # verbose=False: documents are longer than model_max_length by design (we pack, not truncate)
+        ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        out.extend(np.asarray(x, dtype=np.int32) for x in ids)
+        bar.update(len(texts))
+    bar.close()
+    return out
+
+
+def join_stream(token_lists: list[np.ndarray], sep_id: int) -> np.ndarray:
+    """doc_1 [SEP] doc_2 [SEP] ... doc_n as one int32 array (documents without tokens left out)."""
+    token_lists = [t for t in token_lists if len(t)]
+    if not token_lists:
+        return np.zeros(0, dtype=np.int32)
+    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
+    stream = np.full(lengths.sum() + len(lengths) - 1, sep_id, dtype=np.int32)
+    is_token = np.ones(len(stream), dtype=bool)
+    is_token[np.cumsum(lengths[:-1] + 1) - 1] = False  # where each [SEP] goes
+    stream[is_token] = np.concatenate(token_lists)
+    return stream
+
+
+def _stream_counts(stream: np.ndarray, tokenizer) -> dict[str, int]:
+    n_sep = int(np.count_nonzero(stream == tokenizer.sep_token_id))
+    return {"stream_tokens": len(stream),  # including the [SEP]s between documents
+            "tokens": len(stream) - n_sep,
+            "unk_tokens": int(np.count_nonzero(stream == tokenizer.unk_token_id))}
+
+
+def pack_blocks(stream: np.ndarray, seq_len: int, cls_id: int) -> np.ndarray:
+    """(N, seq_len) int32: [CLS] + consecutive seq_len-1 slices of the stream; tail dropped."""
+    body = seq_len - 1
+    n = len(stream) // body
+    blocks = np.empty((n, seq_len), dtype=np.int32)
+    blocks[:, 0] = cls_id
+    blocks[:, 1:] = stream[:n * body].reshape(n, body)
+    return blocks
+
+
+def build_blocks(corpus: Corpus, tokenizer, cfg: DataConfig, cache_dir: str | os.PathLike) -> Blocks:
+    """{"train": (N, L), "validation": (M, L)} int32 blocks, memory-mapped from cache_dir.
+
+    Reuses blocks_<split>.npy when blocks.json says they come from the same corpus, tokenizer
+    and L; else reuses the cached token streams; only tokenises when neither exists."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = f"{corpus.fingerprint()}-{tokenizer_fingerprint(tokenizer)}"
+    built_from = {"key": key, "seq_len": cfg.seq_len}
+    meta_path = cache_dir / "blocks.json"
+    splits = corpus.splits()
+    if meta_path.is_file():
+        recorded = json.loads(meta_path.read_text())
+        if {k: recorded.get(k) for k in built_from} == built_from and all(
+                (cache_dir / f"blocks_{s}.npy").is_file() for s in splits):
+            return Blocks({s: np.load(cache_dir / f"blocks_{s}.npy", mmap_mode="r") for s in splits},
+                          recorded["splits"])
+
+    meta_path.unlink(missing_ok=True)  # the blocks below are about to change
+    meta: dict[str, dict] = {}
+    for split, docs in splits.items():
+        stream_path = cache_dir / f"tokens-{key}-{split}.npy"
+        if stream_path.is_file():
+            stream = np.load(stream_path)
+        else:
+            stream = join_stream(tokenize_split(docs, tokenizer, desc=f"tokenize {split}"), tokenizer.sep_token_id)
+            _save_npy(stream_path, stream)
+        if len(stream) < cfg.seq_len - 1:
+            raise ValueError(
+                f"the {split} split is too small for one block: {len(stream):,} tokens "
+                f"({len(docs)} documents) but a block of data.seq_len={cfg.seq_len} needs {cfg.seq_len - 1} "
+                f"tokens after [CLS]; use more documents (data.max_documents), a larger "
+                f"data.validation_fraction, or a smaller data.seq_len")
+        blocks = pack_blocks(stream, cfg.seq_len, tokenizer.cls_token_id)
+        _save_npy(cache_dir / f"blocks_{split}.npy", blocks)
+        meta[split] = {"documents": len(docs), **_stream_counts(stream, tokenizer),
+                       "blocks": len(blocks), "dropped_tail_tokens": len(stream) - blocks.shape[0] * (cfg.seq_len - 1)}
+    meta_path.write_text(json.dumps({**built_from, "splits": meta}, indent=2))
+    return Blocks({s: np.load(cache_dir / f"blocks_{s}.npy", mmap_mode="r") for s in splits}, meta)
+
+
+class BlockDataset(Dataset):
+    """Item i = {"input_ids": LongTensor(L), "index": i} (the index seeds that item's masks)."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": torch.from_numpy(self.blocks[i].astype(np.int64)), "index": i}
+
+
+def corpus_statistics(corpus: Corpus, tokenizer, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per split: documents, words, tokens, blocks, tokens per word, [UNK] rate. Token counts
+    come from `build_blocks`'s record; a plain dict of arrays makes it tokenise again."""
+    rows = []
+    for split, docs in corpus.splits().items():
+        if isinstance(blocks, Blocks):
+            m = blocks.meta[split]
+        else:
+            m = _stream_counts(join_stream(tokenize_split(docs, tokenizer), tokenizer.sep_token_id), tokenizer)
+            m["blocks"] = len(blocks[split])
+        words = sum(len(d.text.split()) for d in docs)
+        rows.append({"split": split, "documents": len(docs), "words": words, "tokens": m["tokens"],
+                     "blocks": m["blocks"], "tokens_per_word": m["tokens"] / max(words, 1),
+                     "unk_rate": m["unk_tokens"] / max(m["tokens"], 1)})
+    return pd.DataFrame(rows).set_index("split")
