@@ -2,7 +2,7 @@
 
 Every random draw for dataset item i comes from its own `torch.Generator`, seeded by a stable hash
 of (seed, epoch, i, stream). Masks therefore do not depend on batch composition, DataLoader worker,
-or resume point, and the MLM masks of the hybrid run equal those of the MLM-only run (the MLM and
+or resume point (for rows of equal padded length, as packed blocks are), and the MLM masks of the hybrid run equal those of the MLM-only run (the MLM and
 JEPA draws use separate streams, so adding JEPA masks does not shift the MLM draws).
 
 JEPA mask layout (SPEC §2, 1-D multi-block, per sequence of real length n):
@@ -12,9 +12,10 @@ JEPA mask layout (SPEC §2, 1-D multi-block, per sequence of real length n):
     target blocks may overlap each other (as in I-JEPA); the target set is their union;
   - one contiguous context block of round(U(context_scale)·n) tokens inside [1, n);
   - context := {0} ∪ (context block − targets): context and targets are disjoint by construction;
-  - if fewer than `min_keep` text tokens (not counting [CLS]) remain in the context, redraw (up to
-    MAX_TRIES); if every draw fails, fall back to the whole text as context block and shrink the
-    target blocks until the guarantee holds.
+  - the first of MAX_TRIES candidate draws that leaves >= `min_keep` text tokens (not counting
+    [CLS]) in the context is kept; if none does, the whole text becomes the context block and the
+    target blocks shrink until the guarantee holds.
+Only the random draws are per item; everything after them is vectorised over the batch.
 """
 from __future__ import annotations
 
@@ -56,33 +57,44 @@ def item_generator(seed: int, epoch: int, index: int, stream: str) -> torch.Gene
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | Sequence[torch.Generator], rows: int) -> torch.Tensor:
+    """(rows, *shape) uniforms from one generator, or from one generator per row: then a row's draws
+    do not depend on the other rows, and everything after the draws can be vectorised over the batch."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand((rows, *shape), generator=generator)
+    if len(generator) != rows:
+        raise ValueError(f"got {len(generator)} generators for {rows} sequences")
+    return torch.stack([torch.rand(shape, generator=g) for g in generator])
+
+
 # ---------------------------------------------------------------- MLM
 
 def mlm_mask(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, attention_mask: torch.Tensor,
-             vocab_size: int, mask_token_id: int, probability: float, generator: torch.Generator,
+             vocab_size: int, mask_token_id: int, probability: float,
+             generator: torch.Generator | Sequence[torch.Generator],
              special_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT corruption of (B, L) ids: returns (mlm_input_ids, mlm_labels), labels −100 where not selected.
 
     Each row selects exactly max(1, round(probability · n)) of its n eligible tokens (real and not
     special; a row with none selects none) — a fixed count rather than Bernoulli draws, so no batch
-    is ever without MLM targets. Selected: 80% → [MASK], 10% → a random non-special id, 10% kept.
-    Pass a `special_tokens_mask` that also covers positions outside the context to restrict MLM there.
+    is ever without MLM targets. Selected: 80% → [MASK], 10% → a random id not in `special_ids`,
+    10% kept. Pass a `special_tokens_mask` that also covers positions outside the context to restrict
+    MLM there. `generator`: one for the batch or one per row.
     """
     eligible = attention_mask.bool() & ~special_tokens_mask.bool()
     n_eligible = eligible.sum(1)
     n_select = torch.where(n_eligible > 0, (n_eligible * probability).round().clamp_min(1), 0)
+    score, action, pick = _uniform((3, input_ids.shape[1]), generator, input_ids.shape[0]).unbind(1)
     # Random ranks among eligible positions: ineligible ones get score 2 (> any uniform) and sort last.
-    scores = torch.rand(input_ids.shape, generator=generator).masked_fill(~eligible, 2.0)
-    ranks = scores.argsort(1).argsort(1)
+    ranks = score.masked_fill(~eligible, 2.0).argsort(1).argsort(1)
     selected = ranks < n_select.unsqueeze(1)
 
-    action = torch.rand(input_ids.shape, generator=generator)
     to_mask = selected & (action < 0.8)
     to_random = selected & (action >= 0.8) & (action < 0.9)
     allowed = torch.ones(vocab_size, dtype=torch.bool)
     allowed[list(special_ids)] = False
-    random_pool = allowed.nonzero().squeeze(1)
-    random_ids = random_pool[torch.randint(len(random_pool), input_ids.shape, generator=generator)]
+    pool = allowed.nonzero().squeeze(1)
+    random_ids = pool[(pick * len(pool)).long().clamp_max(len(pool) - 1)]
 
     mlm_input_ids = input_ids.masked_fill(to_mask, mask_token_id)
     mlm_input_ids = torch.where(to_random, random_ids, mlm_input_ids)
@@ -92,47 +104,53 @@ def mlm_mask(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, attenti
 
 # ---------------------------------------------------------------- JEPA
 
-def _block_size(scale: torch.Tensor, lo: float, hi: float, n: int) -> int:
-    return int(round((lo + (hi - lo) * scale.item()) * n))
+def _covers(start: torch.Tensor, size: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Block membership: start, size (...) -> bool (..., len(positions))."""
+    return (positions >= start.unsqueeze(-1)) & (positions < (start + size).unsqueeze(-1))
 
 
-def sample_blocks(real_len: int, num_targets: int, target_scale: Sequence[float], context_scale: Sequence[float],
-                  min_keep: int, generator: torch.Generator) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """Draw one context block and `num_targets` target blocks as (start, size) inside [1, real_len).
+def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequence[float],
+                context_scale: Sequence[float], min_keep: int,
+                generator: torch.Generator | Sequence[torch.Generator]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw the blocks of each sequence inside [1, n): context_start, context_size (B,),
+    target_start, target_size (B, num_targets); they leave >= min_keep context tokens outside the targets.
 
-    The returned blocks always leave >= min_keep context tokens once the targets are removed.
+    All MAX_TRIES candidate draws are made up front and checked at once; each row keeps its first
+    candidate that satisfies min_keep (rows where none does take the shrink fallback).
     """
-    n, text = real_len, real_len - 1  # text positions are 1 .. n-1
-    if text - num_targets < min_keep:
-        raise ValueError(f"sequence of real length {n} is too short for JEPA masks: needs at least "
+    n = real_lengths.long()
+    too_short = n - 1 - num_targets < min_keep
+    if too_short.any():
+        bad = int(n[too_short][0])
+        raise ValueError(f"sequence of real length {bad} is too short for JEPA masks: needs at least "
                          f"1 + num_targets({num_targets}) + min_keep({min_keep}) = {1 + num_targets + min_keep} tokens")
+    B, T = len(n), num_targets
+    u = _uniform((MAX_TRIES, 2 * T + 2), generator, B)  # per try: T target sizes, T target starts, context size, start
+    length, text = n.view(B, 1, 1), (n - 1).view(B, 1, 1)
 
-    def context_left(ctx: tuple[int, int], targets: list[tuple[int, int]]) -> int:
-        keep = torch.zeros(n, dtype=torch.bool)
-        keep[ctx[0]:ctx[0] + ctx[1]] = True
-        for start, size in targets:
-            keep[start:start + size] = False
-        return int(keep.sum())
+    def blocks(u_size: torch.Tensor, u_start: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        size = ((lo + (hi - lo) * u_size) * length).round().long().clamp_min(1).minimum(text)
+        return 1 + (u_start * (text - size + 1)).long(), size  # start + size <= n
 
-    for _ in range(MAX_TRIES):
-        u = torch.rand(2 * num_targets + 2, generator=generator)
-        targets = []
-        for k in range(num_targets):
-            size = min(max(1, _block_size(u[2 * k], *target_scale, n)), text)
-            targets.append((1 + int(u[2 * k + 1].item() * (text - size + 1)), size))
-        csize = min(max(1, _block_size(u[-2], *context_scale, n)), text)
-        ctx = (1 + int(u[-1].item() * (text - csize + 1)), csize)
-        if context_left(ctx, targets) >= min_keep:
-            return ctx, targets
-    # Fallback: whole text as context block; shrink the last draw's targets (keeping their starts
-    # inside the range) until their total size leaves min_keep tokens.
-    budget = text - min_keep
-    sizes = [size for _, size in targets]
-    while sum(sizes) > budget:
-        k = max(range(num_targets), key=lambda i: sizes[i])
-        sizes[k] -= 1
-    targets = [(start, size) for (start, _), size in zip(targets, sizes)]
-    return (1, text), targets
+    t_start, t_size = blocks(u[..., :T], u[..., T:2 * T], *target_scale)  # (B, R, T)
+    c_start, c_size = (x.squeeze(2) for x in blocks(u[..., 2 * T:2 * T + 1], u[..., 2 * T + 1:], *context_scale))  # (B, R)
+    positions = torch.arange(int(n.max()))
+    in_targets = _covers(t_start, t_size, positions).any(2)  # (B, R, L)
+    left = (_covers(c_start, c_size, positions) & ~in_targets).sum(2)  # (B, R)
+    ok = left >= min_keep
+    first = ok.int().argmax(1)  # first satisfying try (0 when none: handled below)
+    rows = torch.arange(B)
+    c_start, c_size, t_start, t_size = c_start[rows, first], c_size[rows, first], t_start[rows, first], t_size[rows, first]
+
+    # Fallback (rare): whole text as context block, target blocks shrunk until min_keep tokens remain.
+    for b in (~ok.any(1)).nonzero().flatten().tolist():
+        sizes, budget = t_size[b].tolist(), int(n[b]) - 1 - min_keep
+        while sum(sizes) > budget:
+            sizes[sizes.index(max(sizes))] -= 1
+        t_size[b] = torch.tensor(sizes)
+        c_start[b], c_size[b] = 1, int(n[b]) - 1
+    return c_start, c_size, t_start, t_size
 
 
 def jepa_masks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequence[float],
@@ -142,29 +160,24 @@ def jepa_masks(real_lengths: torch.Tensor, num_targets: int, target_scale: Seque
     """Per-sequence multi-block masks as padded index lists.
 
     Returns context_idx (B, Kc), context_valid (B, Kc) bool, target_idx (B, Kt), target_valid (B, Kt)
-    bool; indices are sorted positions, padded slots hold 0 with valid False. `generator` is one
+    bool; indices are sorted positions, valid slots first, padded slots hold 0. `generator` is one
     generator for the whole batch or one per sequence.
     """
-    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(real_lengths)
-    contexts, targets = [], []
-    for n, gen in zip(real_lengths.tolist(), gens):  # per-sequence loop: a handful of tensor ops each
-        (c0, cs), blocks = sample_blocks(n, num_targets, target_scale, context_scale, min_keep, gen)
-        is_target = torch.zeros(n, dtype=torch.bool)
-        for t0, ts in blocks:
-            is_target[t0:t0 + ts] = True
-        in_context = torch.zeros(n, dtype=torch.bool)
-        in_context[c0:c0 + cs] = True
-        in_context &= ~is_target
-        in_context[0] = True  # [CLS]
-        contexts.append(in_context.nonzero().squeeze(1))
-        targets.append(is_target.nonzero().squeeze(1))
-    return (*_pad(contexts), *_pad(targets))
+    c_start, c_size, t_start, t_size = draw_blocks(real_lengths, num_targets, target_scale, context_scale,
+                                                   min_keep, generator)
+    positions = torch.arange(int(real_lengths.max()))
+    is_target = _covers(t_start, t_size, positions).any(1)  # (B, L)
+    in_context = _covers(c_start, c_size, positions) & ~is_target
+    in_context[:, 0] = True  # [CLS]
+    return (*_index_lists(in_context), *_index_lists(is_target))
 
 
-def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = pad_sequence(rows, batch_first=True, padding_value=0)
-    valid = pad_sequence([torch.ones(len(r), dtype=torch.bool) for r in rows], batch_first=True, padding_value=False)
-    return idx, valid
+def _index_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool (B, L) -> positions of the True entries, in order, padded with 0: (idx, valid) (B, K)."""
+    count = mask.sum(1)
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # True positions first, in order
+    valid = torch.arange(int(count.max())) < count.unsqueeze(1)
+    return order[:, :valid.shape[1]].masked_fill(~valid, 0), valid
 
 
 # ---------------------------------------------------------------- collator
@@ -212,12 +225,8 @@ class PretrainCollator:
                 in_context.scatter_(1, ctx_idx.masked_fill(~ctx_valid, special.shape[1]), True)
                 special = special | ~in_context[:, :-1]
 
-        mlm_ids, labels = [], []
-        for row, it in enumerate(items):  # per-item generator: masks independent of batch composition
-            gen = item_generator(self.seed, self.epoch, int(it["index"]), "mlm")
-            ids, lab = mlm_mask(input_ids[row:row + 1], special[row:row + 1], attention_mask[row:row + 1],
-                                self.ids.vocab_size, self.ids.mask_id, self.cfg.mlm_probability, gen, self.ids.special_ids)
-            mlm_ids.append(ids)
-            labels.append(lab)
-        batch.update(mlm_input_ids=torch.cat(mlm_ids), mlm_labels=torch.cat(labels))
+        gens = [item_generator(self.seed, self.epoch, int(it["index"]), "mlm") for it in items]
+        batch["mlm_input_ids"], batch["mlm_labels"] = mlm_mask(input_ids, special, attention_mask, self.ids.vocab_size,
+                                                               self.ids.mask_id, self.cfg.mlm_probability, gens,
+                                                               self.ids.special_ids)
         return batch

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from jepa_core.config import MaskConfig
-from jepa_core.masking import PretrainCollator, TokenIds, item_generator, jepa_masks, mlm_mask, sample_blocks
+from jepa_core.masking import PretrainCollator, TokenIds, draw_blocks, item_generator, jepa_masks, mlm_mask
 
 IDS = TokenIds(vocab_size=500, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))  # pad, unk, cls, sep, mask
 CFG = MaskConfig()  # defaults: 15%, 2 targets of 10-25%, context 65-85%, min_keep 8
@@ -28,19 +28,29 @@ def make_items(n_items, length=64, real_lengths=None, seed=0):
 # ---------------------------------------------------------------- JEPA blocks
 
 @pytest.mark.parametrize("n", [16, 37, 64, 128])
-def test_sample_blocks_sizes_and_range(n):
+def test_draw_blocks_sizes_and_range(n):
     lo, hi = CFG.target_scale
     clo, chi = CFG.context_scale
-    for s in range(200):
-        (c0, cs), targets = sample_blocks(n, 2, CFG.target_scale, CFG.context_scale, 4, torch.Generator().manual_seed(s))
-        assert len(targets) == 2
-        assert 1 <= c0 and c0 + cs <= n
-        if (c0, cs) != (1, n - 1):  # not the shrink fallback: sizes follow the scales (±1 for rounding)
-            assert round(clo * n) <= cs <= round(chi * n)
-            for t0, ts in targets:
-                assert max(1, round(lo * n)) <= ts <= round(hi * n)
-        for t0, ts in targets:
-            assert 1 <= t0 and t0 + ts <= n and ts >= 1
+    gens = [torch.Generator().manual_seed(s) for s in range(300)]
+    c0, cs, t0, ts = draw_blocks(torch.full((300,), n), 2, CFG.target_scale, CFG.context_scale, 4, gens)
+    assert t0.shape == ts.shape == (300, 2)
+    assert (c0 >= 1).all() and (c0 + cs <= n).all()
+    assert (t0 >= 1).all() and (t0 + ts <= n).all() and (ts >= 1).all()
+    drawn = cs != n - 1  # rows not taken by the shrink fallback follow the scales (±1 for rounding)
+    assert drawn.float().mean() > 0.9
+    assert (cs[drawn] >= round(clo * n) - 1).all() and (cs[drawn] <= round(chi * n) + 1).all()
+    assert (ts[drawn] >= max(1, round(lo * n) - 1)).all() and (ts[drawn] <= round(hi * n) + 1).all()
+    assert ts.float().std() > 0 and cs.float().std() > 0  # sizes are drawn, not fixed
+
+
+def test_one_generator_per_row_matches_row_by_row_draws():
+    lengths = torch.tensor([20, 64, 128])
+    args = (2, CFG.target_scale, CFG.context_scale, 4)
+    together = draw_blocks(lengths, *args, [torch.Generator().manual_seed(s) for s in range(3)])
+    for b in range(3):
+        alone = draw_blocks(lengths[b:b + 1], *args, [torch.Generator().manual_seed(b)])
+        for x, y in zip(together, alone):
+            assert torch.equal(x[b], y[0])
 
 
 def test_jepa_masks_properties_many_seeds():
@@ -64,18 +74,18 @@ def test_jepa_masks_properties_many_seeds():
 def test_shrink_fallback_keeps_min_keep():
     # min_keep = n - 1 - num_targets: only the fallback (whole text as context, 1-token targets) fits.
     n, T = 24, 2
-    for s in range(20):
-        (c0, cs), targets = sample_blocks(n, T, [0.2, 0.3], [0.5, 0.6], n - 1 - T, torch.Generator().manual_seed(s))
-        assert (c0, cs) == (1, n - 1)
-        assert [ts for _, ts in targets] == [1, 1]
-        _, c_valid, _, _ = jepa_masks(torch.tensor([n]), T, [0.2, 0.3], [0.5, 0.6], n - 1 - T,
-                                      torch.Generator().manual_seed(s))
-        assert c_valid.sum() - 1 >= n - 1 - T
+    lengths = torch.full((20,), n)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(20)]  # noqa: E731
+    c0, cs, _, ts = draw_blocks(lengths, T, [0.2, 0.3], [0.5, 0.6], n - 1 - T, gens())
+    assert (c0 == 1).all() and (cs == n - 1).all() and (ts == 1).all()
+    _, c_valid, _, t_valid = jepa_masks(lengths, T, [0.2, 0.3], [0.5, 0.6], n - 1 - T, gens())
+    assert (c_valid.sum(1) - 1 >= n - 1 - T).all()
+    assert (c_valid.sum(1) + t_valid.sum(1) == n).all()  # every token is context or target here
 
 
 def test_too_short_sequence_is_a_clear_error():
     with pytest.raises(ValueError, match="real length 10 is too short"):
-        sample_blocks(10, 2, CFG.target_scale, CFG.context_scale, 8, torch.Generator().manual_seed(0))
+        jepa_masks(torch.tensor([64, 10]), 2, CFG.target_scale, CFG.context_scale, 8, torch.Generator().manual_seed(0))
 
 
 # ---------------------------------------------------------------- MLM
