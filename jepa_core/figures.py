@@ -80,6 +80,23 @@ def _empty(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+# ---------------------------------------------------------------- data
+
+def document_lengths(docs: pd.DataFrame) -> Figure:
+    """Histogram of document lengths (`split, words`; log-spaced bins), one colour per split."""
+    _require(docs, ["split", "words"], "document_lengths")
+    fig, (ax,) = _figure(1, panel=(6.5, 3.4))
+    words = docs["words"].clip(lower=1)
+    bins = np.logspace(0, np.log10(max(words.max(), 10)), 40)
+    sns.histplot(docs.assign(words=words), x="words", hue="split", bins=bins, element="step", ax=ax,
+                 stat="count", common_norm=False)
+    ax.set_xscale("log")
+    ax.set_title("Pre-training corpus: document length")
+    ax.set_xlabel("words per document (log scale)")
+    ax.set_ylabel("documents")
+    return fig
+
+
 # ---------------------------------------------------------------- training
 
 def read_logs(paths: dict[str, str | Path]) -> pd.DataFrame:
@@ -87,6 +104,9 @@ def read_logs(paths: dict[str, str | Path]) -> pd.DataFrame:
     frames = []
     for name, path in paths.items():
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        # validation records ({"split": "validation", "step", "mlm_loss", "jepa_loss"}) → val_* columns
+        rows = [{("step" if k == "step" else f"val_{k}"): v for k, v in r.items() if k != "split"}
+                if r.get("split") == "validation" else r for r in rows]
         df = pd.DataFrame(rows)
         df["run"] = name
         df["objective"] = df.get("objective", name.split("-s")[0])
@@ -110,6 +130,8 @@ TRAINING_PANELS = [
 def training_curves(logs: pd.DataFrame) -> Figure:
     """Both losses (train lines, validation dots), λ, EMA momentum and two collapse signals vs step."""
     _require(logs, ["objective", "step"], "training_curves")
+    if "seed" not in logs:
+        logs = logs.assign(seed=0)
     fig, axes = _figure(len(TRAINING_PANELS), ncols=3)
     colours = _palette(sorted(logs["objective"].unique()))
     for ax, (col, title, ylabel, log) in zip(axes, TRAINING_PANELS):

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -87,6 +88,30 @@ def require(run_dir: Path, *relative: str, step: str) -> None:
                                 f"(or `python -m jepa_core.workbook run <params>`)")
 
 
+def model_name(params: Params, objective: str, seed: int) -> str:
+    """models/<name>/: the objective, suffixed with -s<seed> when the run has several seeds."""
+    return objective if len(params.seeds) == 1 else f"{objective}-s{seed}"
+
+
+def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any, resume: bool = True) -> dict:
+    """train() into the run folder layout; resume an interrupted run of the SAME parameters.
+
+    A stamp next to the checkpoint records which parameters it belongs to: a checkpoint of other
+    parameters (the profile changed since) is not resumed but trained over from scratch."""
+    from jepa_core.train import RunPaths, train
+
+    name = model_name(params, objective, seed)
+    paths = RunPaths.for_run(run_dir, objective, None if name == objective else seed)
+    stamp = run_dir / "checkpoints" / f"{name}.params"
+    fingerprint = f"{params.fingerprint('data', 'model', 'mask', 'objective', 'train')}-{seed}"
+    same = stamp.is_file() and stamp.read_text() == fingerprint
+    if not (resume and same):  # a stale checkpoint must not be picked up by a later resume
+        shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return train(params, objective, paths, resume=resume and same, seed=seed, data=data)
+
+
 # ---------------------------------------------------------------- fingerprints and markers
 
 def _pick(d: Mapping[str, Any], dotted: str) -> Any:
@@ -132,7 +157,8 @@ def _kernel_manager(run_dir: Path):
 
     Nothing is installed in the user's Jupyter paths, and a stale user-level `python3` spec
     cannot shadow the venv. MPLBACKEND is pinned to inline so figures land in the notebooks
-    even when the caller exported MPLBACKEND=Agg (as the tests do)."""
+    even when the caller exported MPLBACKEND=Agg (as the tests do); JEPA_HEADLESS tells the
+    explorer that no one will interact with its widgets."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
@@ -140,7 +166,8 @@ def _kernel_manager(run_dir: Path):
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": f"Python ({sys.prefix})", "language": "python",
-            "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}}
+            "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                    "JEPA_HEADLESS": "1"}}  # explorer.py: render a static view, nobody can click
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     ksm = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
     # IPC sockets (local files, short temp path: the socket path limit is ~100 chars) instead of
@@ -170,8 +197,6 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run
 
 
 def _strip_ansi(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
@@ -201,6 +226,12 @@ def export_report(notebooks: Sequence[Path], html: Path) -> None:
         export_html(tmp, html, exclude_input=True)
     finally:
         tmp.unlink()
+
+
+def _notebook_parameters(path: Path) -> set[str]:
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
 
 
 @dataclass
@@ -248,6 +279,8 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         _marker(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}
+        if "resume" in _notebook_parameters(notebooks_dir / f"{step}.ipynb"):
+            nb_params["resume"] = not force  # --force: pre-train from scratch, not from checkpoints
         try:
             executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
         finally:
@@ -268,17 +301,22 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
 
 # ---------------------------------------------------------------- CLI
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs; values are parsed as YAML (5 -> int, 1e-3 -> float, [a, b] -> list)."""
+    """`key=value` pairs; values are parsed as YAML (5 -> int, 1e-3 -> float, [a, b] -> list, null)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set train.steps=100")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise ParamsError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        # YAML 1.1 reads "1e-3" (no dot) as a string; on a command line it is meant as a number
+        out[key.strip()] = float(parsed) if isinstance(parsed, str) and _NUMBER.fullmatch(parsed) else parsed
     return out
 
 

@@ -1,0 +1,317 @@
+"""summary.md: the paper's claims C1–C5 (SPEC §1), this run's numbers, and a verdict for each.
+
+Every verdict is decided from bootstrap CIs of hybrid − MLM differences (results/differences.csv,
+paired over dev examples), never from point estimates, with the rule written next to it:
+
+    reproduced      the CI(s) lie entirely on the side the paper claims (enough tasks of them)
+    not reproduced  the CI(s) lie entirely on the other side (enough tasks that the claim cannot hold)
+    inconclusive    otherwise: the CIs cover 0 (or the equivalence margin) or the data are missing
+
+CIs are per-comparison 95% intervals; the Holm-corrected p-value of each difference is printed
+next to it for readers who want family-wise control. With several pre-training seeds the
+differences of every seed are shown and a claim needs the same verdict on all seeds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from jepa_core.config import TASKS
+
+# Headline metric of each GLUE task (SPEC §3).
+TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
+LEXICAL_METRIC = "lexical_mfw"  # most-frequent-word probe accuracy (the paper's lexical probe)
+BALANCE_METRIC = "balance_diff"  # semantic − lexical (the paper's balance)
+SPECTRAL_METRICS = ("effective_rank", "stable_rank", "spectral_entropy")
+C5_MARGIN = 0.03  # equivalence margin for "similar accuracy": ±3 points on a 0–1 scale (see C5)
+PAPER = {
+    "C1": "uniformity ≤ −0.16 hybrid vs ≈ −0.05 MLM (SST-2, mean pooling)",
+    "C2": "higher effective/stable rank and spectral entropy under max pooling on 4 of 5 tasks",
+    "C3": "lower lexical (most-frequent-word) probe accuracy",
+    "C4": "semantic probe ≈ equal while the lexical probe drops",
+    "C5": "similar linear-probe accuracy: SST-2 67.6 / 68.7, MNLI-m 50.8 / 51.4, STS-B ρ 0.281 / 0.283 (hybrid / MLM)",
+}
+CLAIMS = {
+    "C1": "hybrid embeddings are more uniform (Wang & Isola, t=2)",
+    "C2": "richer spectral geometry under max pooling",
+    "C3": "less surface-level lexical information",
+    "C4": "better semantic-to-lexical balance",
+    "C5": "similar downstream linear-probe accuracy",
+}
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+
+
+@dataclass
+class Verdict:
+    claim: str
+    verdict: str
+    rule: str
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- rules
+
+def side(ci_low: float, ci_high: float) -> int:
+    """+1 if the CI lies entirely above 0, −1 entirely below, 0 if it covers 0 (or is missing)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return 0
+    return 1 if ci_low > 0 else -1 if ci_high < 0 else 0
+
+
+def count_rule(sides: Sequence[int], direction: int, need: int) -> str:
+    """Claim "the difference has sign `direction` on at least `need` of these tasks".
+
+    reproduced:     at least `need` CIs lie entirely on the claimed side;
+    not reproduced: so many CIs lie entirely on the opposite side that fewer than `need`
+                    tasks remain that could support the claim;
+    inconclusive:   otherwise (also when there are fewer than `need` tasks at all)."""
+    sides = list(sides)
+    support = sum(s == direction for s in sides)
+    oppose = sum(s == -direction for s in sides)
+    if len(sides) >= need and support >= need:
+        return REPRODUCED
+    if len(sides) >= need and len(sides) - oppose < need:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def equivalence_rule(ci_low: float, ci_high: float, margin: float) -> str:
+    """reproduced: CI inside [−margin, margin]; not reproduced: CI entirely outside it;
+    inconclusive: the CI straddles a margin boundary (too wide to tell)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return INCONCLUSIVE
+    if -margin <= ci_low and ci_high <= margin:
+        return REPRODUCED
+    if ci_low > margin or ci_high < -margin:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """Several seeds or metrics: one shared verdict if all agree, else inconclusive."""
+    verdicts = list(verdicts)
+    return verdicts[0] if verdicts and all(v == verdicts[0] for v in verdicts) else INCONCLUSIVE
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _ci(v, lo, hi) -> str:
+    return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _seeds(differences: pd.DataFrame) -> list:
+    return sorted(differences["seed"].dropna().unique()) if "seed" in differences else [None]
+
+
+def _diff_rows(differences: pd.DataFrame, metrics: pd.DataFrame, task_metric: Sequence[tuple[str, str]],
+               pooling: str) -> pd.DataFrame:
+    """For each (task, metric): hybrid and MLM values with CIs and their difference, per seed."""
+    rows = []
+    for seed in _seeds(differences):
+        d_seed = differences if seed is None else differences[differences["seed"] == seed]
+        for task, metric in task_metric:
+            d = d_seed[(d_seed["task"] == task) & (d_seed["metric"] == metric) & (d_seed["pooling"] == pooling)]
+            if d.empty:
+                continue
+            d = d.iloc[0]
+            row = {"seed": seed, "task": task, "metric": metric, "pooling": pooling,
+                   "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p_holm": d.get("p_holm")}
+            for obj in ("hybrid", "mlm"):
+                m = metrics[(metrics["objective"] == obj) & (metrics["task"] == task) & (metrics["metric"] == metric)
+                            & (metrics["pooling"] == pooling)]
+                if seed is not None and "seed" in m:
+                    m = m[m["seed"] == seed]
+                row[obj] = _ci(*m.iloc[0][["value", "ci_low", "ci_high"]]) if len(m) else "–"
+            row["side"] = side(row["ci_low"], row["ci_high"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_no rows: the metric was not computed in this run_\n"
+    show = table.copy()
+    show["hybrid − MLM [95% CI]"] = [_ci(r["diff"], r["ci_low"], r["ci_high"]) for _, r in show.iterrows()]
+    show["p (Holm)"] = [_fmt(p, 3) for p in show["p_holm"]]
+    cols = (["seed"] if show["seed"].notna().any() else []) + ["task", "pooling", "metric", "hybrid", "mlm",
+                                                             "hybrid − MLM [95% CI]", "p (Holm)"]
+    cols += [c for c in ("verdict",) if c in show]
+    return markdown_table(show[cols])
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (pandas' to_markdown needs the tabulate package)."""
+    cells = [[str(c) for c in df.columns]] + [["–" if v is None else str(v) for v in row]
+                                            for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(r).replace("\n", " ") + " |" for r in cells]
+    lines.insert(1, "|" + "---|" * len(df.columns))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the five claims
+
+def _glue_tasks(differences: pd.DataFrame) -> list[str]:
+    present = set(differences["task"])
+    return [t for t in TASKS if t in present]
+
+
+def claim_c1(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
+    task = "sst2" if "sst2" in set(differences["task"]) else "wiki"
+    table = _diff_rows(differences, metrics, [(task, "uniformity"), (task, "uniformity_centred")], "mean")
+    main = table[table["metric"] == "uniformity"] if len(table) else table
+    verdict = combine([count_rule([s], -1, 1) for s in main["side"]]) if len(main) else INCONCLUSIVE
+    notes = [] if task == "sst2" else ["SST-2 was not evaluated in this run: measured on held-out Wikipedia sentences."]
+    notes.append("The centred uniformity (mean embedding removed first) is shown for context; the verdict uses the "
+                 "paper's uncentred definition.")
+    rule = (f"hybrid − MLM uniformity ({task}, mean pooling): reproduced if its 95% CI lies entirely below 0 "
+            "(hybrid more uniform); not reproduced if entirely above 0; inconclusive if it covers 0.")
+    return Verdict("C1", verdict, rule, table, notes)
+
+
+def claim_c2(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
+    tasks = _glue_tasks(differences) or ["wiki"]
+    need = math.ceil(0.8 * len(tasks))  # the paper: 4 of 5 tasks
+    table = _diff_rows(differences, metrics, [(t, m) for m in SPECTRAL_METRICS for t in tasks], "max")
+    per_metric = {}
+    for metric in SPECTRAL_METRICS:
+        sub = table[table["metric"] == metric] if len(table) else table
+        if len(sub):
+            per_metric[metric] = combine([count_rule(g["side"], +1, need) for _, g in sub.groupby("seed", dropna=False)])
+    votes = list(per_metric.values())
+    best = max(set(votes), key=votes.count) if votes else INCONCLUSIVE
+    verdict = best if votes.count(best) >= 2 else INCONCLUSIVE
+    rule = (f"for each of effective rank, stable rank and spectral entropy (max pooling, {len(tasks)} task(s)): "
+            f"reproduced if hybrid − MLM CIs lie entirely above 0 on ≥ {need} tasks (the paper: 4 of 5); "
+            f"not reproduced if so many lie entirely below 0 that fewer than {need} could; else inconclusive. "
+            "The claim takes the verdict shared by at least 2 of the 3 metrics, else inconclusive.")
+    notes = [f"{m}: {v}" for m, v in per_metric.items()]
+    return Verdict("C2", verdict, rule, table, notes)
+
+
+def _majority_need(n: int) -> int:
+    return n // 2 + 1
+
+
+def claim_c3(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
+    tasks = [t for t in (*TASKS, "wiki") if t in set(differences["task"])]
+    table = _diff_rows(differences, metrics, [(t, LEXICAL_METRIC) for t in tasks], "mean")
+    need = _majority_need(len(tasks))
+    verdict = combine([count_rule(g["side"], -1, need) for _, g in table.groupby("seed", dropna=False)]) \
+        if len(table) else INCONCLUSIVE
+    rule = (f"lexical (most-frequent-word) probe accuracy, mean pooling, {len(tasks)} task(s): reproduced if "
+            f"hybrid − MLM CIs lie entirely below 0 on a majority (≥ {need}); not reproduced if so many lie entirely "
+            f"above 0 that no majority could; else inconclusive.")
+    return Verdict("C3", verdict, rule, table, [])
+
+
+def claim_c4(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
+    tasks = _glue_tasks(differences)
+    table = _diff_rows(differences, metrics, [(t, BALANCE_METRIC) for t in tasks], "mean")
+    need = _majority_need(len(tasks))
+    verdict = combine([count_rule(g["side"], +1, need) for _, g in table.groupby("seed", dropna=False)]) \
+        if len(table) else INCONCLUSIVE
+    rule = (f"semantic − lexical balance (task metric minus lexical probe accuracy, mean pooling, {len(tasks)} task(s)): "
+            f"reproduced if hybrid − MLM CIs lie entirely above 0 on a majority (≥ {need}); not reproduced if so many "
+            "lie entirely below 0 that no majority could; else inconclusive. C3 and C5 show the two halves "
+            "(lexical drop, semantic parity).")
+    return Verdict("C4", verdict, rule, table, [])
+
+
+def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C5_MARGIN) -> Verdict:
+    tasks = _glue_tasks(differences)
+    table = _diff_rows(differences, metrics, [(t, TASK_METRIC[t]) for t in tasks], "mean")
+    if len(table):
+        table["verdict"] = [equivalence_rule(lo, hi, margin) for lo, hi in zip(table["ci_low"], table["ci_high"])]
+        per = table["verdict"].tolist()
+        verdict = NOT_REPRODUCED if NOT_REPRODUCED in per else REPRODUCED if all(v == REPRODUCED for v in per) \
+            else INCONCLUSIVE
+    else:
+        verdict = INCONCLUSIVE
+    rule = (f"headline metric per task (mean pooling): equivalent if the CI of hybrid − MLM lies inside ±{margin} "
+            f"(±{margin * 100:g} points); reproduced if every task is equivalent; not reproduced if any task's CI lies "
+            "entirely outside the margin; else inconclusive (CIs too wide to tell).")
+    return Verdict("C5", verdict, rule, table, [])
+
+
+def verdicts(metrics: pd.DataFrame, differences: pd.DataFrame) -> list[Verdict]:
+    return [claim_c1(metrics, differences), claim_c2(metrics, differences), claim_c3(metrics, differences),
+            claim_c4(metrics, differences), claim_c5(metrics, differences)]
+
+
+# ---------------------------------------------------------------- context from the run folder
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_context(run_dir: str | Path) -> dict[str, Any]:
+    """Data source, skipped tasks, notes and collapse warnings, read from the run folder's files."""
+    run_dir = Path(run_dir)
+    corpus = _read_json(run_dir / "data" / "corpus.json")
+    evaluation = _read_json(run_dir / "results" / "evaluation.json")
+    warnings = []
+    for log in sorted((run_dir / "logs").glob("*.jsonl")):
+        flagged = [json.loads(line) for line in log.read_text().splitlines() if '"warning"' in line]
+        if flagged:
+            warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
+                            f"{flagged[0].get('step')}: {flagged[0]['warning']}")
+    return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
+            "notes": evaluation.get("notes", []), "collapse_warnings": warnings}
+
+
+def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
+                  context: dict[str, Any] | None = None) -> str:
+    """Write run_dir/summary.md and return its text. context: see run_context (read from run_dir if None)."""
+    run_dir = Path(run_dir)
+    ctx = run_context(run_dir) if context is None else context
+    out = [f"# Summary of run `{run_dir.name}`", "",
+           "Claims of arXiv 2606.05173 (SPEC §1), this run's numbers (hybrid − MLM, paired bootstrap 95% CIs over "
+           "dev examples) and a verdict decided from the CIs by the rule stated under each claim.", ""]
+    vs = verdicts(metrics_df, differences_df)
+    out += ["| claim | paper | verdict |", "|---|---|---|"]
+    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{v.verdict}** |" for v in vs]
+    out.append("")
+    for v in vs:
+        out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
+                f"Rule: {v.rule}", "", _markdown(v.table)]
+        out += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
+
+    out += ["## Data and caveats", ""]
+    corpus = ctx.get("corpus") or {}
+    if corpus:
+        splits = corpus.get("splits", {})
+        sizes = ", ".join(f"{k}: {s.get('documents', '?'):,} documents / {s.get('words', 0):,} words"
+                          for k, s in splits.items())
+        out.append(f"- Pre-training corpus: source `{corpus.get('source')}` ({corpus.get('path') or 'hub'}); "
+                   f"{corpus.get('notice', '')}. {sizes}.")
+    else:
+        out.append("- Pre-training corpus: not recorded (data/corpus.json missing).")
+    skipped = ctx.get("skipped_tasks") or {}
+    out.append("- Tasks skipped: " + ("; ".join(f"{t} ({why})" for t, why in skipped.items()) if skipped else "none."))
+    for note in ctx.get("notes") or []:
+        out.append(f"- {note}")
+    if "mnli" in set(differences_df["task"]) and not any("mnli" in n.lower() for n in ctx.get("notes") or []):
+        out.append("- MNLI: where the train split is unavailable (the offline GLUE copy has only the dev sets) the "
+                   "probe trains on dev_mismatched and reports dev_matched.")
+    warnings = ctx.get("collapse_warnings") or []
+    out.append("- Collapse warnings: " + ("; ".join(warnings) if warnings else "none (target spread and batch "
+                                                                              "effective rank stayed above thresholds)."))
+    text = "\n".join(out) + "\n"
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    return text

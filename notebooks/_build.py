@@ -1,0 +1,284 @@
+"""Write the workbook notebooks (01–04) from the cell sources below, without outputs.
+
+    .venv/bin/python notebooks/_build.py          # rewrite the .ipynb files
+    .venv/bin/python notebooks/_build.py --check  # exit 1 if a committed .ipynb is out of sync
+
+The .ipynb files are what is committed and executed; this script keeps them reviewable as plain
+Python and free of outputs. tests/test_workbook.py fails when they drift apart.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+PARAMETERS = '''\
+# Parameters (papermill injects the run's values below this cell)
+params_file = "parameters/cpu.yaml"  # profile, relative to the project root
+run_dir = None  # None: outputs/<run_name>/ under the project root
+overrides = {}  # e.g. {"train.steps": 50}; validated like the profile'''
+
+OPEN_RUN = '''\
+from IPython.display import Markdown, display
+
+from jepa_core import figures
+from jepa_core.workbook import open_run, require
+
+params, run_dir = open_run(params_file, run_dir, overrides)  # validates every parameter first
+print(f"run folder: {run_dir}")'''
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str, tags: list[str] | None = None):
+    cell = new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+def header(title: str, intro: str, extra_parameters: str = "") -> list:
+    parameters = PARAMETERS + ("\n" + extra_parameters.strip() if extra_parameters else "")
+    return [md(f"# {title}\n\n{intro}"), code(parameters, ["parameters"]), code(OPEN_RUN)]
+
+
+NOTEBOOKS = {
+    "01_data_prep": header("01 · Data: corpus, tokenizer, packed blocks", """
+Reads English Wikipedia from the source the profile names (`data.source`; `auto` = the hub when
+reachable, else `$WIKI_DIR`, else the Wikipedia excerpt shipped with gensim), splits documents
+train/validation by a hash of their id, trains (or loads) the WordPiece tokenizer on the TRAIN
+split only, and packs each split into full-length blocks `[CLS] + L−1` tokens of the document
+stream (documents joined with `[SEP]`, never truncated). Writes `data/` in the run folder.""") + [
+        code('''
+from jepa_core.corpus import load_corpus, validation_sentences
+
+data_dir = run_dir / "data"
+data_dir.mkdir(exist_ok=True)
+corpus = load_corpus(params.data, params.seed)
+(data_dir / "corpus.json").write_text(corpus.to_json())
+print(corpus.describe())'''),
+        md("The line above names the **source actually used** and why; it is recorded in `data/corpus.json` "
+           "and repeated in `summary.md`."),
+        code('''
+from jepa_core.blocks import build_blocks, corpus_statistics
+from jepa_core.tokenizer import get_tokenizer
+
+tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
+blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
+stats = corpus_statistics(corpus, tokenizer, blocks)
+stats.to_csv(data_dir / "corpus_statistics.csv")
+stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}"}, thousands=",")'''),
+        md("**Corpus statistics.** `tokens_per_word` shows how finely the tokenizer splits words (≈1.2–1.5 is "
+           "typical for a WordPiece vocabulary trained on the same text); `unk_rate` should be near 0. Every block "
+           "is exactly `data.seq_len` tokens, so pre-training spends no compute on padding."),
+        code('''
+import pandas as pd
+
+docs = pd.DataFrame([{"split": split, "words": len(d.text.split())}
+                     for split, ds in corpus.splits().items() for d in ds])
+fig = figures.document_lengths(docs)
+figures.save(fig, run_dir, "document_lengths")
+display(fig)'''),
+        md("**Document lengths.** Wikipedia articles span orders of magnitude in length; long articles are packed "
+           "over several blocks instead of being cut at the first 512 characters (defect 3 of the public code)."),
+        code('''
+import json
+
+wiki = validation_sentences(corpus, params.eval.wiki_sentences, params.seed)
+(data_dir / "wiki_sentences.json").write_text(json.dumps(wiki, indent=0))
+print(f"{len(wiki)} held-out Wikipedia sentences for label-free geometry, e.g.:")
+for s in wiki[:3]:
+    print("  ·", s[:120])'''),
+    ],
+
+    "02_pretrain": header("02 · Pre-training: hybrid JEPA + MLM and the MLM baseline", """
+Trains one encoder per objective (and seed) on the packed blocks of notebook 01: the **hybrid**
+(L = λ·L_JEPA + (1−λ)·L_MLM on one shared encoder, targets from an EMA copy, λ = sigmoid(w)
+learned) and the **MLM-only baseline** with the same data order, MLM masks and optimizer.
+An interrupted run resumes from its last checkpoint when the parameters are unchanged.""",
+        "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
+        code('''
+require(run_dir, "data/blocks_train.npy", "data/tokenizer", step="01_data_prep")
+from jepa_core.train import load_prepared_data
+from jepa_core.workbook import model_name, pretrain
+
+data = load_prepared_data(run_dir / "data")
+summaries = {}
+for seed in params.seeds:
+    for objective in params.objectives:
+        summaries[model_name(params, objective, seed)] = pretrain(params, run_dir, objective, seed, data, resume)'''),
+        code('''
+import pandas as pd
+
+table = pd.DataFrame({name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps"],
+                             "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
+                             "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
+                             "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
+                             "val MLM loss": (s["final_validation"] or {}).get("mlm_loss"),
+                             "budget": s["budget"]["note"]}
+                      for name, s in summaries.items()}).T
+table'''),
+        md("**Budget.** `GFLOPs/step` counts each objective's real work: a hybrid step also runs the EMA target "
+           "encoder and the predictor, so equal steps (the paper's parity, `train.budget: steps`) is NOT equal "
+           "compute; `train.budget: flops` gives the MLM baseline the hybrid's FLOPs instead."),
+        code('''
+logs = figures.read_logs({name: run_dir / "logs" / f"{name}.jsonl" for name in summaries})
+fig = figures.training_curves(logs)
+figures.save(fig, run_dir, "training_curves")
+display(fig)'''),
+        md("""**Training curves.** Lines: training values per logged step; dots: validation (held-out documents).
+- *MLM loss* (nats per masked token) should fall for both models; the hybrid's is usually a little higher at equal
+  steps, since part of its gradient serves the JEPA loss.
+- *JEPA loss* (1 − cosine between predicted and EMA-target token latents) falls as the predictor learns.
+- *λ* is the learned weight of the JEPA loss. With the paper's rule it drifts toward whichever loss is numerically
+  smaller, not toward usefulness (SPEC defect 4) — watch its trajectory here.
+- *EMA momentum* rises linearly 0.996 → 1.0: the target encoder freezes progressively.
+- *Collapse signals*: a target spread near 0 or a batch effective rank near 1 means the latents collapsed to a
+  point or a line; the summary repeats any warning."""),
+    ],
+
+    "03_probe": header("03 · Linear probes on GLUE", """
+Evaluates the frozen encoders (hybrid, MLM, and a random-init encoder of the same architecture)
+on SST-2, MRPC, MNLI, CoLA and STS-B with five poolings. Probes are logistic (ridge for STS-B)
+regressions on standardised features, regularisation chosen by cross-validation on the TRAIN
+split, reported on the DEV split with 95% bootstrap CIs next to the majority-class baseline.
+Also computes every geometry metric (shown in notebook 04). Writes `results/`.""") + [
+        code('''
+import json
+
+from jepa_core.evaluate import evaluate
+from jepa_core.workbook import model_name
+
+models = {objective: [run_dir / "models" / model_name(params, objective, seed) for seed in params.seeds]
+          for objective in params.objectives}
+require(run_dir, *[str(p.relative_to(run_dir)) for ps in models.values() for p in ps], step="02_pretrain")
+wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
+results = evaluate(models, params, run_dir, wiki)'''),
+        code('''
+import pandas as pd
+from jepa_core.summary import TASK_METRIC
+
+metrics = pd.read_csv(run_dir / "results" / "metrics.csv")
+headline = metrics[metrics.apply(lambda r: TASK_METRIC.get(r["task"]) == r["metric"], axis=1)]
+cell = headline.assign(v=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else f"{v:.3f}"
+                          for v, lo, hi in zip(headline["value"], headline["ci_low"], headline["ci_high"])])
+cell.pivot_table(index=["task", "metric", "pooling"], columns="model", values="v", aggfunc="first")'''),
+        md("""**Probe scores** (value [95% bootstrap CI over dev examples]). Compare each encoder with the
+`majority` row (always predicting the train split's majority class; for MRPC this is the all-positive F1 that the
+paper's public numbers equalled) and with `random_init` (an untrained encoder: what pooling + a linear probe get from
+token identity alone). Pretraining is only doing something where it beats both."""),
+        code('''
+from jepa_core.summary import LEXICAL_METRIC
+
+tasks = [t for t in TASK_METRIC if t in set(metrics["task"])]
+fig = figures.probe_bars(metrics, {t: TASK_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
+figures.save(fig, run_dir, "probes_semantic_lexical")
+display(fig)'''),
+        md("**Semantic vs lexical probes.** Left: each task's headline metric (semantic content). Right: accuracy of "
+           "predicting the sentence's most frequent word from its embedding (surface lexical content, the paper's "
+           "lexical probe); the dashed line is its chance level. Claim C3 expects the hybrid's lexical bar lower, "
+           "C4/C5 its semantic bars about equal."),
+        code('''
+skipped = results.get("skipped_tasks", {}) if isinstance(results, dict) else {}
+notes = results.get("notes", []) if isinstance(results, dict) else []
+display(Markdown("\\n".join([f"- skipped **{t}**: {why}" for t, why in skipped.items()] + [f"- {n}" for n in notes])
+                 or "All configured tasks were evaluated."))'''),
+    ],
+
+    "04_geometry": header("04 · Representation geometry, significance and summary", """
+Uniformity and alignment (Wang & Isola, t = 2), anisotropy, covariance spectra (effective
+rank, stable rank, spectral entropy), per pooling, for the hybrid and the MLM encoder; hybrid −
+MLM differences with paired-bootstrap CIs and Holm-corrected p-values; the verdict on each of
+the paper's claims C1–C5 (`summary.md`); an interactive explorer.""") + [
+        code('''
+import pandas as pd
+
+require(run_dir, "results/metrics.csv", "results/differences.csv", step="03_probe")
+metrics = pd.read_csv(run_dir / "results" / "metrics.csv")
+differences = pd.read_csv(run_dir / "results" / "differences.csv")
+geometry = ["uniformity", "uniformity_centred", "alignment", "anisotropy", "effective_rank", "stable_rank",
+            "spectral_entropy"]
+(metrics[metrics["metric"].isin(geometry) & metrics["objective"].isin(["hybrid", "mlm"])]
+ .pivot_table(index=["task", "pooling"], columns=["metric", "objective"], values="value").round(3))'''),
+        code('''
+fig = figures.uniformity_alignment(metrics)
+figures.save(fig, run_dir, "uniformity_alignment")
+display(fig)'''),
+        md("**Uniformity vs alignment.** Uniformity (log of the mean Gaussian potential between L2-normalised "
+           "embeddings; lower = spread more evenly over the sphere) against alignment (mean squared distance between "
+           "positive pairs: same label, or STS-B pairs scoring ≥ 4; lower = closer). Claim C1: the hybrid sits lower "
+           "(more uniform) on SST-2 with mean pooling."),
+        code('''
+from jepa_core.evaluate import load_spectra
+
+spectra = load_spectra(run_dir)
+task = "sst2" if "sst2" in set(spectra["task"]) else spectra["task"].iloc[0]
+fig = figures.eigen_spectra(spectra, task)
+figures.save(fig, run_dir, "eigen_spectra")
+display(fig)'''),
+        md("**Eigen-spectra.** Eigenvalues of the covariance of the dev embeddings, each divided by their sum, on a "
+           "log scale. A curve that falls slowly spreads variance over many directions (a richer geometry); a steep "
+           "drop means a few directions dominate (anisotropy)."),
+        code('''
+fig = figures.effective_rank_bars(metrics)
+figures.save(fig, run_dir, "effective_rank")
+display(fig)'''),
+        md("**Effective rank** (RankMe: exp of the entropy of the normalised singular values) per pooling, with 95% "
+           "bootstrap CIs. Claim C2: higher for the hybrid under **max** pooling on 4 of 5 tasks."),
+        code('''
+shown = [m for m in ["uniformity", "alignment", "effective_rank", "spectral_entropy", "lexical_mfw",
+                     "balance_diff"] if m in set(differences["metric"])]
+fig = figures.difference_heatmaps(differences, shown)
+figures.save(fig, run_dir, "differences_heatmap")
+display(fig)'''),
+        md("**Significance map.** Each cell is hybrid − MLM for one task × pooling; red: the hybrid's value is higher. "
+           "`*` marks differences whose paired-bootstrap p-value stays below 0.05 after Holm correction across the "
+           "whole grid (all tasks, poolings and metrics)."),
+        code('''
+from jepa_core.summary import write_summary
+
+display(Markdown(write_summary(metrics, differences, run_dir)))'''),
+        md("## Explorer\n\nPick a run, task, pooling and metric: the dev embeddings of both encoders projected to "
+           "2-D (PCA), coloured by label, and the metric table for the selection. Needs a live kernel with widgets "
+           "(JupyterLab); in a headless run it only prints what it would show."),
+        code('''
+from jepa_core.explorer import Explorer
+
+Explorer(run_dir.parent, run=run_dir.name).show()'''),
+    ],
+}
+
+
+def build(name: str, cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged notebook changes nothing
+        cell["id"] = f"{name[:2]}-{i:02d}"
+    return nb
+
+
+def main(check: bool = False) -> int:
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        path = HERE / f"{name}.ipynb"
+        text = nbformat.writes(build(name, cells)) + "\n"
+        if check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of sync with notebooks/_build.py: {', '.join(stale)} (run python notebooks/_build.py)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(check="--check" in sys.argv))

@@ -1,0 +1,209 @@
+"""Workbook runner: notebook hygiene, step fingerprints, reuse / force / resume logic, early
+parameter errors, and one real papermill run of tiny notebooks (failure reporting, HTML)."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from jepa_core import workbook as wb
+from jepa_core.config import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "parameters" / "smoke.yaml"
+
+
+# ---------------------------------------------------------------- the committed notebooks
+
+def test_notebooks_match_generator():
+    sys.path.insert(0, str(REPO / "notebooks"))
+    try:
+        import _build
+    finally:
+        sys.path.pop(0)
+    assert _build.main(check=True) == 0, "run: .venv/bin/python notebooks/_build.py"
+
+
+@pytest.mark.parametrize("step", list(wb.STEPS))
+def test_notebook_has_one_parameters_cell_and_no_outputs(step):
+    nb = nbformat.read(REPO / "notebooks" / f"{step}.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for name in ("params_file", "run_dir", "overrides"):
+        assert f"{name} =" in tagged[0].source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    after = code[code.index(tagged[0]) + 1]
+    assert "open_run(params_file, run_dir, overrides)" in after.source  # validation comes first
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_profiles_are_valid_and_fully_commented(profile):
+    path = REPO / "parameters" / f"{profile}.yaml"
+    load_params(path)
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if profile != "smoke" and stripped and not stripped.startswith("#") and not stripped.endswith(":"):
+            assert "#" in line, f"{path.name}: undocumented key: {line}"
+
+
+# ---------------------------------------------------------------- fingerprints and the plan
+
+def test_fingerprints_chain_downstream_only():
+    base = wb.step_fingerprints(load_params(SMOKE))
+    evals = wb.step_fingerprints(load_params(SMOKE, {"eval.bootstrap": 50}))
+    train = wb.step_fingerprints(load_params(SMOKE, {"train.steps": 31}))
+    data = wb.step_fingerprints(load_params(SMOKE, {"data.vocab_size": 2001}))
+    renamed = wb.step_fingerprints(load_params(SMOKE, {"run_name": "other"}))
+    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    assert changed(evals) == ["03_probe", "04_geometry"]
+    assert changed(train) == ["02_pretrain", "03_probe", "04_geometry"]
+    assert changed(data) == list(wb.STEPS)
+    assert changed(renamed) == []
+
+
+def _mark_done(run_dir: Path, fingerprints: dict, steps):
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".done").mkdir(exist_ok=True)
+    for s in steps:
+        (run_dir / "notebooks" / f"{s}.ipynb").write_text("{}")
+        (run_dir / ".done" / f"{s}.json").write_text(json.dumps({"fingerprint": fingerprints[s]}))
+
+
+def test_plan(tmp_path):
+    fps = {s: f"fp{i}" for i, s in enumerate(wb.STEPS)}
+    steps = list(wb.STEPS)
+    assert all(wb.plan(tmp_path, fps).values())  # nothing done yet
+    _mark_done(tmp_path, fps, steps)
+    assert not any(wb.plan(tmp_path, fps).values())  # everything reusable
+    assert all(wb.plan(tmp_path, fps, force=True).values())
+    (tmp_path / ".done" / "02_pretrain.json").unlink()  # interrupted during step 2
+    assert [s for s, run in wb.plan(tmp_path, fps).items() if run] == steps[1:]
+    _mark_done(tmp_path, fps, steps)
+    assert [s for s, run in wb.plan(tmp_path, {**fps, "03_probe": "new"}).items() if run] == steps[2:]
+    (tmp_path / "notebooks" / "01_data_prep.ipynb").unlink()  # marker without its notebook: not done
+    assert all(wb.plan(tmp_path, fps).values())
+
+
+# ---------------------------------------------------------------- run() with a fake executor
+
+class FakeExecutor:
+    """Records the steps it runs; copies the source notebook as the 'executed' one; can fail."""
+
+    def __init__(self, fail_at: str | None = None):
+        self.ran, self.fail_at, self.parameters = [], fail_at, {}
+
+    def __call__(self, source: Path, output: Path, parameters: dict, run_dir: Path):
+        self.ran.append(source.stem)
+        self.parameters[source.stem] = parameters
+        shutil.copy(source, output)
+        if source.stem == self.fail_at:
+            raise wb.WorkbookError(source.stem, output, "RuntimeError: boom")
+
+
+def _run(tmp_path, executor, **kw):
+    return wb.run(SMOKE, outputs_dir=tmp_path, executor=executor, html=False, echo=lambda s: None, **kw)
+
+
+def test_run_reuses_forces_and_resumes(tmp_path):
+    first = FakeExecutor()
+    _run(tmp_path, first)
+    assert first.ran == list(wb.STEPS)
+    run_dir = tmp_path / "smoke"
+    assert load_params(run_dir / "params.yaml") == load_params(SMOKE)
+    p = first.parameters["02_pretrain"]
+    assert p["params_file"] == str(run_dir / "params.yaml") and p["run_dir"] == str(run_dir)
+    assert p["resume"] is True and "resume" not in first.parameters["01_data_prep"]
+
+    again = FakeExecutor()
+    results = _run(tmp_path, again)
+    assert again.ran == [] and not any(r.ran for r in results)
+
+    forced = FakeExecutor()
+    _run(tmp_path, forced, force=True)
+    assert forced.ran == list(wb.STEPS) and forced.parameters["02_pretrain"]["resume"] is False
+
+    changed = FakeExecutor()
+    _run(tmp_path, changed, overrides={"eval.bootstrap": 50})
+    assert changed.ran == ["03_probe", "04_geometry"]
+
+
+def test_failure_stops_and_next_run_continues(tmp_path):
+    failing = FakeExecutor(fail_at="03_probe")
+    with pytest.raises(wb.WorkbookError, match="03_probe"):
+        _run(tmp_path, failing)
+    assert failing.ran == ["01_data_prep", "02_pretrain", "03_probe"]  # 04 never started
+    resumed = FakeExecutor()
+    _run(tmp_path, resumed)
+    assert resumed.ran == ["03_probe", "04_geometry"]
+
+
+def test_run_name_sets_the_folder(tmp_path):
+    _run(tmp_path, FakeExecutor(), run_name="mine")
+    assert load_params(tmp_path / "mine" / "params.yaml").run_name == "mine"
+
+
+@pytest.mark.parametrize("sets, key", [(["train.nonsense=1"], "train.nonsense"),
+                                       (["train.steps=many"], "train.steps"),
+                                       (["model.hidden=-4"], "model.hidden")])
+def test_bad_parameter_fails_before_any_notebook(tmp_path, capsys, sets, key):
+    executor = FakeExecutor()
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        _run(tmp_path, executor, overrides=wb.parse_set(sets))
+    assert executor.ran == [] and not (tmp_path / "smoke").exists()
+    argv = ["run", str(SMOKE), "--outputs", str(tmp_path)] + [a for s in sets for a in ("--set", s)]
+    assert wb.main(argv) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_parse_set_types():
+    assert wb.parse_set(["a.b=5", "c=1e-3", "d=[x, y]", "e=null", "f=text"]) == \
+        {"a.b": 5, "c": 1e-3, "d": ["x", "y"], "e": None, "f": "text"}
+    with pytest.raises(ParamsError, match="key=value"):
+        wb.parse_set(["novalue"])
+
+
+def test_open_run_from_the_notebooks_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO / "notebooks")  # how JupyterLab starts a kernel for notebooks/01_*.ipynb
+    params, run_dir = wb.open_run("parameters/smoke.yaml", str(tmp_path / "r"), {"train.steps": 7})
+    assert params.train.steps == 7 and run_dir == tmp_path / "r" and run_dir.is_dir()
+    with pytest.raises(FileNotFoundError, match="run notebook 01_data_prep first"):
+        wb.require(run_dir, "data/blocks_train.npy", step="01_data_prep")
+
+
+# ---------------------------------------------------------------- a real papermill run
+
+def _tiny_notebooks(folder: Path, bodies: dict[str, str]) -> None:
+    folder.mkdir()
+    for step in wb.STEPS:
+        nb = new_notebook(cells=[new_code_cell('params_file = ""\nrun_dir = None\noverrides = {}',
+                                               metadata={"tags": ["parameters"]}),
+                                 new_code_cell(bodies.get(step, "print('ok')"))])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{step}.ipynb")
+
+
+def test_papermill_failure_names_error_and_partial_notebook(tmp_path):
+    nbs = tmp_path / "nbs"
+    _tiny_notebooks(nbs, {
+        "01_data_prep": "import os, sys, pathlib\n"
+                        "pathlib.Path(run_dir, 'kernel.txt').write_text(sys.executable + ' ' + os.environ['MPLBACKEND'])",
+        "02_pretrain": "raise ValueError('boom in step two')",
+    })
+    lines = []
+    with pytest.raises(wb.WorkbookError) as err:
+        wb.run(SMOKE, outputs_dir=tmp_path / "out", notebooks_dir=nbs, echo=lines.append)
+    run_dir = tmp_path / "out" / "smoke"
+    assert "ValueError: boom in step two" in str(err.value)
+    assert err.value.notebook == run_dir / "notebooks" / "02_pretrain.ipynb" and err.value.notebook.is_file()
+    assert str(err.value.notebook) in str(err.value)
+    # the kernel ran this interpreter, with inline figures, in the run folder's kernelspec
+    executable, backend = (run_dir / "kernel.txt").read_text().split()
+    assert Path(executable).resolve() == Path(sys.executable).resolve() and "inline" in backend
+    assert (run_dir / "notebooks" / "01_data_prep.html").is_file()
+    assert (run_dir / "notebooks" / "02_pretrain.html").is_file()  # partial notebooks are exported too
+    assert not (run_dir / "notebooks" / "03_probe.ipynb").exists()
+    assert any("02_pretrain: running" in s for s in lines)
