@@ -1,0 +1,652 @@
+"""Side-by-side training-speed benchmark: the usual HF MLM loop next to our MLM and hybrid steps.
+
+    python -m jepa_core.bench --out outputs/bench.json        (`make bench`)
+    python -m jepa_core.bench --tiny                           (seconds; what the test runs)
+
+In ONE process, with the same encoder config, batch, sequence length, vocabulary and data:
+
+  hf      transformers BertForMaskedLM + DataCollatorForLanguageModeling, the naive loop: logits over
+          the whole vocabulary at every position, torch AdamW over all parameters
+  mlm     our MLM-only step: PretrainCollator + PretrainModel("mlm") (vocab projection at masked
+          positions only) + the trainer's optimizer (train.build_optimizer) and schedule
+  hybrid  our hybrid step as in the paper: MLM pass + student pass on context tokens + EMA target pass
+  shared  the hybrid with objective.shared_pass: one student pass over the corrupted context
+  gemm    one large matmul (fp32 on CPU, bf16 on GPU): this machine's achievable FLOP/s
+
+After a warm-up, the five run round-robin for R rounds, so machine noise (other processes, thermal
+state) hits all of them alike; ratios are also computed round by round. Then: evaluation encoding
+throughput on GLUE SST-2 dev sentences (padded to max_length / dynamic padding in input order /
+length-bucketed), and the memory of one step of each workload. Everything goes to a table on stdout
+and to JSON (--out), with a "targets" section (each target, the measured value, pass/fail).
+
+The training batches are real text: Wikipedia articles from the embedded excerpt, tokenised once and
+packed into full-length blocks (blocks.py), exactly as the trainer feeds them.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import DataConfig, Params, load_params
+
+# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; matched as
+# substrings of torch.cuda.get_device_name(). --peak-tflops overrides.
+GPU_BF16_PEAK_TFLOPS = {
+    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+    "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
+}
+TARGETS = {  # name: (comparison, threshold, what)
+    "speedup_mlm_vs_hf": (">=", 3.0, "tokens/s of our MLM step / HF BertForMaskedLM naive loop"),
+    "hybrid_vs_mlm_step_time": ("<=", 1.9, "step time of the paper's hybrid / our MLM step"),
+    "shared_vs_mlm_step_time": ("<=", 1.3, "step time of the shared_pass hybrid / our MLM step"),
+    "mlm_flops_fraction_of_gemm": (">=", 0.4, "achieved training FLOP/s of our MLM step / measured GEMM FLOP/s"),
+    "encode_bucketed_vs_padded": (">=", 3.0, "encoding sentences/s, length-bucketed / padded to max_length"),
+}
+WORKLOADS = ("hf", "mlm", "hybrid", "shared", "gemm")
+TRAINING = ("hf", "mlm", "hybrid", "shared")
+
+
+@dataclass
+class BenchConfig:
+    layers: int = 4
+    hidden: int = 256
+    heads: int = 4
+    ffn: int = 1024
+    vocab: int = 30522  # 30522: the bert-base-uncased tokenizer; otherwise a WordPiece of this size
+    batch: int = 32
+    seq: int = 128
+    predictor_layers: int = 2
+    predictor_hidden: int = 128
+    rounds: int = 10  # timed round-robin rounds after the warm-up
+    warmup: int = 2  # untimed steps of each workload first (allocations, optimizer state, kernels)
+    gemm_size: int | None = None  # n of the (n×n)·(n×n) matmul; None: 2048 on CPU, 8192 on GPU
+    gemm_repeats: int = 3  # matmuls per timed GEMM "step"
+    encode_repeats: int = 3  # interleaved repeats of each encoding mode
+    encode_batch: int = 64  # eval.batch_size default
+    encode_max_length: int = 128
+    encode_sentences: int | None = None  # cap on sentences (None: all of SST-2 dev)
+    glue_dir: str | None = None  # None: $GLUE_DIR; neither: sentences of the embedded Wikipedia excerpt
+    documents: int = 12  # Wikipedia articles packed into training blocks (cycled through)
+    threads: int | None = None  # torch.set_num_threads; None: leave torch's default (physical cores)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on a bf16-capable GPU) | bf16 | fp32
+    compile: bool = False  # torch.compile our encoder (as train.compile does)
+    peak_tflops: float | None = None  # GPU bf16 peak for MFU; None: looked up in GPU_BF16_PEAK_TFLOPS
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "BenchConfig":
+        """A config whose steps take milliseconds: for the test and for trying the CLI."""
+        base = dict(layers=1, hidden=32, heads=2, ffn=64, vocab=400, batch=4, seq=32, predictor_layers=1,
+                    predictor_hidden=16, rounds=2, warmup=1, gemm_size=128, gemm_repeats=1, encode_repeats=1,
+                    encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2)
+        return cls(**{**base, **overrides})
+
+
+# ---------------------------------------------------------------- machine
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    info = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def gpu_peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+    """The card's dense bf16 peak in FLOP/s (flag first, then the table), None when unknown / on CPU."""
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in GPU_BF16_PEAK_TFLOPS.items():  # most specific keys first
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- data
+
+def bench_params(cfg: BenchConfig) -> Params:
+    """The Params our model and trainer would get for this benchmark config."""
+    return load_params(None, {
+        "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
+        "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
+        "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
+        "model.predictor_heads": max(1, min(4, cfg.predictor_hidden // 16)),
+        "data.seq_len": cfg.seq, "data.vocab_size": cfg.vocab, "train.batch_size": cfg.batch,
+        "train.precision": cfg.precision, "train.compile": cfg.compile, "eval.max_length": cfg.encode_max_length,
+    })
+
+
+def load_text(cfg: BenchConfig):
+    """(corpus of Wikipedia articles, tokenizer). The embedded excerpt, so it works anywhere offline."""
+    from .corpus import load_corpus
+    from .tokenizer import load_tokenizer, train_tokenizer
+
+    corpus = load_corpus(DataConfig(source="wiki_dump", max_documents=cfg.documents, validation_fraction=0.5), cfg.seed)
+    if cfg.vocab == 30522:
+        tokenizer = load_tokenizer("bert-base-uncased")
+    else:
+        tokenizer = train_tokenizer((d.text for d in corpus.train + corpus.validation), cfg.vocab)
+    if len(tokenizer) > cfg.vocab:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but --vocab is {cfg.vocab}")
+    return corpus, tokenizer
+
+
+def packed_blocks(corpus, tokenizer, cfg: BenchConfig) -> np.ndarray:
+    """(N, seq) int32 blocks: [CLS] + L-1 tokens of the article stream joined by [SEP] (blocks.py)."""
+    from .blocks import join_stream, pack_blocks, tokenize_split
+
+    stream = join_stream(tokenize_split(corpus.train + corpus.validation, tokenizer), tokenizer.sep_token_id)
+    blocks = pack_blocks(stream, cfg.seq, tokenizer.cls_token_id)
+    if len(blocks) < cfg.batch:
+        raise ValueError(f"{len(blocks)} blocks of {cfg.seq} tokens from {cfg.documents} articles: fewer than "
+                         f"one batch of {cfg.batch}; raise --documents")
+    return blocks
+
+
+def encode_sentences(cfg: BenchConfig, corpus) -> tuple[list[str], str]:
+    """(sentences, source): SST-2 dev from the GLUE folder, else held-out sentences of the excerpt."""
+    from .glue import load_task, resolve_glue_dir
+
+    root = resolve_glue_dir(cfg.glue_dir)
+    if root is not None and (root / "SST-2").is_dir():
+        df = load_task("sst2", "dev", root)
+        sentences, source = df["sentence1"].tolist(), df.attrs.get("source", str(root))
+    else:
+        from .corpus import validation_sentences
+
+        everything = dataclasses.replace(corpus, validation=corpus.train + corpus.validation)
+        sentences = validation_sentences(everything, 872, seed=cfg.seed)
+        source = "embedded Wikipedia excerpt (no GLUE folder: set $GLUE_DIR or --glue-dir for SST-2 dev)"
+    return sentences[:cfg.encode_sentences], source
+
+
+# ---------------------------------------------------------------- the workloads
+
+@dataclass
+class Workload:
+    """One thing to time: `step(i)` runs step i (batch i of the block cycle) to completion."""
+
+    name: str
+    label: str
+    step: Callable[[int], None]
+    flops: float  # per step
+    tokens: int  # training tokens per step (0 for the GEMM)
+    modules: tuple = ()  # what holds this workload's persistent state, for the memory report
+    optimizer: torch.optim.Optimizer | None = None
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class BlockCycle:
+    """Batch i = rows [i·B, (i+1)·B) of the packed blocks, wrapping around; item index = global row."""
+
+    def __init__(self, blocks: np.ndarray, batch: int):
+        self.blocks, self.batch = torch.from_numpy(np.ascontiguousarray(blocks)).long(), batch
+        self.per_epoch = len(blocks) // batch
+
+    def items(self, i: int) -> list[dict[str, Any]]:
+        start = (i % self.per_epoch) * self.batch
+        return [{"input_ids": self.blocks[start + j], "index": i * self.batch + j} for j in range(self.batch)]
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool) -> Workload:
+    """transformers' own MLM path, as a tutorial or Trainer script runs it."""
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    from .flops import encoder_forward_flops, mlm_head_forward_flops
+
+    config = BertConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                        num_attention_heads=cfg.heads, intermediate_size=cfg.ffn,
+                        max_position_embeddings=bench_params(cfg).model.max_position,
+                        pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
+    model = BertForMaskedLM(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)  # torch defaults
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+    def step(i: int) -> None:
+        batch = collator([{"input_ids": it["input_ids"]} for it in cycle.items(i)])
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with _autocast(device, bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # Same convention as flops.py; the head (transform + tied decoder) runs at all L positions.
+    per_seq = 3 * (encoder_forward_flops(cfg.seq, cfg.layers, cfg.hidden, cfg.ffn)
+                   + mlm_head_forward_flops(cfg.seq, cfg.hidden, cfg.vocab))
+    return Workload("hf", "HF BertForMaskedLM, naive loop", step, per_seq * cfg.batch, cfg.batch * cfg.seq,
+                    (model,), optimizer)
+
+
+def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool,
+                 objective: str, shared_pass: bool = False) -> Workload:
+    """Our step, as the trainer's loop body runs it (train.py): forward → backward → clip → finite
+    check → AdamW (build_optimizer: decay groups, fused on CUDA) → LR schedule → EMA update."""
+    from .flops import measure_token_counts, training_flops_per_step
+    from .masking import PretrainCollator
+    from .model import PretrainModel, ema_momentum
+    from .train import WarmupCosine, build_optimizer
+
+    params = bench_params(cfg)
+    params.objective.shared_pass = shared_pass
+    torch.manual_seed(cfg.seed)
+    model = PretrainModel(params, objective, cfg.vocab, tokenizer.pad_token_id).to(device).train()
+    optimizer = build_optimizer(model, params, fused=device.type == "cuda")
+    total_steps = 10_000
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(params.train.warmup_steps, total_steps,
+                                                                          params.train.min_lr_ratio))
+    if cfg.compile:
+        model.encoder = torch.compile(model.encoder)
+    collator = PretrainCollator(tokenizer, params.mask, cfg.seed, objective, shared_pass)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    t = params.train
+
+    def step(i: int) -> None:
+        batch = {k: v.to(device, non_blocking=True) for k, v in collator(cycle.items(i)).items()}
+        with _autocast(device, bf16):
+            out = model(batch)
+        out["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+        if not bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm)):  # the trainer's check (a sync)
+            raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        model.update_target(ema_momentum(i, total_steps, params.objective.ema_start, params.objective.ema_end))
+
+    counts = measure_token_counts(collator(cycle.items(i)) for i in range(min(4, cycle.per_epoch)))
+    flops = training_flops_per_step(params, cfg.vocab, objective, counts, shared_pass=shared_pass)
+    name = objective if not shared_pass else "shared"
+    label = {"mlm": "ours: MLM only", "hybrid": "ours: hybrid (paper: 2 student passes)",
+             "shared": "ours: hybrid, shared_pass"}[name]
+    return Workload(name, label, step, flops["total"], cfg.batch * cfg.seq, (model,), optimizer,
+                    {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)})
+
+
+def gemm_workload(cfg: BenchConfig, device: torch.device) -> Workload:
+    """(n×n)·(n×n) matmuls: the FLOP/s this machine reaches on the most favourable kernel."""
+    n = cfg.gemm_size or (8192 if device.type == "cuda" else 2048)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+
+    def step(_i: int) -> None:
+        for _ in range(cfg.gemm_repeats):
+            torch.mm(a, b, out=out)
+
+    return Workload("gemm", f"GEMM {n}x{n} {str(dtype).replace('torch.', '')}", step,
+                    2.0 * n ** 3 * cfg.gemm_repeats, 0, notes={"n": n, "dtype": str(dtype)})
+
+
+# ---------------------------------------------------------------- timing
+
+def timed(w: Workload, i: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    w.step(i)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles, IQR, min, max and count of a sample."""
+    v = np.asarray(values, dtype=np.float64)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "iqr": float(q3 - q1),
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def round_robin(workloads: list[Workload], rounds: int, warmup: int, device: torch.device,
+                progress: bool = True) -> dict[str, list[float]]:
+    """Step times (s) of each workload: `warmup` untimed rounds, then `rounds` timed ones, in turn."""
+    from tqdm.auto import tqdm
+
+    times: dict[str, list[float]] = {w.name: [] for w in workloads}
+    with tqdm(total=(warmup + rounds) * len(workloads), desc="bench", unit="step", disable=not progress) as bar:
+        for r in range(warmup + rounds):
+            for w in workloads:
+                bar.set_postfix_str(w.name, refresh=False)
+                dt = timed(w, r, device)
+                if r >= warmup:
+                    times[w.name].append(dt)
+                bar.update(1)
+    return times
+
+
+# ---------------------------------------------------------------- memory
+
+_LIBC = None
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so the next step's peak is its own."""
+    global _LIBC
+    gc.collect()
+    try:
+        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def state_bytes(w: Workload) -> int:
+    """Parameters + buffers + gradients (one per trainable parameter, during a step) + optimizer state."""
+    seen, total = set(), 0
+    for m in w.modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size() * (2 if t.requires_grad else 1)
+    if w.optimizer is not None:
+        for st in w.optimizer.state.values():
+            total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
+    return total
+
+
+def step_memory(w: Workload, i: int, device: torch.device) -> dict[str, float | None]:
+    """Peak memory of one step above what was resident before it (activations and temporaries).
+
+    CPU: process RSS high-water mark (VmHWM, reset before the step after trimming the heap);
+    CUDA: torch.cuda.max_memory_allocated above memory_allocated before the step.
+    """
+    mib = 1024 ** 2
+    out: dict[str, float | None] = {"state_mib": state_bytes(w) / mib}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        w.step(i)
+        torch.cuda.synchronize(device)
+        out["step_peak_mib"] = (torch.cuda.max_memory_allocated(device) - before) / mib
+        return out
+    _trim_heap()
+    before = _rss_kib("VmRSS")
+    if before is None or not _reset_peak_rss():
+        w.step(i)
+        out["step_peak_mib"] = None  # no /proc (not Linux): only the process peak below
+        return out
+    w.step(i)
+    out["step_peak_mib"] = (_rss_kib("VmHWM") - before) / 1024
+    return out
+
+
+# ---------------------------------------------------------------- evaluation encoding
+
+def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device: torch.device,
+                       progress: bool = True) -> dict[str, Any]:
+    """Sentences/s of encode() with and without length bucketing, and of the usual pad-to-max_length
+    loop; the modes are interleaved `encode_repeats` times."""
+    from tqdm.auto import tqdm
+
+    from .encode import encode
+    from .model import build_encoder
+
+    params = bench_params(cfg)
+    model = build_encoder(params.model, cfg.vocab, tokenizer.pad_token_id).to(device).eval()
+    L, B = cfg.encode_max_length, cfg.encode_batch
+
+    @torch.inference_mode()
+    def padded_to_max() -> None:
+        # The common alternative: tokenizer(padding="max_length"), batches in input order; keep the
+        # real tokens' states (what encode() returns), so both produce the same output.
+        for start in range(0, len(sentences), B):
+            enc = tokenizer(sentences[start:start + B], padding="max_length", truncation=True, max_length=L,
+                            return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            h = model(**enc).last_hidden_state
+            h[enc["attention_mask"].bool()].float().cpu().numpy()
+
+    modes = {
+        "padded": padded_to_max,
+        "unbucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=False, progress=False),
+        "bucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=True, progress=False),
+    }
+    for fn in modes.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with tqdm(total=cfg.encode_repeats * len(modes), desc="encode", disable=not progress) as bar:
+        for _ in range(cfg.encode_repeats):
+            for m, fn in modes.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[m].append(time.perf_counter() - t0)
+                bar.update(1)
+    lengths = np.array([len(x) for x in tokenizer(sentences, truncation=True, max_length=L)["input_ids"]])
+    result: dict[str, Any] = {"sentences": len(sentences), "batch_size": B, "max_length": L,
+                              "mean_tokens": float(lengths.mean()), "max_tokens": int(lengths.max())}
+    for m, ts in times.items():
+        result[m] = {"seconds": spread(ts), "sentences_per_s": len(sentences) / float(np.median(ts))}
+    result["bucketed_vs_padded"] = result["bucketed"]["sentences_per_s"] / result["padded"]["sentences_per_s"]
+    result["bucketed_vs_unbucketed"] = result["bucketed"]["sentences_per_s"] / result["unbucketed"]["sentences_per_s"]
+    # Upper bound of the bucketing gain on token-linear work: padded tokens without / with sorting.
+    order = np.sort(lengths)[::-1]
+    padded_tokens = lambda ls: sum(int(ls[s:s + B].max()) * len(ls[s:s + B]) for s in range(0, len(ls), B))
+    result["padding_bound_unbucketed"] = padded_tokens(lengths) / padded_tokens(order)
+    result["padding_bound_padded"] = L * len(lengths) / padded_tokens(order)
+    return result
+
+
+# ---------------------------------------------------------------- the run
+
+def _ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """Round-by-round ratios of two interleaved series, plus the ratio of their medians."""
+    per_round = spread([a / b for a, b in zip(num, den)])
+    return {"value": float(np.median(num) / np.median(den)), "per_round": per_round}
+
+
+def _check(name: str, measured: float | None) -> dict[str, Any]:
+    op, threshold, what = TARGETS[name]
+    ok = None if measured is None else (measured >= threshold if op == ">=" else measured <= threshold)
+    return {"target": f"{op} {threshold}", "measured": measured, "pass": ok, "what": what}
+
+
+def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    """Run everything; return the JSON-ready result (see the module docstring)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    bf16 = device.type == "cuda" and (cfg.precision == "bf16" or cfg.precision == "auto" and torch.cuda.is_bf16_supported())
+    if device.type == "cuda" and cfg.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--precision bf16: this GPU does not support bf16")
+    t_start = time.perf_counter()
+
+    corpus, tokenizer = load_text(cfg)
+    cycle = BlockCycle(packed_blocks(corpus, tokenizer, cfg), cfg.batch)
+    sentences, sentence_source = encode_sentences(cfg, corpus)
+
+    workloads = [hf_workload(cfg, tokenizer, cycle, device, bf16),
+                 our_workload(cfg, tokenizer, cycle, device, bf16, "mlm"),
+                 our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid"),
+                 our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
+                 gemm_workload(cfg, device)]
+    by_name = {w.name: w for w in workloads}
+    times = round_robin(workloads, cfg.rounds, cfg.warmup, device, progress)
+
+    gemm_flops_s = by_name["gemm"].flops / float(np.median(times["gemm"]))
+    peak = gpu_peak_flops(device, cfg.peak_tflops)
+    results: dict[str, Any] = {}
+    for w in workloads:
+        med = float(np.median(times[w.name]))
+        r = {"label": w.label, "step_seconds": spread(times[w.name]), "flops_per_step": w.flops,
+             "achieved_flops_per_s": w.flops / med, "fraction_of_gemm": w.flops / med / gemm_flops_s, **w.notes}
+        if w.tokens:
+            r["tokens_per_step"] = w.tokens
+            r["tokens_per_s"] = spread([w.tokens / t for t in times[w.name]])
+        if peak:
+            r["mfu_vs_peak"] = w.flops / med / peak
+        results[w.name] = r
+
+    ratios = {"speedup_mlm_vs_hf": _ratio_stats(times["hf"], times["mlm"]),
+              "hybrid_vs_mlm_step_time": _ratio_stats(times["hybrid"], times["mlm"]),
+              "shared_vs_mlm_step_time": _ratio_stats(times["shared"], times["mlm"]),
+              "hybrid_vs_mlm_flops": {"value": by_name["hybrid"].flops / by_name["mlm"].flops},
+              "shared_vs_mlm_flops": {"value": by_name["shared"].flops / by_name["mlm"].flops}}
+
+    encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
+    encoding["source"] = sentence_source
+
+    memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in TRAINING}
+    memory["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if device.type == "cuda":
+        memory["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 1024 ** 2
+
+    targets = {
+        "speedup_mlm_vs_hf": _check("speedup_mlm_vs_hf", ratios["speedup_mlm_vs_hf"]["value"]),
+        "hybrid_vs_mlm_step_time": _check("hybrid_vs_mlm_step_time", ratios["hybrid_vs_mlm_step_time"]["value"]),
+        "shared_vs_mlm_step_time": _check("shared_vs_mlm_step_time", ratios["shared_vs_mlm_step_time"]["value"]),
+        "mlm_flops_fraction_of_gemm": _check("mlm_flops_fraction_of_gemm", results["mlm"]["fraction_of_gemm"]),
+        "encode_bucketed_vs_padded": _check("encode_bucketed_vs_padded", encoding["bucketed_vs_padded"]),
+    }
+    return {
+        "command": None,  # main() fills in the command line
+        "config": dataclasses.asdict(cfg), "machine": machine_info(device), "precision": "bf16" if bf16 else "fp32",
+        "gemm_flops_per_s": gemm_flops_s, "gpu_peak_flops_per_s": peak, "results": results, "ratios": ratios,
+        "encoding": encoding, "memory": memory, "targets": targets,
+        "all_targets_pass": all(t["pass"] for t in targets.values()),
+        "data": {"corpus": f"{corpus.source}:{corpus.path}", "blocks": len(cycle.blocks),
+                 "tokenizer_size": len(tokenizer)},
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+def format_table(res: dict[str, Any]) -> str:
+    """The human-readable summary printed at the end of a run."""
+    m, lines = res["machine"], []
+    lines.append(f"machine: {m['cpu']} | {m['logical_cores']} logical cores, torch threads {m['torch_threads']} | "
+                 f"torch {m['torch']} | device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''} | "
+                 f"precision {res['precision']}")
+    c = res["config"]
+    lines.append(f"config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, FFN {c['ffn']}, "
+                 f"vocab {c['vocab']}, batch {c['batch']} x seq {c['seq']}; {c['rounds']} rounds after "
+                 f"{c['warmup']} warm-up")
+    lines.append("")
+    lines.append(f"{'workload':<42} {'step ms (median, IQR)':>22} {'tokens/s':>10} {'GFLOP/step':>11} "
+                 f"{'GFLOP/s':>9} {'of GEMM':>8}")
+    for name in WORKLOADS:
+        r = res["results"][name]
+        s = r["step_seconds"]
+        tok = f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "-"
+        lines.append(f"{r['label']:<42} {s['median'] * 1e3:>11,.1f} ±{s['iqr'] * 1e3:>8,.1f} {tok:>10} "
+                     f"{r['flops_per_step'] / 1e9:>11.2f} {r['achieved_flops_per_s'] / 1e9:>9.1f} "
+                     f"{r['fraction_of_gemm']:>8.0%}")
+    e = res["encoding"]
+    lines.append("")
+    lines.append(f"encoding {e['sentences']} sentences ({e['source']}), batch {e['batch_size']}, "
+                 f"mean {e['mean_tokens']:.1f} / max {e['max_tokens']} tokens:")
+    for mode in ("padded", "unbucketed", "bucketed"):
+        lines.append(f"  {mode:<12} {e[mode]['sentences_per_s']:>10,.0f} sentences/s")
+    lines.append(f"  padding bound: bucketed can beat unbucketed by <= {e['padding_bound_unbucketed']:.2f}x and "
+                 f"padded by <= {e['padding_bound_padded']:.2f}x on token-linear work")
+    lines.append("")
+    mem = res["memory"]
+    lines.append("memory MiB (state = params+grads+optimizer; step = peak above resident during one step): " +
+                 ", ".join(f"{n} {mem[n]['state_mib']:.0f}+{mem[n]['step_peak_mib'] or float('nan'):.0f}"
+                           for n in TRAINING) + f"; process peak RSS {mem['process_peak_rss_mib']:.0f}")
+    lines.append("")
+    lines.append("targets:")
+    for name, t in res["targets"].items():
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+        lines.append(f"  {verdict:<4} {name:<28} {t['measured']:.3f} (target {t['target']}): {t['what']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    """(BenchConfig, the other options): one flag per BenchConfig field, plus --tiny, --out, --quiet."""
+    ap = argparse.ArgumentParser(prog="python -m jepa_core.bench", description=__doc__.split("\n")[0])
+    types_ = {"int": int, "float": float, "str": str}
+    for f in dataclasses.fields(BenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            ap.add_argument(flag, action="store_true", default=None)
+        else:  # "int", "int | None", "str | None" ...
+            kind = types_[f.type.split(" ")[0]]
+            ap.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(),
+                            help=f"default {f.default}")
+    ap.add_argument("--tiny", action="store_true", help="a config whose steps take milliseconds (the test's)")
+    ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if getattr(args, f.name) is not None}
+    return (BenchConfig.tiny(**given) if args.tiny else BenchConfig(**given)), args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, opts = parse_args(argv)
+    res = run_benchmark(cfg, progress=not opts.quiet)
+    res["command"] = " ".join(["python -m jepa_core.bench", *(sys.argv[1:] if argv is None else argv)])
+    print(format_table(res))
+    if opts.out:
+        out = Path(opts.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

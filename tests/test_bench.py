@@ -1,0 +1,107 @@
+"""The benchmark runs end to end on a tiny config and writes well-formed JSON (no timing assertions)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_core import bench
+from jepa_core.bench import BenchConfig, BlockCycle, parse_args, spread
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert bench.main(["--tiny", "--quiet", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_json_has_every_section(result):
+    for key in ("command", "config", "machine", "precision", "gemm_flops_per_s", "results", "ratios", "encoding",
+                "memory", "targets", "all_targets_pass", "data", "wall_seconds"):
+        assert key in result, key
+    assert result["command"].startswith("python -m jepa_core.bench --tiny")
+    assert result["config"] == {**vars(BenchConfig.tiny())}
+    assert set(result["results"]) == set(bench.WORKLOADS)
+    assert set(result["targets"]) == set(bench.TARGETS)
+    for key in ("cpu", "logical_cores", "torch_threads", "torch", "device"):
+        assert result["machine"][key], key
+
+
+def test_training_results_are_consistent(result):
+    res, cfg = result["results"], BenchConfig.tiny()
+    for name in bench.TRAINING:
+        r = res[name]
+        s = r["step_seconds"]
+        assert s["n"] == cfg.rounds and 0 < s["min"] <= s["q1"] <= s["median"] <= s["q3"] <= s["max"]
+        assert r["tokens_per_step"] == cfg.batch * cfg.seq
+        assert r["tokens_per_s"]["median"] > 0
+        assert r["achieved_flops_per_s"] == pytest.approx(r["flops_per_step"] / s["median"])
+        assert r["fraction_of_gemm"] == pytest.approx(r["achieved_flops_per_s"] / result["gemm_flops_per_s"])
+    assert res["gemm"]["fraction_of_gemm"] == pytest.approx(1.0)
+    assert res["gemm"]["flops_per_step"] == 2 * cfg.gemm_size ** 3 * cfg.gemm_repeats
+    # The naive loop projects every position onto the vocabulary; ours only the masked ones. The
+    # hybrid adds a target pass, a context pass and the predictor; the shared pass drops the MLM pass.
+    flops = {n: res[n]["flops_per_step"] for n in bench.TRAINING}
+    assert flops["hf"] > flops["mlm"] and flops["hybrid"] > flops["shared"] > flops["mlm"] * 0.5
+    assert res["hybrid"]["token_counts"]["context"] < cfg.seq
+
+
+def test_ratios_and_targets_follow_from_the_times(result):
+    med = {n: result["results"][n]["step_seconds"]["median"] for n in bench.TRAINING}
+    r = result["ratios"]
+    assert r["speedup_mlm_vs_hf"]["value"] == pytest.approx(med["hf"] / med["mlm"])
+    assert r["hybrid_vs_mlm_step_time"]["value"] == pytest.approx(med["hybrid"] / med["mlm"])
+    assert r["shared_vs_mlm_step_time"]["value"] == pytest.approx(med["shared"] / med["mlm"])
+    for name, t in result["targets"].items():
+        op, threshold, _ = bench.TARGETS[name]
+        assert t["target"] == f"{op} {threshold}"
+        assert isinstance(t["pass"], bool) and math.isfinite(t["measured"])
+        assert t["pass"] == (t["measured"] >= threshold if op == ">=" else t["measured"] <= threshold)
+    assert result["all_targets_pass"] == all(t["pass"] for t in result["targets"].values())
+
+
+def test_encoding_and_memory_sections(result):
+    e, cfg = result["encoding"], BenchConfig.tiny()
+    assert e["sentences"] == cfg.encode_sentences and e["source"]
+    for mode in ("padded", "unbucketed", "bucketed"):
+        assert e[mode]["sentences_per_s"] > 0
+    assert e["bucketed_vs_padded"] == pytest.approx(e["bucketed"]["sentences_per_s"] / e["padded"]["sentences_per_s"])
+    assert e["padding_bound_padded"] >= e["padding_bound_unbucketed"] >= 1
+    mem = result["memory"]
+    for name in bench.TRAINING:
+        assert mem[name]["state_mib"] > 0
+    # The hybrid holds a second (EMA) encoder and a predictor on top of the MLM model.
+    assert mem["hybrid"]["state_mib"] > mem["mlm"]["state_mib"]
+    assert mem["process_peak_rss_mib"] > 0
+
+
+def test_spread_known_answer():
+    s = spread([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s == {"median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0, "min": 1.0, "max": 5.0, "n": 5}
+
+
+def test_block_cycle_wraps_and_numbers_items():
+    blocks = np.arange(7 * 3, dtype=np.int32).reshape(7, 3)
+    cycle = BlockCycle(blocks, batch=3)  # 2 full batches per pass; the 7th row is never used
+    first, third = cycle.items(0), cycle.items(2)
+    assert [it["index"] for it in third] == [6, 7, 8]  # distinct item ids -> fresh masks each step
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, third))
+    assert torch.equal(cycle.items(1)[0]["input_ids"], torch.tensor([9, 10, 11]))
+
+
+def test_parse_args_tiny_with_override():
+    cfg, opts = parse_args(["--tiny", "--rounds", "5", "--glue-dir", "/x", "--compile", "--out", "b.json"])
+    assert cfg == BenchConfig.tiny(rounds=5, glue_dir="/x", compile=True) and opts.out == "b.json"
+    assert parse_args([])[0] == BenchConfig()
+
+
+def test_gpu_peak_lookup():
+    assert bench.gpu_peak_flops(torch.device("cpu"), None) is None
+    assert bench.gpu_peak_flops(torch.device("cpu"), 989.0) == 989e12
+
+
+def test_sst2_dev_sentences(glue_dir):
+    sentences, source = bench.encode_sentences(BenchConfig(glue_dir=str(glue_dir)), corpus=None)
+    assert len(sentences) == 872 and "SST-2" in source
