@@ -46,7 +46,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 from xml.etree.ElementTree import ParseError
 
 import numpy as np

@@ -3,7 +3,6 @@ import bz2
 import gzip
 import json
 import random
-import shutil
 import socket
 import time
 from pathlib import Path
