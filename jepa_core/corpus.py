@@ -26,8 +26,9 @@ Undecodable bytes: local files are decoded as UTF-8 with every invalid byte sequ
 by U+FFFD (a few bad bytes should not stop a 100 MB corpus); the number of replaced bytes is
 counted in `Corpus.skipped["invalid_utf8_bytes"]` so it shows up in corpus.json.
 
-The train/validation split is a stable hash (sha256) of (seed, id, title), so a document's
-side never depends on the order it was read in, on the machine, or on PYTHONHASHSEED.
+The train/validation split is a stable hash (sha256) of (id, title), so a document's side never
+depends on the order it was read in, on the machine, on PYTHONHASHSEED, or on the training seed
+(every pre-training seed is validated on the same held-out documents and shares one data/ folder).
 """
 from __future__ import annotations
 
@@ -460,11 +461,10 @@ def _unit_hash(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big") / 2**64
 
 
-def split_documents(docs: list[Document], validation_fraction: float, seed: int = 0
-                    ) -> tuple[list[Document], list[Document]]:
+def split_documents(docs: list[Document], validation_fraction: float) -> tuple[list[Document], list[Document]]:
     """Hash split, reading order kept inside each side. With >= 2 documents both sides are
     non-empty: if the hash picks none (or all), the lowest- (highest-) scoring one is moved."""
-    scores = np.array([_unit_hash(f"{seed}\x1f{d.id}\x1f{d.title}") for d in docs])
+    scores = np.array([_unit_hash(f"{d.id}\x1f{d.title}") for d in docs])
     is_val = scores < validation_fraction
     if len(docs) >= 2:
         if not is_val.any():
@@ -476,7 +476,8 @@ def split_documents(docs: list[Document], validation_fraction: float, seed: int 
 
 def load_corpus(cfg: DataConfig, seed: int = 0) -> Corpus:
     """Read the configured source (at most cfg.max_documents documents, in reading order) and
-    split it by hash of (seed, id, title) into train / validation."""
+    split it by hash of (id, title) into train / validation. `seed` is part of the data-step
+    contract but deliberately does not move the split (see the module docstring)."""
     source, path, why = resolve_source(cfg)
     print(f"[corpus] source={source} path={path if path else cfg.hub_name + '/' + cfg.hub_config} ({why})", flush=True)
     skipped: Counter = Counter()
@@ -484,7 +485,7 @@ def load_corpus(cfg: DataConfig, seed: int = 0) -> Corpus:
     docs = list(islice(reader, cfg.max_documents))
     if not docs:
         raise ValueError(f"no documents in source={source} path={path} (skipped: {dict(skipped) or 'nothing'})")
-    train, validation = split_documents(docs, cfg.validation_fraction, seed)
+    train, validation = split_documents(docs, cfg.validation_fraction)
     return Corpus(train, validation, source, None if path is None else str(path),
                   {k: v for k, v in sorted(skipped.items()) if v}, why)
 
