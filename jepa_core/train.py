@@ -30,6 +30,7 @@ the previous checkpoint intact (checkpoint.py writes atomically).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -304,6 +305,13 @@ def _fingerprint_check(saved: dict[str, Any], params: Params, objective: str, se
                          "use another output folder or resume=False")
 
 
+def _weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for p in model.state_dict().values():
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _step_of(line: str) -> float:
     """Step of a JSONL record; inf for a torn last line (kill -9 mid-write), so it is dropped."""
     try:
@@ -329,7 +337,10 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     paths = out_dir if isinstance(out_dir, RunPaths) else RunPaths.in_folder(out_dir)
     seed = params.seed if seed is None else seed
     t = params.train
-    acc = Accelerator(mixed_precision=mixed_precision(t.precision))
+    # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate only sets
+    # up gloo DDP when told cpu=True.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    acc = Accelerator(mixed_precision=mixed_precision(t.precision), cpu=multi_cpu)
     main = acc.is_main_process
     say = acc.print
 
@@ -377,9 +388,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     tokens_done, flops_done, stopped_by, resumed_from, warned = 0, 0.0, "steps", None, False
     if resume and ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:
+        extra = ckpt.load_checkpoint(paths.checkpoint_dir)["extra"]  # check whose it is before loading weights
+        _fingerprint_check(extra, params, objective, seed, paths.checkpoint_dir)
         state = ckpt.load_checkpoint(paths.checkpoint_dir, core, optimizer, scheduler, map_location=acc.device)
-        extra = state["extra"]
-        _fingerprint_check(extra, params, objective, seed, state["path"])
         step, resumed_from = state["step"], state["step"]
         epoch, batch_index = state["data_position"]["epoch"], state["data_position"]["batch"]
         elapsed_before, tokens_done, flops_done = extra["elapsed_s"], extra["tokens"], extra["flops"]
@@ -575,9 +586,10 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         "device": str(acc.device), "num_processes": acc.num_processes, "resumed_from_step": resumed_from,
         "params": params.to_dict(),
     }
-    if acc.num_processes > 1:  # replicas must agree after DDP; a cheap check that they do
-        checksum = torch.tensor([sum(p.double().sum().item() for p in core.parameters())], device=acc.device)
-        summary["replica_checksums"] = acc.gather(checksum).tolist()
+    if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash
+        digests = [None] * acc.num_processes
+        torch.distributed.all_gather_object(digests, _weights_digest(core))
+        summary["replica_weight_sha256"] = digests
     if main:
         with ckpt.atomic_dir(paths.model_dir) as tmp:
             ckpt.save_encoder(tmp, core.encoder_for_export(), tokenizer)

@@ -9,8 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from jepa_core.config import load_params
 from jepa_core.train import PretrainData, load_prepared_data
 
@@ -63,10 +61,28 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
 def cli(*args: str, **popen) -> subprocess.Popen:
     """Start `python -m jepa_core.train ...` with the tiny parameters as --set overrides."""
     sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "jepa_core.train", "--params", str(REPO / "parameters" / "smoke.yaml"),
                              "--data", str(tiny_data_dir()), *sets, *args], cwd=REPO, env=env, **popen)
 
 
-def blocks_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool((np.asarray(a) == np.asarray(b)).all())
+
+
+def one_thread():
+    """Generator for an autouse fixture: tiny models run far faster on one thread (and do not
+    fight the rest of the suite for the cores); the setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TIMING_FIELDS = ("tokens_per_s", "elapsed_s")
+
+
+def deterministic(records: list[dict]) -> list[dict]:
+    """Log records without the wall-clock fields."""
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]

@@ -1,0 +1,241 @@
+"""train.py: learning, the log, the exported model, resume, determinism, budgets, the pieces."""
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+import jepa_core.train as T
+from jepa_core import checkpoint as ckpt
+from jepa_core.config import load_params
+from jepa_core.model import PretrainModel
+
+from _train_helpers import REPO, deterministic, one_thread, read_log, tiny_data, tiny_params
+
+STEP_FIELDS = {"step", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
+               "target_std", "batch_effective_rank", "flops", "elapsed_s"}
+
+single_thread = pytest.fixture(autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """30 steps of each objective on the tiny data (dropout 0.1), in out_dir layout."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    data = tiny_data()
+    summaries = {obj: T.train(tiny_params(), obj, root / obj, data=data) for obj in ("hybrid", "mlm")}
+    return root, summaries
+
+
+def test_both_objectives_learn(runs):
+    root, _ = runs
+    for objective, keys in (("hybrid", ("mlm_loss", "jepa_loss", "loss")), ("mlm", ("mlm_loss",))):
+        steps, _ = read_log(root / objective / "log.jsonl")
+        assert [r["step"] for r in steps] == list(range(1, 31))
+        for key in keys:
+            first = sum(r[key] for r in steps[:5]) / 5
+            last = sum(r[key] for r in steps[-5:]) / 5
+            assert last < first - 0.05, (objective, key, first, last)
+
+
+def test_log_has_every_field_and_lambda_every_step(runs):
+    root, _ = runs
+    hybrid, hybrid_val = read_log(root / "hybrid" / "log.jsonl")
+    mlm, mlm_val = read_log(root / "mlm" / "log.jsonl")
+    for r in hybrid + mlm:
+        assert STEP_FIELDS <= r.keys()
+        assert all(math.isfinite(r[k]) for k in ("loss", "mlm_loss", "lr", "grad_norm", "flops", "batch_effective_rank"))
+    assert all(0 < r["lambda"] < 1 and r["jepa_loss"] > 0 and r["target_std"] > 0 for r in hybrid)
+    assert hybrid[0]["lambda"] == pytest.approx(0.5, abs=0.01)  # sigmoid(w0 = 0)
+    assert len({r["lambda"] for r in hybrid}) > 20  # λ is learned: it moves every step
+    assert all(r["lambda"] is None and r["jepa_loss"] is None and r["target_std"] is None for r in mlm)
+    assert all(r["loss"] == r["mlm_loss"] for r in mlm)
+    # EMA momentum: linear 0.996 -> 1.0 over the run (value used at step s is for s-1 completed steps)
+    assert hybrid[0]["ema_momentum"] == pytest.approx(0.996)
+    assert hybrid[-1]["ema_momentum"] == pytest.approx(0.996 + 0.004 * 29 / 30)
+    # LR: warm-up over 3 steps to 3e-3, then cosine down toward 3e-4
+    lrs = [r["lr"] for r in hybrid]
+    assert lrs[:4] == pytest.approx([3e-3 / 4, 3e-3 * 2 / 4, 3e-3 * 3 / 4, 3e-3])
+    assert lrs[-1] == pytest.approx(3e-4 + 2.7e-3 * 0.5 * (1 + math.cos(math.pi * 26 / 27)))
+    # FLOPs accumulate by the per-step count; a hybrid step costs more than an MLM step
+    assert hybrid[-1]["flops"] == pytest.approx(30 * hybrid[0]["flops"])
+    assert hybrid[0]["flops"] > 1.5 * mlm[0]["flops"]
+    # validation on fixed batches every 10 steps; MLM runs have no JEPA loss
+    assert [v["step"] for v in hybrid_val] == [10, 20, 30] == [v["step"] for v in mlm_val]
+    assert all(v["jepa_loss"] > 0 and v["mlm_loss"] > 0 for v in hybrid_val)
+    assert all(v["jepa_loss"] is None for v in mlm_val)
+    assert hybrid_val[-1]["mlm_loss"] < hybrid_val[0]["mlm_loss"]
+
+
+def test_summary_and_exported_model(runs):
+    root, summaries = runs
+    data = tiny_data()
+    for objective, s in summaries.items():
+        on_disk = json.loads((root / objective / "train_summary.json").read_text())
+        assert on_disk["steps"] == s["steps"] == 30 and on_disk["objective"] == objective
+        assert s["tokens"] == 30 * 8 * 32
+        assert s["total_flops"] == pytest.approx(30 * s["flops_per_step"])
+        assert s["data_source"].startswith("wiki_dump:") and s["budget"]["mode"] == "steps"
+        assert s["final"]["mlm_loss"] > 0 and s["final_validation"]["step"] == 30
+        # model/: AutoModel + AutoTokenizer load it; same hidden states as the trained encoder
+        model = AutoModel.from_pretrained(root / objective / "model").eval()
+        tok = AutoTokenizer.from_pretrained(root / objective / "model")
+        assert len(tok) == len(data.tokenizer)
+        trained = PretrainModel(tiny_params(), objective, len(tok), tok.pad_token_id)
+        ckpt.load_checkpoint(root / objective / "checkpoint", trained)
+        enc = trained.encoder_for_export().eval()
+        inputs = tok(["The history of the city.", "Anarchism is a political philosophy"], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            torch.testing.assert_close(model(**inputs).last_hidden_state, enc(**inputs).last_hidden_state, rtol=0, atol=1e-6)
+    assert summaries["hybrid"]["hybrid_mlm_flops_ratio"] == summaries["mlm"]["hybrid_mlm_flops_ratio"] > 1.5
+
+
+def test_interrupt_then_resume_reproduces_every_step(runs, tmp_path, monkeypatch):
+    """SIGINT (in-process) after step 14 → checkpoint at 14 → resume: all 30 steps equal the
+    uninterrupted run's to 1e-6, with dropout on (the RNG state travels in the checkpoint)."""
+    root, _ = runs
+    real = T.ema_momentum
+
+    def interrupt_at_step_15(step, *args):
+        if step == 14:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the step still completes
+        return real(step, *args)
+
+    monkeypatch.setattr(T, "ema_momentum", interrupt_at_step_15)
+    with pytest.raises(KeyboardInterrupt) as info:
+        T.train(tiny_params(), "hybrid", tmp_path, data=tiny_data())
+    assert isinstance(info.value, T.TrainingInterrupted) and info.value.step == 15
+    assert ckpt.load_checkpoint(tmp_path / "checkpoint")["step"] == 15
+    assert not (tmp_path / "model").exists()  # no final model from an unfinished run
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(T, "ema_momentum", real)
+
+    summary = T.train(tiny_params(), "hybrid", tmp_path, data=tiny_data(), resume=True)
+    assert summary["resumed_from_step"] == 15 and summary["steps"] == 30
+    resumed, resumed_val = read_log(tmp_path / "log.jsonl")
+    full, full_val = read_log(root / "hybrid" / "log.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, 31))
+    for a, b in zip(resumed, full):
+        for key in ("loss", "mlm_loss", "jepa_loss", "lambda", "grad_norm", "target_std"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+    assert [v["step"] for v in resumed_val] == [10, 20, 30]
+    assert resumed_val[-1]["mlm_loss"] == pytest.approx(full_val[-1]["mlm_loss"], abs=1e-6)
+
+    again = T.train(tiny_params(), "hybrid", tmp_path, data=tiny_data(), resume=True)  # finished: just re-export
+    assert again["steps"] == 30 and again["final"]["loss"] == pytest.approx(summary["final"]["loss"])
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(runs, tmp_path):
+    root, _ = runs
+    with pytest.raises(ValueError, match="different run.*objective"):
+        T.train(tiny_params(), "mlm", T.RunPaths(tmp_path / "m", root / "hybrid" / "checkpoint", tmp_path / "l.jsonl",
+                                                tmp_path / "s.json", tmp_path), data=tiny_data(), resume=True)
+
+
+def test_same_seed_same_log_other_seed_other_log(tmp_path):
+    data, params = tiny_data(), tiny_params(train__steps=5, train__warmup_steps=1, train__eval_every=5)
+    logs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        T.train(params, "hybrid", tmp_path / name, seed=seed, data=data)
+        logs[name] = deterministic(sum(read_log(tmp_path / name / "log.jsonl"), []))
+    assert logs["a"] == logs["b"]
+    assert [r["loss"] for r in logs["a"][:5]] != [r["loss"] for r in logs["c"][:5]]
+
+
+def test_flops_budget_gives_the_mlm_run_more_steps(tmp_path):
+    data, params = tiny_data(), tiny_params(train__steps=5, train__warmup_steps=1, train__budget="flops",
+                                            train__eval_every=100, train__checkpoint_every=100)
+    h = T.train(params, "hybrid", tmp_path / "h", data=data)
+    m = T.train(params, "mlm", tmp_path / "m", data=data)
+    assert h["steps"] == 5
+    assert m["steps"] == round(5 * h["flops_per_step"] / m["flops_per_step"]) > 5
+    assert abs(m["total_flops"] - h["total_flops"]) <= m["flops_per_step"] / 2 + 1
+    assert "equal FLOPs" in m["budget"]["note"]
+    assert len(read_log(tmp_path / "m" / "log.jsonl")[0]) == m["steps"]
+
+
+def test_seconds_budget_sets_the_schedule_after_a_timed_warmup(tmp_path):
+    data = tiny_data()
+    params = tiny_params(train__steps=5, train__warmup_steps=1, train__budget="seconds", train__budget_seconds=1.5,
+                         train__eval_every=1000, train__checkpoint_every=1000)
+    s = T.train(params, "mlm", tmp_path, data=data)
+    assert s["steps"] > T.SECONDS_PROBE_STEPS  # the probe always runs
+    assert s["budget"]["stopped_by"] in ("time", "steps")
+    assert "equal wall-clock" in s["budget"]["note"]
+    steps, _ = read_log(tmp_path / "log.jsonl")
+    assert len(steps) == s["steps"] and ckpt.load_checkpoint(tmp_path / "checkpoint")["step"] == s["steps"]
+
+
+# ---------------------------------------------------------------- the pieces
+
+def test_batch_order_is_seeded_sharded_and_resumable():
+    order = T.BatchOrder(num_rows=103, batch_size=8, seed=0)
+    assert order.num_batches == 12  # the incomplete last batch is dropped
+    epoch0 = list(order.batches(0))
+    assert epoch0 == list(T.BatchOrder(103, 8, 0).batches(0))  # same seed: same order
+    assert epoch0 != list(order.batches(1)) and epoch0 != list(T.BatchOrder(103, 8, 1).batches(0))
+    assert len({i for b in epoch0 for i in b}) == 96  # no row twice in an epoch
+    assert list(order.batches(0, start=5)) == epoch0[5:]  # resume skips straight to the position
+    shards = [list(T.BatchOrder(103, 8, 0, rank=r, world=2).batches(0)) for r in range(2)]
+    assert [a + b for a, b in zip(*shards)] == epoch0  # two processes split each global batch
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        T.BatchOrder(103, 8, 0, rank=0, world=3)
+
+
+def test_warmup_cosine_known_values():
+    f = T.WarmupCosine(warmup=4, total=14, min_ratio=0.1)
+    assert [f(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert f(9) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    assert f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
+
+
+def test_effective_rank_known_values():
+    assert T.effective_rank(torch.eye(6)) == pytest.approx(6.0)
+    assert T.effective_rank(torch.ones(8, 5)) == pytest.approx(1.0)
+    x = torch.zeros(4, 4)
+    x[0, 0], x[1, 1] = 3.0, 1.0  # singular values 3, 1: p = (.75, .25)
+    assert T.effective_rank(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+
+
+def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
+    params = tiny_params()
+    model = PretrainModel(params, "hybrid", 400, 0)
+    opt = T.build_optimizer(model, params, fused=False)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == params.train.weight_decay and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "balancer.lambda_logit" in no_decay_names
+    assert all(n.endswith("bias") or "LayerNorm" in n or "norm" in n or n in ("balancer.lambda_logit", "predictor.mask_token")
+               for n in no_decay_names)
+    assert all(p.ndim == 2 for p in decay["params"])
+    assert "encoder.embeddings.word_embeddings.weight" in {names[id(p)] for p in decay["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_precision_choice():
+    assert T.mixed_precision("fp32") == "no" and T.mixed_precision("bf16") == "bf16"
+    expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    assert T.mixed_precision("auto") == expected
+
+
+def test_run_paths_layouts(tmp_path):
+    a = T.RunPaths.in_folder(tmp_path)
+    assert (a.model_dir, a.checkpoint_dir, a.log_path) == (tmp_path / "model", tmp_path / "checkpoint", tmp_path / "log.jsonl")
+    b = T.RunPaths.for_run(tmp_path, "mlm", seed=3)
+    assert b.model_dir == tmp_path / "models" / "mlm-s3" and b.checkpoint_dir == tmp_path / "checkpoints" / "mlm-s3"
+    assert b.log_path == tmp_path / "logs" / "mlm-s3.jsonl" and b.data_dir == tmp_path / "data"
+    assert T.RunPaths.for_run(tmp_path, "hybrid").model_dir == tmp_path / "models" / "hybrid"
+
+
+def test_cli_rejects_bad_overrides(tmp_path, capsys):
+    code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path), "--set", "train.lr=-1"])
+    assert code == 2 and "train.lr=-1" in capsys.readouterr().err
+    assert T._parse_sets(["train.steps=5", "data.path=null", "mask.target_scale=[0.1, 0.2]"]) == \
+        {"train.steps": 5, "data.path": None, "mask.target_scale": [0.1, 0.2]}
+    with pytest.raises(ValueError, match="key=value"):
+        T._parse_sets(["train.steps"])
