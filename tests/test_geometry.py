@@ -216,6 +216,14 @@ def test_resampler_matches_brute_force_on_a_resample_with_duplicates():
     assert res.recentre.tolist() == [n in g.RECENTRED for n in res.names]
 
 
+def test_resample_without_a_same_label_pair_gives_nan_alignment():
+    X, labels = np.random.default_rng(9).normal(size=(6, 3)), np.array([0, 0, 1, 1, 2, 2])
+    res = g.GeometryResampler(X, labels)
+    got = dict(zip(res.names, res([0, 2, 4, 4])))  # one example per class, one duplicated
+    assert np.isnan(got["alignment"]) and np.isnan(got["class_distance_ratio"])
+    assert np.isfinite(got["uniformity"])
+
+
 def test_resampled_pair_metrics_are_centred_on_the_full_value_but_naive_ones_are_not():
     """Why self-pairs of duplicates are dropped: keeping them drags uniformity towards 0."""
     rng = np.random.default_rng(8)
