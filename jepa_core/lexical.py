@@ -11,7 +11,12 @@ encoder and any other checkpoint are probed on the same labels):
 Classes are always fitted on the TRAIN sentences and reused on dev: call the function on the
 train sentences (classes=None), then on the dev sentences with classes=<train's classes>.
 Labels are integer codes aligned with the input (−1 where the sentence is dropped);
-kept_mask says which sentences carry a label.
+kept_mask says which sentences carry a label. For pair tasks, pass the two sentences joined by
+a space: the probe then sees the same text as the single encoded `[CLS] a [SEP] b` sequence.
+
+Measured on GLUE here (top_k=100, no stopwords): SST-2 keeps 59% of train / 80% of dev
+sentences, majority ("the") 26% on dev; CoLA keeps 81%, chance 24%. Word content (defaults):
+SST-2 18k train / 285 dev sentences, 100 classes, chance 4%.
 """
 from __future__ import annotations
 

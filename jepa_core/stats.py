@@ -44,8 +44,11 @@ def resamples(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
 
 
 def _evaluate(stats: Sequence[Stat], n: int, n_boot: int, seed: int, progress: bool):
-    """Full-sample values and an (n_boot, k) array of bootstrap values, for each statistic."""
-    full = [np.atleast_1d(np.asarray(s(np.arange(n)), dtype=np.float64)) for s in stats]
+    """Full-sample values (1-D) and an (n_boot, k) array of bootstrap values, per statistic,
+    and whether the statistics return plain scalars."""
+    raw = [s(np.arange(n)) for s in stats]
+    scalar = all(np.ndim(r) == 0 for r in raw)
+    full = [np.atleast_1d(np.asarray(r, dtype=np.float64)) for r in raw]
     boot = [np.empty((n_boot, f.size)) for f in full]
     draws = resamples(n, n_boot, seed)
     # one BLAS thread: a resample does many small products, which threads only slow down
@@ -54,7 +57,7 @@ def _evaluate(stats: Sequence[Stat], n: int, n_boot: int, seed: int, progress: b
         for b, idx in enumerate(tqdm(draws, total=n_boot, desc="bootstrap", disable=not progress)):
             for s, out in zip(stats, boot):
                 out[b] = s(idx)
-    return full, boot
+    return full, boot, scalar
 
 
 def _finite(boot: np.ndarray) -> np.ndarray:
@@ -80,8 +83,7 @@ def _recentred(boot: np.ndarray, full: np.ndarray, recentre: np.ndarray) -> np.n
 def _recentre_mask(recentre, stat: Stat, k: int) -> np.ndarray:
     if recentre is None:
         recentre = getattr(stat, "recentre", False)
-    mask = np.broadcast_to(np.asarray(recentre, dtype=bool), (k,))
-    return mask
+    return np.broadcast_to(np.asarray(recentre, dtype=bool), (k,))
 
 
 def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +96,9 @@ def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray
     return lo, hi
 
 
-def _unwrap(*arrays):
-    """Scalars for a scalar statistic, arrays for a vector one."""
-    if arrays[0].size == 1 and arrays[0].ndim == 1:
-        return tuple(float(a[0]) for a in arrays)
-    return arrays
+def _unwrap(scalar: bool, *arrays):
+    """Floats for a scalar statistic, arrays for a vector one."""
+    return tuple(float(a[0]) for a in arrays) if scalar else arrays
 
 
 def bootstrap_ci(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
@@ -110,9 +110,9 @@ def bootstrap_ci(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: f
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    (full,), (boot,) = _evaluate([stat], n, n_boot, seed, progress)
+    (full,), (boot,), scalar = _evaluate([stat], n, n_boot, seed, progress)
     boot = _recentred(boot, full, _recentre_mask(recentre, stat, full.size))
-    return _unwrap(full, *_percentiles(boot, alpha))
+    return _unwrap(scalar, full, *_percentiles(boot, alpha))
 
 
 def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, seed: int = 0,
@@ -128,7 +128,7 @@ def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, see
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    (fa, fb), (ba, bb) = _evaluate([stat_a, stat_b], n, n_boot, seed, progress)
+    (fa, fb), (ba, bb), scalar = _evaluate([stat_a, stat_b], n, n_boot, seed, progress)
     if fa.shape != fb.shape:
         raise ValueError(f"stat_a and stat_b return different shapes: {fa.shape} vs {fb.shape}")
     d = _recentred(ba - bb, fa - fb, _recentre_mask(recentre, stat_a, fa.size))
@@ -139,7 +139,7 @@ def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, see
     above = ((d >= 0) & ok).sum(axis=0)
     p = np.minimum(1.0, 2.0 * (np.minimum(below, above) + 1) / (n_ok + 1))
     p = np.where(n_ok > 0, p, np.nan)
-    return _unwrap(fa - fb, lo, hi, p)
+    return _unwrap(scalar, fa - fb, lo, hi, p)
 
 
 def holm(pvalues) -> np.ndarray:

@@ -44,6 +44,8 @@ def test_vector_statistics_give_vectors_and_recentre_per_component():
     assert hi[1] - lo[1] == pytest.approx(hi[0] - lo[0], rel=0.05)
     _, lo_plain, _ = stats.bootstrap_ci(two, 100, n_boot=300, seed=0, recentre=False)
     assert lo_plain[1] > value[1]  # without it the interval misses the estimate
+    one = stats.bootstrap_ci(lambda idx: np.array([x[idx].mean()]), 100, n_boot=50, seed=0)
+    assert all(isinstance(v, np.ndarray) and v.shape == (1,) for v in one)  # a vector stays a vector
 
 
 def test_recentre_is_picked_up_from_the_statistic():
@@ -140,3 +142,19 @@ def test_aggregate_seeds_refuses_a_group_with_a_repeated_seed():
     assert len(stats.aggregate_seeds(df, ["task", "pooling"])) == 2
     with pytest.raises(KeyError, match="metric"):
         stats.aggregate_seeds(df, ["metric"])
+
+
+def test_paired_bootstrap_of_geometry_uses_the_resamplers_recentring():
+    from jepa_core.geometry import GeometryResampler
+
+    rng = np.random.default_rng(7)
+    Z = rng.normal(size=(150, 8))
+    iso, squashed = GeometryResampler(Z), GeometryResampler(Z * [3, 1, 1, 1, 1, 1, 1, 0.3])
+    diff, lo, hi, p = stats.paired_bootstrap(iso, squashed, 150, n_boot=100, seed=0)
+    k = {name: i for i, name in enumerate(iso.names)}
+    assert diff.shape == (len(iso.names),) and ((lo <= diff) & (diff <= hi)).all()
+    for name in ("effective_rank", "spectral_entropy", "stable_rank"):
+        assert diff[k[name]] > 0 and p[k[name]] < 0.05, name  # the isotropic cloud has the richer spectrum
+    # without recentring the spectral intervals drift off the estimate
+    _, lo_plain, hi_plain, _ = stats.paired_bootstrap(iso, squashed, 150, n_boot=100, seed=0, recentre=False)
+    assert not np.allclose(lo_plain[iso.recentre], lo[iso.recentre])
