@@ -18,6 +18,8 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kin
     if kind not in JEPA_LOSSES:
         raise ValueError(f"jepa loss kind={kind!r} is invalid: allowed {', '.join(JEPA_LOSSES)}")
     p, t = pred[valid].float(), target[valid].float()  # (N, H); fp32 even under bf16 autocast
+    if len(p) == 0:  # no real target token: contribute 0 (with a graph), not NaN
+        return pred.sum() * 0.0
     if kind == "cosine":
         return (1 - F.cosine_similarity(p, t, dim=-1)).mean()
     if kind == "smooth_l1":
@@ -26,7 +28,9 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kin
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over already-gathered masked positions: logits (N, V), labels (N,)."""
+    """Cross-entropy over already-gathered masked positions: logits (N, V), labels (N,); 0 when N = 0."""
+    if len(labels) == 0:
+        return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels)
 
 

@@ -46,6 +46,15 @@ def test_jepa_loss_ignores_padded_slots(kind):
         assert base.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+def test_empty_selections_give_zero_not_nan():
+    pred = torch.randn(2, 3, 4, requires_grad=True)
+    loss = jepa_loss(pred, torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(pred.grad == 0)
+    assert mlm_loss(torch.zeros(0, 10, requires_grad=True), torch.zeros(0, dtype=torch.long)).item() == 0.0
+
+
 def test_jepa_loss_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind='l2'"):
         jepa_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool), "l2")

