@@ -58,15 +58,17 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
     return [r for r in records if "split" not in r], [r for r in records if r.get("split") == "validation"]
 
 
-def cli(*args: str, **popen) -> subprocess.Popen:
-    """Start `python -m jepa_core.train ...` with the tiny parameters as --set overrides."""
+def cli_args(*args: str) -> list[str]:
+    """Arguments of `python -m jepa_core.train` with the tiny parameters as --set overrides (later ones win)."""
     sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]
+    return ["--params", str(REPO / "parameters" / "smoke.yaml"), "--data", str(tiny_data_dir()), *sets, *args]
+
+
+def cli(*args: str, **popen) -> subprocess.Popen:
+    """Start `python -m jepa_core.train ...` (tiny parameters) as a real process."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "jepa_core.train", "--params", str(REPO / "parameters" / "smoke.yaml"),
-                             "--data", str(tiny_data_dir()), *sets, *args], cwd=REPO, env=env, **popen)
-
-
+    return subprocess.Popen([sys.executable, "-m", "jepa_core.train", *cli_args(*args)], cwd=REPO, env=env, **popen)
 
 
 def one_thread():
