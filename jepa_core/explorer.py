@@ -22,6 +22,17 @@ from jepa_core import figures
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
 
 
+def _image(fig):
+    """The figure as a PNG display object: shows up with or without matplotlib's inline backend."""
+    import io
+
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=figures.DPI, bbox_inches="tight")
+    return Image(data=buffer.getvalue(), format="png")
+
+
 def headless() -> bool:
     return os.environ.get("JEPA_HEADLESS") == "1"
 
@@ -43,10 +54,17 @@ def load_metrics(run_dir: Path) -> pd.DataFrame:
 
 
 def load_embeddings(run_dir: Path, model: str, task: str, pooling: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(X, labels) of the dev embeddings that evaluate() cached for this selection, or None."""
-    from jepa_core.evaluate import load_dev_embeddings
+    """(X, labels) of the dev embeddings evaluate() saved for this selection (first seed), or None.
 
-    return load_dev_embeddings(run_dir, model, task, pooling)
+    Layout (evaluate.py): results/embeddings/<task>/<model>[-s<seed>]/<pooling>.npy, rows in the
+    order of results/embeddings/<task>/examples.parquet, which holds the labels."""
+    folder = Path(run_dir) / "results" / "embeddings" / task
+    for candidate in [folder / model, *sorted(folder.glob(f"{model}-s*"))]:
+        path = candidate / f"{pooling}.npy"
+        if path.is_file() and (folder / "examples.parquet").is_file():
+            labels = pd.read_parquet(folder / "examples.parquet", columns=["label"])["label"].to_numpy()
+            return np.load(path), labels
+    return None
 
 
 def project(run_dir: Path, models: list[str], task: str, pooling: str, seed: int = 0) -> pd.DataFrame:
@@ -113,7 +131,7 @@ class Explorer:
             print(f"headless run: static view of run={self.run} task={task} pooling={pooling} metric={metric}")
             fig, table = self.render(self.run, task, pooling, None)
             if fig is not None:
-                display(fig)
+                display(_image(fig))
             display(table)
             return None
         self.box = self._widgets(task, pooling, metric)  # kept so the notebook can reach it; nothing returned
@@ -142,7 +160,7 @@ class Explorer:
                 if fig is None:
                     print("no cached dev embeddings for this selection (label-free 'wiki' rows have no labels)")
                 else:
-                    display(fig)
+                    display(_image(fig))
                 display(table)
 
         def new_run(change):

@@ -27,6 +27,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from jepa_core.config import POOLINGS, TASKS
+
 DPI = 120
 MODEL_COLOURS = {"hybrid": "#1f77b4", "mlm": "#d62728", "random_init": "#7f7f7f", "majority": "#bcbd22"}
 MODEL_ORDER = ["hybrid", "mlm", "random_init"]
@@ -61,6 +63,13 @@ def _figure(n_panels: int, ncols: int = 3, panel: tuple[float, float] = (4.2, 3.
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
+
+
+def _ordered(values, reference: Sequence[str] = (*TASKS, "wiki", *POOLINGS)) -> list:
+    """Distinct values, known names in the project's order (tasks as in SPEC, then wiki; poolings)."""
+    values = list(dict.fromkeys(v for v in values if pd.notna(v)))
+    rank = {name: i for i, name in enumerate(reference)}
+    return sorted(values, key=lambda v: (rank.get(v, len(rank)), str(v)))
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -166,7 +175,7 @@ def eigen_spectra(spectra: pd.DataFrame, task: str | None = None) -> Figure:
     keys = [k for k in ("objective", "task", "pooling", "seed") if k in df]
     df["share"] = df["eigenvalue"] / df.groupby(keys)["eigenvalue"].transform("sum")
     df = df[df["share"] > 0]
-    poolings = list(dict.fromkeys(df["pooling"]))
+    poolings = _ordered(df["pooling"])
     fig, axes = _figure(max(len(poolings), 1), ncols=len(poolings) or 1, panel=(3.6, 3.2))
     colours = _palette(sorted(df["objective"].unique()))
     for ax, pooling in zip(axes, poolings):
@@ -194,7 +203,7 @@ def uniformity_alignment(metrics: pd.DataFrame, uniformity: str = "uniformity",
     """Wang & Isola plane, one panel per task: lower-left = aligned and uniform."""
     _require(metrics, ["model", "task", "pooling", "metric", "value"], "uniformity_alignment")
     wide = _wide(_trained(metrics), [uniformity, alignment]).dropna(subset=[uniformity, alignment])
-    tasks = list(dict.fromkeys(wide["task"])) or ["(none)"]
+    tasks = _ordered(wide["task"]) or ["(none)"]
     fig, axes = _figure(len(tasks), ncols=3, panel=(3.8, 3.4))
     colours = _palette(sorted(wide["model"].unique()))
     for ax, task in zip(axes, tasks):
@@ -245,7 +254,7 @@ def metric_bars(metrics: pd.DataFrame, metric: str = "effective_rank", tasks: Se
     """One panel per task: metric per pooling, a bar per model, whiskers = 95% bootstrap CI."""
     _require(metrics, ["model", "task", "pooling", "metric", "value", "ci_low", "ci_high"], "metric_bars")
     df = _seed_mean(_trained(metrics[metrics["metric"] == metric]), ["model", "task", "pooling"])
-    tasks = list(tasks or dict.fromkeys(df["task"])) or ["(none)"]
+    tasks = list(tasks or _ordered(df["task"])) or ["(none)"]
     fig, axes = _figure(len(tasks), ncols=3, panel=(4.2, 3.2))
     models = [m for m in MODEL_ORDER if m in set(df["model"])] + sorted(set(df["model"]) - set(MODEL_ORDER))
     colours = _palette(models)
@@ -254,7 +263,7 @@ def metric_bars(metrics: pd.DataFrame, metric: str = "effective_rank", tasks: Se
         if sub.empty:
             _empty(ax, f"no {metric} for {task}")
         else:
-            _bars_with_ci(ax, sub, "pooling", "model", list(dict.fromkeys(sub["pooling"])), models, colours)
+            _bars_with_ci(ax, sub, "pooling", "model", _ordered(sub["pooling"]), models, colours)
         ax.set_title(task)
         ax.set_xlabel("pooling")
         ax.set_ylabel(GEOMETRY_LABELS.get(metric, metric))
@@ -280,7 +289,7 @@ def probe_bars(metrics: pd.DataFrame, semantic: dict[str, str], lexical: str, po
     for ax, part, title, ylabel in ((axes[0], sem, "semantic: task probe", "task metric (acc / F1 / MCC / ρ)"),
                                     (axes[1], lex, "lexical: most-frequent-word probe", "accuracy")):
         trained = _seed_mean(_trained(part), ["model", "task"])
-        tasks = list(dict.fromkeys(trained["task"]))
+        tasks = _ordered(trained["task"])
         if trained.empty:
             _empty(ax, "no rows")
         else:
@@ -326,6 +335,7 @@ def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None
             ax.set_title(metric)
             continue
         diff = sub.pivot_table(index="task", columns="pooling", values="diff", aggfunc="mean")
+        diff = diff.reindex(index=_ordered(diff.index), columns=_ordered(diff.columns))
         p = sub.pivot_table(index="task", columns="pooling", values="p_holm", aggfunc="max").reindex_like(diff)
         labels = diff.map(lambda v: f"{v:.2g}" if np.isfinite(v) else "") + p.map(
             lambda q: "*" if np.isfinite(q) and q < alpha else "")
@@ -335,6 +345,8 @@ def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("pooling")
         ax.set_ylabel("task")
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"hybrid − MLM differences (* Holm-corrected p < {alpha})")
     return fig
 

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import shutil
 import sys
@@ -333,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' own output to the log")
     args = ap.parse_args(argv)
+    if args.verbose:  # papermill streams cell output through its logger
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         run(args.params, run_name=args.run_name, overrides=parse_set(args.sets), force=args.force,
             outputs_dir=args.outputs, html=not args.no_html, log_output=args.verbose)

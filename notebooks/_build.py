@@ -23,6 +23,7 @@ run_dir = None  # None: outputs/<run_name>/ under the project root
 overrides = {}  # e.g. {"train.steps": 50}; validated like the profile'''
 
 OPEN_RUN = '''\
+%matplotlib inline
 from IPython.display import Markdown, display
 
 from jepa_core import figures
@@ -159,12 +160,11 @@ models = {objective: [run_dir / "models" / model_name(params, objective, seed) f
           for objective in params.objectives}
 require(run_dir, *[str(p.relative_to(run_dir)) for ps in models.values() for p in ps], step="02_pretrain")
 wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
-results = evaluate(models, params, run_dir, wiki)'''),
+metrics, differences = evaluate(models, params, run_dir, wiki)  # writes results/'''),
         code('''
 import pandas as pd
 from jepa_core.summary import TASK_METRIC
 
-metrics = pd.read_csv(run_dir / "results" / "metrics.csv")
 headline = metrics[metrics.apply(lambda r: TASK_METRIC.get(r["task"]) == r["metric"], axis=1)]
 cell = headline.assign(v=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else f"{v:.3f}"
                           for v, lo, hi in zip(headline["value"], headline["ci_low"], headline["ci_high"])])
@@ -185,10 +185,11 @@ display(fig)'''),
            "lexical probe); the dashed line is its chance level. Claim C3 expects the hybrid's lexical bar lower, "
            "C4/C5 its semantic bars about equal."),
         code('''
-skipped = results.get("skipped_tasks", {}) if isinstance(results, dict) else {}
-notes = results.get("notes", []) if isinstance(results, dict) else []
-display(Markdown("\\n".join([f"- skipped **{t}**: {why}" for t, why in skipped.items()] + [f"- {n}" for n in notes])
-                 or "All configured tasks were evaluated."))'''),
+evaluation = json.loads((run_dir / "results" / "evaluation.json").read_text())
+lines = [f"- skipped **{t}**: {why}" for t, why in evaluation["skipped_tasks"].items()]
+lines += [f"- {note}" for note in evaluation["notes"]]
+display(Markdown("\\n".join(lines) or "All configured tasks were evaluated."))
+print(f"evaluation took {evaluation['seconds']:.0f} s")'''),
     ],
 
     "04_geometry": header("04 · Representation geometry, significance and summary", """
