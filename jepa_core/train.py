@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .blocks import BlockDataset
 from .config import OBJECTIVES, Params, ParamsError, load_params, save_params
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
@@ -281,7 +282,29 @@ class StopFlag:
                 signal.signal(s, h)
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- helpers of the run
+
+def fixed_batches(blocks: np.ndarray, collator: PretrainCollator, n_batches: int, batch_size: int) -> list[dict]:
+    """The first n_batches batches of `blocks`, collated once: same sequences, same masks at every evaluation."""
+    dataset = BlockDataset(blocks)
+    n = min(len(dataset), n_batches * batch_size)
+    collator.set_epoch(0)
+    return [collator([dataset[i] for i in range(s, min(s + batch_size, n))]) for s in range(0, n, batch_size)]
+
+
+def step_flops(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: int
+               ) -> tuple[dict[str, TokenCounts], dict[str, dict[str, float]]]:
+    """Token counts and FLOPs per step of BOTH objectives, measured on the first batches of the run
+    (the same for the hybrid and the MLM run, so either can compute the FLOPs-parity step count)."""
+    dataset = BlockDataset(train_blocks)
+    rows = BatchOrder(len(dataset), params.train.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
+    counts, parts = {}, {}
+    for objective in OBJECTIVES:
+        collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+        counts[objective] = measure_token_counts(collator([dataset[i] for i in r]) for r in rows)
+        parts[objective] = training_flops_per_step(params, len(tokenizer), objective, counts[objective])
+    return counts, parts
+
 
 def _plan_steps(params: Params, objective: str, flops: dict[str, float]) -> tuple[int, str]:
     """Planned optimizer steps for this objective under train.budget, with a note saying why."""
@@ -295,14 +318,27 @@ def _plan_steps(params: Params, objective: str, flops: dict[str, float]) -> tupl
     return t.steps, f"provisional ({t.steps}) until the timed warm-up of budget_seconds={t.budget_seconds}"
 
 
-def _fingerprint_check(saved: dict[str, Any], params: Params, objective: str, seed: int, where: Path) -> None:
-    """Refuse to resume a checkpoint of another objective, seed, architecture, data or masks."""
-    now = {"objective": objective, "seed": seed, "params": params.fingerprint("data", "model", "mask", "objective"),
-           "batch_size": params.train.batch_size}
+def _run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed by this run."""
+    return {"objective": objective, "seed": seed, "params": params.fingerprint("data", "model", "mask", "objective"),
+            "batch_size": params.train.batch_size}
+
+
+def _check_identity(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
     diff = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in now.items() if saved.get(k) != v]
     if diff:
         raise ValueError(f"cannot resume from {where}: it belongs to a different run ({'; '.join(diff)}); "
                          "use another output folder or resume=False")
+
+
+def _non_finite_message(out: dict[str, torch.Tensor], step: int, objective: str, grad_norm: float, lr: float,
+                        good_checkpoint: Path | None) -> str:
+    values = {k: out[k].item() for k in ("loss", "mlm_loss", "jepa_loss", "lambda") if k in out}
+    which = [k for k in ("mlm_loss", "jepa_loss", "loss") if k in values and not math.isfinite(values[k])]
+    return (f"non-finite {'/'.join(which) or 'gradient'} at step {step} of {objective}: "
+            + ", ".join(f"{k}={v:.6g}" for k, v in values.items())
+            + f", grad_norm={grad_norm:.6g}, lr={lr:.3g}. Training stopped before the optimizer step; "
+            f"last good checkpoint: {good_checkpoint or 'none'}. Try a lower train.lr or a longer warm-up.")
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
@@ -312,8 +348,32 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class JsonlLog:
+    """Append-only JSONL log, flushed per record; written by the main process only. On resume, records
+    after the checkpoint's step (computed again) and a torn last line (kill -9) are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None):
+        self.file = None
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if keep_until_step is not None and path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_until_step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+        self.file = open(path, "a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def _step_of(line: str) -> float:
-    """Step of a JSONL record; inf for a torn last line (kill -9 mid-write), so it is dropped."""
     try:
         return json.loads(line).get("step", 0)
     except json.JSONDecodeError:
@@ -324,74 +384,61 @@ def _fmt(v: Any) -> str:
     return "null" if v is None else f"{v:.4f}"
 
 
+# ---------------------------------------------------------------- the run
+
 def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths, resume: bool = False,
           seed: int | None = None, data: PretrainData | tuple | None = None) -> dict[str, Any]:
     """Pre-train one model; returns the summary also written to train_summary.json.
 
     out_dir: a folder (RunPaths.in_folder layout) or a RunPaths. resume: continue from the checkpoint
-    if one exists (else start fresh). seed: defaults to params.seed. data: PretrainData or
-    (tokenizer, blocks[, source]) from the workbook's data step; None builds it under out_dir/data.
+    if one exists (else start fresh; without resume an existing checkpoint is overwritten). seed:
+    defaults to params.seed. data: PretrainData or (tokenizer, blocks[, source]) from the workbook's
+    data step; None builds it in paths.data_dir.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
     paths = out_dir if isinstance(out_dir, RunPaths) else RunPaths.in_folder(out_dir)
     seed = params.seed if seed is None else seed
-    t = params.train
-    # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate only sets
-    # up gloo DDP when told cpu=True.
+    t, hybrid = params.train, objective == "hybrid"
+    # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate sets up gloo
+    # DDP only when told cpu=True.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     acc = Accelerator(mixed_precision=mixed_precision(t.precision), cpu=multi_cpu)
-    main = acc.is_main_process
-    say = acc.print
+    main, say = acc.is_main_process, acc.print
 
-    # 1. data ---------------------------------------------------------------------------------
-    from .blocks import BlockDataset
-
+    # 1. data, batch order, FLOPs, step budget -------------------------------------------------------
     if data is None:
-        with acc.main_process_first():  # one process builds the caches, the others read them
+        with acc.main_process_first():  # one process builds the caches, the others then read them
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
-    tokenizer = data.tokenizer
-    train_set, val_blocks = BlockDataset(data.blocks["train"]), data.blocks["validation"]
+    tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
     collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
-    order = BatchOrder(len(train_set), t.batch_size, seed, acc.process_index, acc.num_processes)
-
-    # Validation: the first eval_batches batches of validation blocks, masks drawn once (epoch 0).
-    val_collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
-    val_set = BlockDataset(val_blocks)
-    n_val = min(len(val_set), t.eval_batches * t.batch_size)
-    val_batches = [val_collator([val_set[i] for i in range(s, min(s + t.batch_size, n_val))])
-                   for s in range(0, n_val, t.batch_size)]
-
-    # FLOPs per step of both objectives, from token counts of the first real batches.
-    counts: dict[str, TokenCounts] = {}
-    first_rows = BatchOrder(len(train_set), t.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
-    for obj in OBJECTIVES:
-        probe = PretrainCollator(tokenizer, params.mask, seed, obj, params.objective.shared_pass)
-        counts[obj] = measure_token_counts(probe([train_set[i] for i in rows]) for rows in first_rows)
-    flops_parts = {obj: training_flops_per_step(params, len(tokenizer), obj, counts[obj]) for obj in OBJECTIVES}
+    order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
+    val_batches = fixed_batches(data.blocks["validation"], PretrainCollator(
+        tokenizer, params.mask, seed, objective, params.objective.shared_pass), t.eval_batches, t.batch_size)
+    counts, flops_parts = step_flops(params, tokenizer, train_blocks, seed)
     flops = {obj: parts["total"] for obj, parts in flops_parts.items()}
     total_steps, budget_note = _plan_steps(params, objective, flops)
 
-    # 2. model, optimizer, schedule --------------------------------------------------------------
-    set_seed(seed)
+    # 2. model, optimizer, schedule, resume -----------------------------------------------------------
+    set_seed(seed)  # same initial encoder + MLM head for both objectives (built first, in the same order)
     model = PretrainModel(params, objective, len(tokenizer), tokenizer.pad_token_id)
     optimizer = build_optimizer(model, params, fused=acc.device.type == "cuda")
     schedule = WarmupCosine(t.warmup_steps, total_steps, t.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if t.compile:
         model.encoder = torch.compile(model.encoder)
-    # The scheduler stays outside prepare(): Accelerate would step it once per process.
-    model, optimizer = acc.prepare(model, optimizer)
+    model, optimizer = acc.prepare(model, optimizer)  # not the scheduler: Accelerate would step it per process
     core: PretrainModel = acc.unwrap_model(model)
 
+    identity = _run_identity(params, objective, seed)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     tokens_done, flops_done, stopped_by, resumed_from, warned = 0, 0.0, "steps", None, False
     if resume and ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:
-        extra = ckpt.load_checkpoint(paths.checkpoint_dir)["extra"]  # check whose it is before loading weights
-        _fingerprint_check(extra, params, objective, seed, paths.checkpoint_dir)
+        _check_identity(ckpt.load_checkpoint(paths.checkpoint_dir)["extra"], identity, paths.checkpoint_dir)
         state = ckpt.load_checkpoint(paths.checkpoint_dir, core, optimizer, scheduler, map_location=acc.device)
-        step, resumed_from = state["step"], state["step"]
+        extra = state["extra"]
+        step = resumed_from = state["step"]
         epoch, batch_index = state["data_position"]["epoch"], state["data_position"]["batch"]
         elapsed_before, tokens_done, flops_done = extra["elapsed_s"], extra["tokens"], extra["flops"]
         total_steps, budget_note, warned = extra["total_steps"], extra["budget_note"], extra["warned_collapse"]
@@ -405,174 +452,147 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     elif resume:
         say(f"[train] no checkpoint in {paths.checkpoint_dir}: starting {objective} from scratch")
 
-    if main:  # keep only log records up to the checkpoint: later ones will be recomputed
-        paths.log_path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resumed_from is not None and paths.log_path.exists():
-            kept = [ln for ln in paths.log_path.read_text().splitlines() if _step_of(ln) <= step]
-        paths.log_path.write_text("".join(ln + "\n" for ln in kept))
-    log_file = open(paths.log_path, "a") if main else None
-
-    def log(record: dict[str, Any]) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-
-    def save(at_step: int) -> None:
-        rng = [ckpt.capture_rng_state()]
-        if acc.num_processes > 1:
-            rng = [None] * acc.num_processes
-            torch.distributed.all_gather_object(rng, ckpt.capture_rng_state())
-        if main:
-            ckpt.save_checkpoint(
-                paths.checkpoint_dir, core, optimizer, scheduler, at_step, {"epoch": epoch, "batch": batch_index},
-                rng, encoder=core.encoder_for_export(), tokenizer=tokenizer,
-                extra={"objective": objective, "seed": seed, "batch_size": t.batch_size,
-                       "params": params.fingerprint("data", "model", "mask", "objective"),
-                       "total_steps": total_steps, "budget_note": budget_note, "elapsed_s": elapsed(),
-                       "tokens": tokens_done, "flops": flops_done, "warned_collapse": warned})
-        acc.wait_for_everyone()
-
-    @torch.no_grad()
-    def validate(at_step: int) -> dict[str, Any]:
-        core.eval()
-        sums, n = {"mlm_loss": 0.0, "jepa_loss": 0.0}, 0
-        for vb in val_batches:
-            with acc.autocast():
-                out = core({k: v.to(acc.device) for k, v in vb.items()})
-            sums["mlm_loss"] += out["mlm_loss"].item()
-            sums["jepa_loss"] += out["jepa_loss"].item() if "jepa_loss" in out else 0.0
-            n += 1
-        core.train()
-        return {"split": "validation", "step": at_step, "mlm_loss": sums["mlm_loss"] / max(n, 1),
-                "jepa_loss": sums["jepa_loss"] / max(n, 1) if objective == "hybrid" and n else None}
-
-    # 3. the loop ---------------------------------------------------------------------------------
-    tokens_per_step = t.batch_size * data.blocks["train"].shape[1]
-    say(f"[train] {objective}: {sum(p.numel() for p in core.parameters() if p.requires_grad):,} trained parameters, "
-        f"{flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
-        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}, "
-        f"{acc.num_processes} process(es), data {data.source}")
-    stream = batch_stream(train_set, collator, order, epoch, batch_index, t.num_workers)
-    stop = StopFlag()
+    log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
     t_start = time.perf_counter()
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t_start
 
     def agree(values: list[float]) -> list[float]:
-        """The processes' mean of `values`, so that every process takes the same branch."""
+        """The processes' mean of `values`: every process must take the same branch."""
         x = torch.tensor(values, dtype=torch.float64, device=acc.device)
         return (acc.reduce(x, reduction="mean") if acc.num_processes > 1 else x).tolist()
 
+    def save(at_step: int) -> None:
+        rng = [ckpt.capture_rng_state()]
+        if acc.num_processes > 1:  # each process has its own dropout RNG
+            rng = [None] * acc.num_processes
+            torch.distributed.all_gather_object(rng, ckpt.capture_rng_state())
+        if main:
+            ckpt.save_checkpoint(
+                paths.checkpoint_dir, core, optimizer, scheduler, at_step, {"epoch": epoch, "batch": batch_index},
+                rng, encoder=core.encoder_for_export(), tokenizer=tokenizer,
+                extra={**identity, "total_steps": total_steps, "budget_note": budget_note, "elapsed_s": elapsed(),
+                       "tokens": tokens_done, "flops": flops_done, "warned_collapse": warned})
+        acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def validate(at_step: int) -> dict[str, Any]:
+        core.eval()
+        outs = []
+        for vb in val_batches:
+            with acc.autocast():
+                outs.append(core({k: v.to(acc.device) for k, v in vb.items()}))
+        core.train()
+        mean = lambda key: sum(o[key].item() for o in outs) / len(outs)  # noqa: E731
+        return {"split": "validation", "step": at_step, "mlm_loss": mean("mlm_loss"),
+                "jepa_loss": mean("jepa_loss") if hybrid else None}
+
+    # 3. the loop ---------------------------------------------------------------------------------
+    tokens_per_step = t.batch_size * train_blocks.shape[1]
+    say(f"[train] {objective}: {sum(p.numel() for p in core.parameters() if p.requires_grad):,} trained parameters, "
+        f"{flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
+        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}, "
+        f"{acc.num_processes} process(es), data {data.source}")
+    stream = batch_stream(BlockDataset(train_blocks), collator, order, epoch, batch_index, t.num_workers)
     timing = t.budget == "seconds" and resumed_from is None  # the step time is still to be measured
     if timing:  # run at least until the timed warm-up is over
         total_steps = schedule.total = max(total_steps, SECONDS_PROBE_STEPS + 2)
-    model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=objective, disable=not main, dynamic_ncols=True)
     probe_start, last_log_time, last_log_step, last = None, time.perf_counter(), step, {}
-    with stop.installed():
-        while step < total_steps:
-            if t.budget == "seconds" and agree([elapsed()])[0] >= t.budget_seconds:
-                stopped_by = "time"
-                save(step)
-                break
-            epoch, batch_index, batch = next(stream)
-            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-            lr = scheduler.get_last_lr()[0]
-            momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
+    bar = tqdm(total=total_steps, initial=step, desc=objective, disable=not main, dynamic_ncols=True)
+    stop = StopFlag()
+    model.train()
+    try:
+        with stop.installed():
+            while step < total_steps:
+                if t.budget == "seconds" and agree([elapsed()])[0] >= t.budget_seconds:
+                    stopped_by = "time"
+                    save(step)
+                    break
+                epoch, batch_index, batch = next(stream)
+                batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                lr = scheduler.get_last_lr()[0]
+                momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
 
-            out = model(batch)
-            acc.backward(out["loss"])
-            grad_norm = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-            finite = bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
-            any_bad, any_stop = agree([not finite, stop.signum is not None])
-            if any_bad:
-                values = {k: out[k].item() for k in ("loss", "mlm_loss", "jepa_loss", "lambda") if k in out}
-                which = [k for k in ("mlm_loss", "jepa_loss", "loss") if k in values and not math.isfinite(values[k])]
-                good = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-                message = (f"non-finite {'/'.join(which) or 'gradient'} at step {step + 1} of {objective}: "
-                           + ", ".join(f"{k}={v:.6g}" for k, v in values.items())
-                           + f", grad_norm={grad_norm.item():.6g}, lr={lr:.3g}. Training stopped before the "
-                           f"optimizer step; last good checkpoint: {good or 'none'}. "
-                           "Try a lower train.lr or a longer warm-up.")
-                log({"step": step + 1, "error": message})
-                bar.close()
-                if log_file is not None:
-                    log_file.close()
-                raise NonFiniteLossError(message)
+                out = model(batch)
+                acc.backward(out["loss"])
+                grad_norm = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+                finite = bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
+                any_bad, any_stop = agree([not finite, stop.signum is not None])
+                if any_bad:
+                    message = _non_finite_message(out, step + 1, objective, grad_norm.item(), lr,
+                                                  ckpt.resolve_checkpoint(paths.checkpoint_dir))
+                    log.write({"step": step + 1, "error": message})
+                    raise NonFiniteLossError(message)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                core.update_target(momentum)
+                step += 1
+                tokens_done += tokens_per_step
+                flops_done += flops[objective]
+                batch_index += 1  # the data position is the next batch to read
+                if batch_index == order.num_batches:
+                    epoch, batch_index = epoch + 1, 0
 
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            core.update_target(momentum)
-            step += 1
-            tokens_done += tokens_per_step
-            flops_done += flops[objective]
-            batch_index += 1  # the data position is the next batch to read
-            if batch_index == order.num_batches:
-                epoch, batch_index = epoch + 1, 0
+                if step % t.log_every == 0 or step == total_steps:
+                    zero = torch.zeros((), device=acc.device)
+                    loss, mlm, jepa, target_std = agree([out["loss"].item(), out["mlm_loss"].item(),
+                                                         out.get("jepa_loss", zero).item(),
+                                                         out.get("target_std", zero).item()])
+                    now = time.perf_counter()
+                    last = {
+                        "step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm,
+                        "jepa_loss": jepa if hybrid else None, "lambda": out["lambda"].item() if hybrid else None,
+                        "lr": lr, "ema_momentum": momentum if hybrid else None, "grad_norm": grad_norm.item(),
+                        "tokens_per_s": tokens_per_step * (step - last_log_step) / max(now - last_log_time, 1e-9),
+                        "target_std": target_std if hybrid else None,
+                        "batch_effective_rank": effective_rank(out["context_embedding"]),
+                        "flops": flops_done, "elapsed_s": elapsed(),
+                    }
+                    last_log_time, last_log_step = now, step
+                    collapse = [f"target_std {target_std:.3g} < train.collapse_std {t.collapse_std}"] \
+                        if hybrid and target_std < t.collapse_std else []
+                    if last["batch_effective_rank"] < COLLAPSE_RANK:
+                        collapse.append(f"batch effective rank {last['batch_effective_rank']:.2f} < {COLLAPSE_RANK}")
+                    if collapse:
+                        last["warning"] = "possible representation collapse: " + "; ".join(collapse)
+                        if not warned:
+                            warnings.warn(f"{objective} step {step}: {last['warning']}", RuntimeWarning, stacklevel=2)
+                            warned = True
+                    log.write(last)
+                    bar.set_postfix_str(f"loss {loss:.3f} mlm {mlm:.3f} jepa {_fmt(last['jepa_loss'])} "
+                                        f"λ {_fmt(last['lambda'])}", refresh=False)
+                bar.update(1)
 
-            if step % t.log_every == 0 or step == total_steps:
-                hybrid = objective == "hybrid"
-                zero = torch.zeros((), device=acc.device)
-                loss, mlm, jepa, target_std = agree([out["loss"].item(), out["mlm_loss"].item(),
-                                                     out.get("jepa_loss", zero).item(), out.get("target_std", zero).item()])
-                now = time.perf_counter()
-                last = {
-                    "step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm,
-                    "jepa_loss": jepa if hybrid else None, "lambda": out["lambda"].item() if hybrid else None,
-                    "lr": lr, "ema_momentum": momentum if hybrid else None, "grad_norm": grad_norm.item(),
-                    "tokens_per_s": tokens_per_step * (step - last_log_step) / max(now - last_log_time, 1e-9),
-                    "target_std": target_std if hybrid else None,
-                    "batch_effective_rank": effective_rank(out["context_embedding"]),
-                    "flops": flops_done, "elapsed_s": elapsed(),
-                }
-                last_log_time, last_log_step = now, step
-                collapse = [f"target_std {target_std:.3g} < train.collapse_std {t.collapse_std}"] \
-                    if hybrid and target_std < t.collapse_std else []
-                if last["batch_effective_rank"] < COLLAPSE_RANK:
-                    collapse.append(f"batch effective rank {last['batch_effective_rank']:.2f} < {COLLAPSE_RANK}")
-                if collapse:
-                    last["warning"] = "possible representation collapse: " + "; ".join(collapse)
-                    if not warned:
-                        warnings.warn(f"{objective} step {step}: {last['warning']}", RuntimeWarning, stacklevel=2)
-                        warned = True
-                log(last)
-                bar.set_postfix_str(f"loss {loss:.3f} mlm {mlm:.3f} jepa {_fmt(last['jepa_loss'])} "
-                                    f"λ {_fmt(last['lambda'])}", refresh=False)
-            bar.update(1)
+                if val_batches and (step % t.eval_every == 0 or step == total_steps):
+                    log.write(validate(step))
 
-            if step % t.eval_every == 0 or step == total_steps:
-                log(validate(step))
+                # budget=seconds: time steps 2..N+1, then fix the schedule length. The probe steps are
+                # ordinary steps (during warm-up the LR does not depend on the length).
+                if timing and step == 1:
+                    probe_start = time.perf_counter()
+                elif timing and step == 1 + SECONDS_PROBE_STEPS:
+                    per_step = agree([(time.perf_counter() - probe_start) / SECONDS_PROBE_STEPS])[0]
+                    total_steps = max(step + 1, step + int((t.budget_seconds - elapsed()) / per_step))
+                    schedule.total = bar.total = total_steps
+                    budget_note = (f"equal wall-clock: {t.budget_seconds:g} s at {per_step * 1e3:.1f} ms/step "
+                                   f"(timed over steps 2-{step}) -> {total_steps} steps")
+                    say(f"[train] {budget_note}")
+                    timing = False
 
-            # budget=seconds: time steps 2..N+1, then fix the schedule length. The probe steps are
-            # ordinary steps (their warm-up LR does not depend on the length).
-            if timing and step == 1:
-                probe_start = time.perf_counter()
-            elif timing and step == 1 + SECONDS_PROBE_STEPS:
-                per_step = agree([(time.perf_counter() - probe_start) / SECONDS_PROBE_STEPS])[0]
-                total_steps = max(step + 1, step + int((t.budget_seconds - elapsed()) / per_step))
-                schedule.total = bar.total = total_steps
-                budget_note = (f"equal wall-clock: {t.budget_seconds:g} s at {per_step * 1e3:.1f} ms/step "
-                               f"(timed over steps 2-{step}) -> {total_steps} steps")
-                say(f"[train] {budget_note}")
-                timing = False
-
-            if step % t.checkpoint_every == 0 or step == total_steps or any_stop:
-                save(step)
-            if any_stop:
-                bar.close()
-                if log_file is not None:
-                    log_file.close()
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, paths.checkpoint_dir)
-    bar.close()
+                if step % t.checkpoint_every == 0 or step == total_steps or any_stop:
+                    save(step)
+                if any_stop:
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, paths.checkpoint_dir)
+    finally:
+        bar.close()
+        log.close()
 
     # 4. export -----------------------------------------------------------------------------------
-    if not last and step > 0:  # resumed an already finished run: take the final record from the log
+    if not last and step > 0:  # resumed an already finished run: the final record is in the log
         records = [json.loads(ln) for ln in paths.log_path.read_text().splitlines() if ln.strip()]
         last = next((r for r in reversed(records) if "loss" in r and "split" not in r), {})
-    final_val = validate(step) if val_batches else None
     summary = {
         "objective": objective, "seed": seed, "steps": step, "planned_steps": total_steps,
         "tokens": tokens_done, "flops_per_step": flops[objective], "flops_per_step_parts": flops_parts[objective],
@@ -582,9 +602,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
                    "budget_seconds": t.budget_seconds},
         "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
                                            "batch_effective_rank")},
-        "final_validation": final_val, "data_source": data.source, "precision": acc.mixed_precision,
-        "device": str(acc.device), "num_processes": acc.num_processes, "resumed_from_step": resumed_from,
-        "params": params.to_dict(),
+        "final_validation": validate(step) if val_batches else None, "data_source": data.source,
+        "precision": acc.mixed_precision, "device": str(acc.device), "num_processes": acc.num_processes,
+        "resumed_from_step": resumed_from, "params": params.to_dict(),
     }
     if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash
         digests = [None] * acc.num_processes
@@ -596,7 +616,6 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
         paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
         paths.summary_path.write_text(json.dumps(summary, indent=1))
-        log_file.close()
     acc.wait_for_everyone()
     say(f"[train] {objective} done: {step} steps, {elapsed():.1f} s, final loss {_fmt(last.get('loss'))}, "
         f"mlm {_fmt(last.get('mlm_loss'))}, jepa {_fmt(last.get('jepa_loss'))}, λ {_fmt(last.get('lambda'))}"

@@ -82,12 +82,16 @@ def test_ratios_behave():
 
 def test_expected_counts_close_to_measured():
     params = load_params(None, {"data.seq_len": 128})
-    measured = measure_token_counts([_batch("hybrid", False, params, n=64, L=128, seed=s) for s in range(2)])
-    expected = expected_token_counts(params)
+    batches = [_batch("hybrid", False, params, n=64, L=128, seed=s) for s in range(2)]
+    measured, expected = measure_token_counts(batches), expected_token_counts(params)
+    real_context = torch.cat([b["context_valid"].sum(1) for b in batches]).float().mean().item()
+    real_target = torch.cat([b["target_valid"].sum(1) for b in batches]).float().mean().item()
     assert expected.seq_len == measured.seq_len == 128
     assert expected.masked == pytest.approx(measured.masked, rel=0.05)
-    # padded widths (what is computed) exceed the mean sizes: the expectation is a rough guide only
-    assert expected.context == pytest.approx(measured.context, rel=0.3)
-    assert expected.target == pytest.approx(measured.target, rel=0.3)
+    assert expected.context == pytest.approx(real_context, rel=0.1)
+    assert expected.target == pytest.approx(real_target, rel=0.25)  # target blocks may overlap: an upper bound
+    assert expected.target >= real_target
+    # measured counts are padded widths, i.e. what the model computes on
+    assert measured.context >= real_context and measured.target >= real_target
     with pytest.raises(ValueError):
         measure_token_counts([])
