@@ -127,9 +127,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal.tolist()), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # ---------------------------------------------------------------- save / load
@@ -166,13 +166,15 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = Non
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load the checkpoint at `path` into the given objects (in place) and return its state dict.
 
+    `map_location` is where the weights are read to (the model's device).
     Returns {"step", "data_position", "rng_states", "extra", "path"}. Raises FileNotFoundError when
     no complete checkpoint exists there.
     """
     found = resolve_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {path} (expected {path}/{META})")
-    state = torch.load(found / STATE, map_location=map_location, weights_only=True)
+    # CPU first: RNG states must stay CPU tensors; the optimizer moves its state to the parameters' device.
+    state = torch.load(found / STATE, map_location="cpu", weights_only=True)
     if model is not None:
         missing, unexpected = load_model(model, str(found / WEIGHTS), strict=False, device=str(map_location))
         if missing or unexpected:

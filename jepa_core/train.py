@@ -1,12 +1,17 @@
 """Pre-train one encoder with the hybrid JEPA + MLM objective or the MLM-only baseline.
 
     python -m jepa_core.train --params parameters/smoke.yaml --objective hybrid --out outputs/x/hybrid
-    accelerate launch --num_processes 2 -m jepa_core.train --params ... --objective mlm --out ...
+    accelerate launch --multi_gpu --num_processes 2 -m jepa_core.train --params ... --objective mlm --out ...
+    (without CUDA the same command, or `torchrun --nproc_per_node 2 -m jepa_core.train ...`, runs
+    gloo DDP on CPU processes)
 
 `train(params, objective, out_dir)` does, top to bottom:
   1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives
   2. model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay, Accelerate
-  3. the step budget: equal steps, equal FLOPs (flops.py) or equal wall-clock (timed warm-up)
+  3. the step budget (train.budget): "steps" — both objectives run train.steps (the paper);
+     "flops" — the hybrid runs train.steps, the MLM run round(steps × FLOPs_hybrid / FLOPs_mlm);
+     "seconds" — each runs budget_seconds of wall-clock: the first steps are timed, then the LR /
+     EMA schedules are given the step count that fits (the run also stops when time is up)
   4. the loop: forward → backward → clip → step → EMA update → JSONL log, validation, checkpoints
   5. the HF encoder + tokenizer in `model/`, a `train_summary.json`
 
@@ -120,6 +125,7 @@ def prepare_data(params: Params, data_dir: str | os.PathLike, seed: int) -> Pret
     corpus = load_corpus(params.data, seed)
     tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
     blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
+    (data_dir / "corpus.json").write_text(corpus.to_json())  # lets `--data DIR` name the source later
     return PretrainData(tokenizer, blocks, f"{corpus.source}:{corpus.path or params.data.hub_name}")
 
 
@@ -200,6 +206,7 @@ def batch_stream(dataset: Any, collator: PretrainCollator, order: BatchOrder, ep
         collator.set_epoch(epoch)  # before the iterator exists: workers copy the collator
         loader = DataLoader(dataset, batch_sampler=order.batches(epoch, start), collate_fn=collator,
                             num_workers=num_workers, worker_init_fn=_ignore_sigint if num_workers else None,
+                            pin_memory=torch.cuda.is_available(),
                             # own generator: creating an iterator must not draw from the global RNG
                             # (that would shift dropout after a resume)
                             generator=torch.Generator().manual_seed(order.seed))
@@ -391,7 +398,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     """Pre-train one model; returns the summary also written to train_summary.json.
 
     out_dir: a folder (RunPaths.in_folder layout) or a RunPaths. resume: continue from the checkpoint
-    if one exists (else start fresh; without resume an existing checkpoint is overwritten). seed:
+    if one exists, else start fresh (without resume, an existing checkpoint is an error). seed:
     defaults to params.seed. data: PretrainData or (tokenizer, blocks[, source]) from the workbook's
     data step; None builds it in paths.data_dir.
     """
@@ -451,6 +458,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         say(f"[train] resumed {objective} from {state['path']} at step {step} (epoch {epoch}, batch {batch_index})")
     elif resume:
         say(f"[train] no checkpoint in {paths.checkpoint_dir}: starting {objective} from scratch")
+    elif ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:  # never overwrite a run by accident
+        raise FileExistsError(f"{paths.checkpoint_dir} holds a checkpoint: pass resume=True (--resume) to "
+                              "continue it, or delete it / choose another output folder to start over")
 
     log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
     t_start = time.perf_counter()

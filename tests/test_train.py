@@ -129,6 +129,12 @@ def test_interrupt_then_resume_reproduces_every_step(runs, tmp_path, monkeypatch
     assert again["steps"] == 30 and again["final"]["loss"] == pytest.approx(summary["final"]["loss"])
 
 
+def test_existing_checkpoint_needs_resume(runs):
+    root, _ = runs
+    with pytest.raises(FileExistsError, match="resume=True"):
+        T.train(tiny_params(), "mlm", root / "mlm", data=tiny_data())
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(runs, tmp_path):
     root, _ = runs
     with pytest.raises(ValueError, match="different run.*objective"):
