@@ -92,7 +92,7 @@ def mlm_mask(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, attenti
     to_mask = selected & (action < 0.8)
     to_random = selected & (action >= 0.8) & (action < 0.9)
     allowed = torch.ones(vocab_size, dtype=torch.bool)
-    allowed[list(special_ids)] = False
+    allowed[torch.tensor(list(special_ids), dtype=torch.long)] = False
     pool = allowed.nonzero().squeeze(1)
     random_ids = pool[(pick * len(pool)).long().clamp_max(len(pool) - 1)]
 
@@ -134,7 +134,8 @@ def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequ
         return 1 + (u_start * (text - size + 1)).long(), size  # start + size <= n
 
     t_start, t_size = blocks(u[..., :T], u[..., T:2 * T], *target_scale)  # (B, R, T)
-    c_start, c_size = (x.squeeze(2) for x in blocks(u[..., 2 * T:2 * T + 1], u[..., 2 * T + 1:], *context_scale))  # (B, R)
+    c_start, c_size = blocks(u[..., 2 * T:2 * T + 1], u[..., 2 * T + 1:], *context_scale)  # (B, R, 1)
+    c_start, c_size = c_start.squeeze(2), c_size.squeeze(2)
     positions = torch.arange(int(n.max()))
     in_targets = _covers(t_start, t_size, positions).any(2)  # (B, R, L)
     left = (_covers(c_start, c_size, positions) & ~in_targets).sum(2)  # (B, R)

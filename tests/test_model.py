@@ -18,6 +18,15 @@ TINY = {"data": {"seq_len": L},
         "mask": {"min_keep": 4}, "eval": {"max_length": 32}}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_params(**overrides):
     return params_from_dict(TINY, overrides)
 
