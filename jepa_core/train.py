@@ -140,7 +140,7 @@ def load_prepared_data(data_dir: str | os.PathLike) -> PretrainData:
         f = data_dir / f"blocks_{split}.npy"
         if not f.is_file():
             raise FileNotFoundError(f"prepared data folder {data_dir} lacks {f.name} (run the data step first)")
-        blocks[split] = np.load(f, allow_pickle=False)
+        blocks[split] = np.load(f, mmap_mode="r", allow_pickle=False)  # rows are read on demand
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     source = "prepared:" + str(data_dir)
     if (data_dir / "corpus.json").is_file():
@@ -254,7 +254,7 @@ def mixed_precision(precision: str) -> str:
     return "no"
 
 
-# ---------------------------------------------------------------- signals
+# ---------------------------------------------------------------- collapse signal, OS signals
 
 def effective_rank(x: torch.Tensor) -> float:
     """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d)."""
