@@ -157,6 +157,21 @@ def test_collator_is_deterministic_and_independent_of_batching():
     assert torch.equal(alone["target_idx"][0][alone["target_valid"][0]], a["target_idx"][5][a["target_valid"][5]])
 
 
+def test_collator_gives_the_same_batches_in_dataloader_workers():
+    items = make_items(12)
+    col = PretrainCollator(IDS, CFG, seed=0, objective="hybrid")
+    col.set_epoch(2)
+
+    def batches(workers):
+        loader = torch.utils.data.DataLoader(items, batch_size=4, collate_fn=col, num_workers=workers,
+                                             multiprocessing_context="fork" if workers else None)
+        return list(loader)
+
+    for a, b in zip(batches(0), batches(2)):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+
+
 def test_collator_varies_with_seed_index_and_epoch():
     items = make_items(4)
     col = PretrainCollator(IDS, CFG, seed=0, objective="hybrid")
