@@ -39,21 +39,17 @@ ENCODER = "encoder"
 
 # ---------------------------------------------------------------- atomic folders
 
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")) + [root]:
-        fd = os.open(path, os.O_RDONLY)  # directories too: makes the new entries themselves durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # directories too: makes their new entries durable
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in [*root.rglob("*"), root]:
+        _fsync(path)
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -80,7 +76,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

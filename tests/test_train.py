@@ -143,12 +143,14 @@ def test_resume_refuses_a_checkpoint_of_another_run(runs, tmp_path):
 
 
 def test_same_seed_same_log_other_seed_other_log(tmp_path):
+    """Seeded end to end: data order, masks (in worker processes too), init, dropout."""
     data, params = tiny_data(), tiny_params(train__steps=5, train__warmup_steps=1, train__eval_every=5)
     logs = {}
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for name, seed, workers in (("a", 0, 0), ("b", 0, 2), ("c", 1, 0)):
+        params.train.num_workers = workers
         T.train(params, "hybrid", tmp_path / name, seed=seed, data=data)
         logs[name] = deterministic(sum(read_log(tmp_path / name / "log.jsonl"), []))
-    assert logs["a"] == logs["b"]
+    assert logs["a"] == logs["b"]  # also with DataLoader worker processes drawing the masks
     assert [r["loss"] for r in logs["a"][:5]] != [r["loss"] for r in logs["c"][:5]]
 
 
