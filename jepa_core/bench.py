@@ -25,6 +25,7 @@ packed into full-length blocks (blocks.py), exactly as the trainer feeds them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import gc
@@ -86,6 +87,7 @@ class BenchConfig:
     precision: str = "auto"  # auto (bf16 autocast on a bf16-capable GPU) | bf16 | fp32
     compile: bool = False  # torch.compile our encoder (as train.compile does)
     peak_tflops: float | None = None  # GPU bf16 peak for MFU; None: looked up in GPU_BF16_PEAK_TFLOPS
+    ablations: bool = False  # also time VARIANTS and the optimizer / EMA micro-benchmarks
     seed: int = 0
 
     @classmethod
@@ -226,6 +228,18 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+@contextlib.contextmanager
+def _num_threads(n: int):
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != previous:
+            torch.set_num_threads(previous)
+
+
 def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool) -> Workload:
     """transformers' own MLM path, as a tutorial or Trainer script runs it."""
     from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
@@ -258,9 +272,10 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
 
 
 def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool,
-                 objective: str, shared_pass: bool = False) -> Workload:
+                 objective: str, shared_pass: bool = False, variant: str | None = None) -> Workload:
     """Our step, as the trainer's loop body runs it (train.py): forward → backward → clip → finite
-    check → AdamW (build_optimizer: decay groups, fused on CUDA) → LR schedule → EMA update."""
+    check → AdamW (build_optimizer: decay groups, fused on CUDA) → LR schedule → EMA update.
+    `variant` (a key of VARIANTS) undoes or adds one optimisation, to measure what it buys."""
     from .flops import measure_token_counts, training_flops_per_step
     from .masking import PretrainCollator
     from .model import PretrainModel, ema_momentum
@@ -277,12 +292,18 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     if cfg.compile:
         model.encoder = torch.compile(model.encoder)
     collator = PretrainCollator(tokenizer, params.mask, cfg.seed, objective, shared_pass)
+    # FLOPs of the work the step must do (an ablation that computes more still gets the base's count)
+    counts = measure_token_counts(collator(cycle.items(i)) for i in range(min(4, cycle.per_epoch)))
+    flops = training_flops_per_step(params, cfg.vocab, objective, counts, shared_pass=shared_pass)
+    if variant is not None:
+        collator = _apply_variant(variant, model, collator, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     t = params.train
+    step_bf16 = bf16 or variant == "mlm:bf16_autocast"
 
     def step(i: int) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in collator(cycle.items(i)).items()}
-        with _autocast(device, bf16):
+        with _autocast(device, step_bf16):
             out = model(batch)
         out["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
@@ -293,11 +314,18 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
         optimizer.zero_grad(set_to_none=True)
         model.update_target(ema_momentum(i, total_steps, params.objective.ema_start, params.objective.ema_end))
 
-    counts = measure_token_counts(collator(cycle.items(i)) for i in range(min(4, cycle.per_epoch)))
-    flops = training_flops_per_step(params, cfg.vocab, objective, counts, shared_pass=shared_pass)
+    if variant == "mlm:1_thread":
+        def one_thread_step(i: int) -> None:
+            with _num_threads(1):
+                step(i)
+        return Workload(variant, "  ablation " + variant, one_thread_step, flops["total"], cfg.batch * cfg.seq,
+                        (model,), optimizer)
+
     name = objective if not shared_pass else "shared"
     label = {"mlm": "ours: MLM only", "hybrid": "ours: hybrid (paper: 2 student passes)",
              "shared": "ours: hybrid, shared_pass"}[name]
+    if variant is not None:
+        name, label = variant, "  ablation " + variant
     return Workload(name, label, step, flops["total"], cfg.batch * cfg.seq, (model,), optimizer,
                     {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)})
 
@@ -316,6 +344,89 @@ def gemm_workload(cfg: BenchConfig, device: torch.device) -> Workload:
 
     return Workload("gemm", f"GEMM {n}x{n} {str(dtype).replace('torch.', '')}", step,
                     2.0 * n ** 3 * cfg.gemm_repeats, 0, notes={"n": n, "dtype": str(dtype)})
+
+
+# ---------------------------------------------------------------- ablations (--ablations)
+
+# Each variant changes ONE thing in our step; its time over the base step's is what the optimisation
+# buys (> 1: the optimisation helps). Flagged off by default: they add ~15 s per round on 2 cores.
+VARIANTS = {
+    "mlm:dense_head": ("mlm", "MLM head (transform + tied decoder) at every position, as HF does; loss still at masked ones"),
+    "mlm:eager_attention": ("mlm", "attention as explicit matmul + softmax (transformers 'eager') instead of SDPA"),
+    "mlm:bf16_autocast": ("mlm", "the whole step under bf16 autocast (CPU: AVX512-BF16 / AMX kernels)"),
+    "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
+    "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
+                                      "(masking instead of token dropping)"),
+    "hybrid:bf16_target": ("hybrid", "EMA target pass under bf16 autocast (it has no autograd, so only its precision changes)"),
+}
+
+
+def _apply_variant(variant: str, model, collator, device: torch.device):
+    """Patch the model (or wrap the collator) for one ablation; returns the collator to use."""
+    if variant == "mlm:dense_head":
+        def dense_masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            logits = model.mlm_head(hidden.flatten(0, 1))  # (B·L, V): every position
+            return torch.nn.functional.cross_entropy(logits.float(), labels.flatten())  # same value: -100 ignored
+        model._masked_lm_loss = dense_masked_lm_loss
+    elif variant == "mlm:eager_attention":
+        model.encoder.set_attn_implementation("eager")
+    elif variant == "hybrid:full_context":
+        def full_context(items):
+            batch = collator(items)
+            B, L = batch["input_ids"].shape
+            valid = torch.zeros(B, L, dtype=torch.bool)
+            valid.scatter_(1, batch["context_idx"], batch["context_valid"])
+            batch["context_idx"] = torch.arange(L).expand(B, L).contiguous()
+            batch["context_valid"] = valid
+            return batch
+        return full_context
+    elif variant == "hybrid:bf16_target":
+        target_forward = model.target_forward
+
+        def bf16_target_forward(batch):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return target_forward(batch)
+        model.target_forward = bf16_target_forward
+    elif variant not in ("mlm:bf16_autocast", "mlm:1_thread"):
+        raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    return collator
+
+
+def micro_workloads(cfg: BenchConfig, tokenizer, device: torch.device) -> list[Workload]:
+    """The per-step overheads on their own: AdamW over the MLM model (torch's CPU default loop,
+    foreach, fused) and the EMA update of the hybrid's target encoder (foreach mul+add, lerp, loop)."""
+    from .model import PretrainModel, ema_update
+    from .train import build_optimizer
+
+    params = bench_params(cfg)
+    torch.manual_seed(cfg.seed)
+    model = PretrainModel(params, "hybrid", cfg.vocab, tokenizer.pad_token_id).to(device)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p) * 1e-3
+    out = []
+    for kind in ("loop", "foreach", "fused"):
+        opt = build_optimizer(model, params, fused=False)
+        for g in opt.param_groups:  # same groups as the trainer's, one implementation flag changed
+            g["foreach"], g["fused"] = kind == "foreach", kind == "fused" or None
+        out.append(Workload(f"adamw:{kind}", f"  AdamW step, {kind}", lambda _i, o=opt: o.step(), 0.0, 0, notes={}))
+    target, online = model.target_encoder, model.encoder
+    t_params, o_params = list(target.parameters()), list(online.parameters())
+
+    @torch.no_grad()
+    def loop(_i: int) -> None:
+        for t, o in zip(t_params, o_params):
+            t.mul_(0.996).add_(o, alpha=0.004)
+
+    @torch.no_grad()
+    def lerp(_i: int) -> None:
+        torch._foreach_lerp_(t_params, o_params, 0.004)  # t += 0.004 (o - t): one pass instead of two
+
+    out += [Workload("ema:foreach_mul_add", "  EMA update, _foreach_mul_ + _foreach_add_ (model.py)",
+                     lambda _i: ema_update(target, online, 0.996), 0.0, 0),
+            Workload("ema:foreach_lerp", "  EMA update, _foreach_lerp_", lerp, 0.0, 0),
+            Workload("ema:loop", "  EMA update, Python loop of mul_/add_", loop, 0.0, 0)]
+    return out
 
 
 # ---------------------------------------------------------------- timing
@@ -522,6 +633,9 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
                  gemm_workload(cfg, device)]
+    if cfg.ablations:
+        workloads += [our_workload(cfg, tokenizer, cycle, device, bf16, base, variant=v) for v, (base, _) in VARIANTS.items()]
+        workloads += micro_workloads(cfg, tokenizer, device)
     by_name = {w.name: w for w in workloads}
     times = round_robin(workloads, cfg.rounds, cfg.warmup, device, progress)
 
@@ -529,6 +643,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     peak = gpu_peak_flops(device, cfg.peak_tflops)
     results: dict[str, Any] = {}
     for w in workloads:
+        if not w.flops:  # micro-benchmarks: times only
+            continue
         med = float(np.median(times[w.name]))
         r = {"label": w.label, "step_seconds": spread(times[w.name]), "flops_per_step": w.flops,
              "achieved_flops_per_s": w.flops / med, "fraction_of_gemm": w.flops / med / gemm_flops_s, **w.notes}
@@ -544,6 +660,15 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
               "shared_vs_mlm_step_time": _ratio_stats(times["shared"], times["mlm"]),
               "hybrid_vs_mlm_flops": {"value": by_name["hybrid"].flops / by_name["mlm"].flops},
               "shared_vs_mlm_flops": {"value": by_name["shared"].flops / by_name["mlm"].flops}}
+
+    ablations = {}
+    for v, (base, what) in VARIANTS.items() if cfg.ablations else ():
+        ablations[v] = {"what": what, "base": base, "step_seconds": results[v]["step_seconds"]["median"],
+                        "base_step_seconds": results[base]["step_seconds"]["median"],
+                        "variant_over_base": _ratio_stats(times[v], times[base])}
+    for w in workloads if cfg.ablations else ():
+        if not w.flops:
+            ablations[w.name] = {"what": w.label.strip(), "step_seconds": spread(times[w.name])}
 
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source
@@ -564,7 +689,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "command": None,  # main() fills in the command line
         "config": dataclasses.asdict(cfg), "machine": machine_info(device), "precision": "bf16" if bf16 else "fp32",
         "gemm_flops_per_s": gemm_flops_s, "gpu_peak_flops_per_s": peak, "results": results, "ratios": ratios,
-        "encoding": encoding, "memory": memory, "targets": targets,
+        "encoding": encoding, "memory": memory, "targets": targets, "ablations": ablations,
         "all_targets_pass": all(t["pass"] for t in targets.values()),
         "data": {"corpus": f"{corpus.source}:{corpus.path}", "blocks": len(cycle.blocks),
                  "tokenizer_size": len(tokenizer)},
@@ -594,6 +719,16 @@ def format_table(res: dict[str, Any]) -> str:
         lines.append(f"{r['label']:<42} {s['median'] * 1e3:>11,.1f} ±{s['iqr'] * 1e3:>8,.1f} {tok:>10} "
                      f"{r['flops_per_step'] / 1e9:>11.2f} {r['achieved_flops_per_s'] / 1e9:>9.1f} "
                      f"{r['fraction_of_gemm']:>8.0%}")
+    if res["ablations"]:
+        lines.append("")
+        lines.append("ablations (one change each; variant/base step time > 1: our base choice is that much faster):")
+        for name, a in res["ablations"].items():
+            if "variant_over_base" in a:
+                lines.append(f"  {name:<22} {a['step_seconds'] * 1e3:>9,.1f} ms vs {a['base']} "
+                             f"{a['base_step_seconds'] * 1e3:>9,.1f} ms = {a['variant_over_base']['value']:.2f}x: "
+                             f"{a['what']}")
+            else:
+                lines.append(f"  {name:<22} {a['step_seconds']['median'] * 1e3:>9,.2f} ms: {a['what']}")
     e = res["encoding"]
     lines.append("")
     lines.append(f"encoding {e['sentences']} sentences ({e['source']}), batch {e['batch_size']}, "

@@ -13,7 +13,7 @@ from jepa_core.bench import BenchConfig, BlockCycle, parse_args, spread
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert bench.main(["--tiny", "--quiet", "--out", str(out)]) == 0
+    assert bench.main(["--tiny", "--ablations", "--quiet", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -22,8 +22,8 @@ def test_json_has_every_section(result):
                 "memory", "targets", "all_targets_pass", "data", "wall_seconds"):
         assert key in result, key
     assert result["command"].startswith("python -m jepa_core.bench --tiny")
-    assert result["config"] == {**vars(BenchConfig.tiny())}
-    assert set(result["results"]) == set(bench.WORKLOADS)
+    assert result["config"] == vars(BenchConfig.tiny(ablations=True))
+    assert set(result["results"]) == set(bench.WORKLOADS) | set(bench.VARIANTS)
     assert set(result["targets"]) == set(bench.TARGETS)
     for key in ("cpu", "logical_cores", "torch_threads", "torch", "device"):
         assert result["machine"][key], key
@@ -75,6 +75,20 @@ def test_encoding_and_memory_sections(result):
     # The hybrid holds a second (EMA) encoder and a predictor on top of the MLM model.
     assert mem["hybrid"]["state_mib"] > mem["mlm"]["state_mib"]
     assert mem["process_peak_rss_mib"] > 0
+
+
+def test_ablations_section(result):
+    ab, res = result["ablations"], result["results"]
+    micro = {f"adamw:{k}" for k in ("loop", "foreach", "fused")} | {"ema:foreach_mul_add", "ema:foreach_lerp", "ema:loop"}
+    assert set(ab) == set(bench.VARIANTS) | micro
+    for name, (base, what) in bench.VARIANTS.items():
+        a = ab[name]
+        assert a["base"] == base and a["what"] == what
+        assert a["variant_over_base"]["value"] == pytest.approx(a["step_seconds"] / a["base_step_seconds"])
+        # an ablation is credited with the base's useful FLOPs, whatever extra it computes
+        assert res[name]["flops_per_step"] == pytest.approx(res[base]["flops_per_step"])
+    for name in micro:
+        assert ab[name]["step_seconds"]["median"] > 0
 
 
 def test_spread_known_answer():
