@@ -27,6 +27,12 @@ permutation drawn from (seed, e), and the collator's masks come from (seed, e, i
 the MLM run see the same blocks in the same order with the same MLM masks, and a resumed run
 continues exactly at the (epoch, batch) stored in its checkpoint.
 
+Log (JSONL, every train.log_every steps): step, epoch, loss, mlm_loss, jepa_loss, lambda, lr,
+ema_momentum, grad_norm (before clipping), tokens_per_s, target_std (mean per-dim std of the EMA
+targets), batch_effective_rank (RankMe of the batch's context embeddings), flops (cumulative),
+elapsed_s, and "warning" when a collapse signal fires; MLM runs write null for the JEPA-only fields.
+Every train.eval_every steps: {"split": "validation", step, mlm_loss, jepa_loss} on fixed batches.
+
 Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` (the last checkpoint is
 left untouched); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
@@ -606,7 +612,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     summary = {
         "objective": objective, "seed": seed, "steps": step, "planned_steps": total_steps,
         "tokens": tokens_done, "flops_per_step": flops[objective], "flops_per_step_parts": flops_parts[objective],
-        "total_flops": flops_done, "hybrid_mlm_flops_ratio": flops["hybrid"] / flops["mlm"],
+        "total_flops": flops_done, "flops_per_step_by_objective": flops,
+        "hybrid_mlm_flops_ratio": flops["hybrid"] / flops["mlm"],
         "token_counts": asdict(counts[objective]), "wall_time_s": elapsed(),
         "budget": {"mode": t.budget, "note": budget_note, "stopped_by": stopped_by,
                    "budget_seconds": t.budget_seconds},
