@@ -84,11 +84,27 @@ class BenchConfig:
     documents: int = 12  # Wikipedia articles packed into training blocks (cycled through)
     threads: int | None = None  # torch.set_num_threads; None: leave torch's default (physical cores)
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on a bf16-capable GPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 autocast on a bf16-capable GPU, else fp32) | bf16 | fp32
     compile: bool = False  # torch.compile our encoder (as train.compile does)
     peak_tflops: float | None = None  # GPU bf16 peak for MFU; None: looked up in GPU_BF16_PEAK_TFLOPS
     ablations: bool = False  # also time VARIANTS and the optimizer / EMA micro-benchmarks
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "hidden", "heads", "ffn", "vocab", "batch", "seq", "predictor_layers", "predictor_hidden",
+                    "rounds", "gemm_repeats", "encode_repeats", "encode_batch", "encode_max_length", "documents"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"bench {key}={getattr(self, key)!r} is invalid: allowed a positive integer")
+        if self.warmup < 0:
+            raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
+        if self.hidden % self.heads:
+            raise ValueError(f"bench heads={self.heads} is invalid: allowed a divisor of hidden={self.hidden}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"bench precision={self.precision!r} is invalid: allowed auto, bf16 or fp32")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"bench device={self.device!r} is invalid: allowed auto, cpu, cuda or cuda:N")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"bench device={self.device!r}: no CUDA device is available")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "BenchConfig":
@@ -114,7 +130,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
     info = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device),
+            # other processes share the cores: the 1-minute load average shows how busy the machine was
+            "load_average_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -330,10 +348,10 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
                     {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)})
 
 
-def gemm_workload(cfg: BenchConfig, device: torch.device) -> Workload:
+def gemm_workload(cfg: BenchConfig, device: torch.device, bf16: bool) -> Workload:
     """(n×n)·(n×n) matmuls: the FLOP/s this machine reaches on the most favourable kernel."""
     n = cfg.gemm_size or (8192 if device.type == "cuda" else 2048)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if bf16 else torch.float32  # the roofline in the precision the steps use
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     out = torch.empty(n, n, device=device, dtype=dtype)
@@ -405,11 +423,11 @@ def micro_workloads(cfg: BenchConfig, tokenizer, device: torch.device) -> list[W
         if p.requires_grad:
             p.grad = torch.randn_like(p) * 1e-3
     out = []
-    for kind in ("loop", "foreach", "fused"):
-        opt = build_optimizer(model, params, fused=False)
-        for g in opt.param_groups:  # same groups as the trainer's, one implementation flag changed
-            g["foreach"], g["fused"] = kind == "foreach", kind == "fused" or None
-        out.append(Workload(f"adamw:{kind}", f"  AdamW step, {kind}", lambda _i, o=opt: o.step(), 0.0, 0, notes={}))
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}  # the trainer's decay groups
+              for g in build_optimizer(model, params, fused=False).param_groups]
+    for kind in ("loop", "foreach", "fused"):  # loop: torch's default on CPU tensors
+        opt = torch.optim.AdamW(groups, lr=params.train.lr, foreach=kind == "foreach", fused=kind == "fused")
+        out.append(Workload(f"adamw:{kind}", f"  AdamW step, {kind}", lambda _i, o=opt: o.step(), 0.0, 0))
     target, online = model.target_encoder, model.encoder
     t_params, o_params = list(target.parameters()), list(online.parameters())
 
@@ -619,10 +637,11 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
-    bf16 = device.type == "cuda" and (cfg.precision == "bf16" or cfg.precision == "auto" and torch.cuda.is_bf16_supported())
-    if device.type == "cuda" and cfg.precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ValueError("--precision bf16: this GPU does not support bf16")
+    # The trainer's rule (train.mixed_precision): bf16 autocast on a bf16 GPU for auto; --precision bf16
+    # forces it for every training workload alike (on CPU it needs AVX512-BF16 / AMX to be fast).
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     t_start = time.perf_counter()
+    machine = machine_info(device)
 
     corpus, tokenizer = load_text(cfg)
     cycle = BlockCycle(packed_blocks(corpus, tokenizer, cfg), cfg.batch)
@@ -632,7 +651,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                  our_workload(cfg, tokenizer, cycle, device, bf16, "mlm"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
-                 gemm_workload(cfg, device)]
+                 gemm_workload(cfg, device, bf16)]
     if cfg.ablations:
         workloads += [our_workload(cfg, tokenizer, cycle, device, bf16, base, variant=v) for v, (base, _) in VARIANTS.items()]
         workloads += micro_workloads(cfg, tokenizer, device)
@@ -678,16 +697,16 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     if device.type == "cuda":
         memory["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 1024 ** 2
 
-    targets = {
-        "speedup_mlm_vs_hf": _check("speedup_mlm_vs_hf", ratios["speedup_mlm_vs_hf"]["value"]),
-        "hybrid_vs_mlm_step_time": _check("hybrid_vs_mlm_step_time", ratios["hybrid_vs_mlm_step_time"]["value"]),
-        "shared_vs_mlm_step_time": _check("shared_vs_mlm_step_time", ratios["shared_vs_mlm_step_time"]["value"]),
-        "mlm_flops_fraction_of_gemm": _check("mlm_flops_fraction_of_gemm", results["mlm"]["fraction_of_gemm"]),
-        "encode_bucketed_vs_padded": _check("encode_bucketed_vs_padded", encoding["bucketed_vs_padded"]),
-    }
+    measured = {"speedup_mlm_vs_hf": ratios["speedup_mlm_vs_hf"]["value"],
+                "hybrid_vs_mlm_step_time": ratios["hybrid_vs_mlm_step_time"]["value"],
+                "shared_vs_mlm_step_time": ratios["shared_vs_mlm_step_time"]["value"],
+                "mlm_flops_fraction_of_gemm": results["mlm"]["fraction_of_gemm"],
+                "encode_bucketed_vs_padded": encoding["bucketed_vs_padded"]}
+    targets = {name: _check(name, value) for name, value in measured.items()}
+    machine["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "command": None,  # main() fills in the command line
-        "config": dataclasses.asdict(cfg), "machine": machine_info(device), "precision": "bf16" if bf16 else "fp32",
+        "config": dataclasses.asdict(cfg), "machine": machine, "precision": "bf16" if bf16 else "fp32",
         "gemm_flops_per_s": gemm_flops_s, "gpu_peak_flops_per_s": peak, "results": results, "ratios": ratios,
         "encoding": encoding, "memory": memory, "targets": targets, "ablations": ablations,
         "all_targets_pass": all(t["pass"] for t in targets.values()),
@@ -704,7 +723,8 @@ def format_table(res: dict[str, Any]) -> str:
     m, lines = res["machine"], []
     lines.append(f"machine: {m['cpu']} | {m['logical_cores']} logical cores, torch threads {m['torch_threads']} | "
                  f"torch {m['torch']} | device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''} | "
-                 f"precision {res['precision']}")
+                 f"precision {res['precision']} | load average {m['load_average_start']:.1f} -> "
+                 f"{m['load_average_end']:.1f}")
     c = res["config"]
     lines.append(f"config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, FFN {c['ffn']}, "
                  f"vocab {c['vocab']}, batch {c['batch']} x seq {c['seq']}; {c['rounds']} rounds after "

@@ -119,3 +119,10 @@ def test_gpu_peak_lookup():
 def test_sst2_dev_sentences(glue_dir):
     sentences, source = bench.encode_sentences(BenchConfig(glue_dir=str(glue_dir)), corpus=None)
     assert len(sentences) == 872 and "SST-2" in source
+
+
+@pytest.mark.parametrize("bad, message", [(dict(heads=3), "divisor of hidden"), (dict(precision="fp16"), "precision"),
+                                          (dict(rounds=0), "rounds"), (dict(device="tpu"), "device")])
+def test_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**bad)
