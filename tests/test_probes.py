@@ -87,3 +87,19 @@ def test_zero_shot_sts():
     result = probes.zero_shot_sts(u, v, gold)
     assert result["spearman"] == pytest.approx(stats.spearmanr(gold, cos).statistic)
     assert result["spearman"] > 0.8
+
+
+@pytest.mark.parametrize("name,kind", [("accuracy", 3), ("f1", 2), ("mcc", 2), ("mcc", 3), ("spearman", "float"),
+                                       ("pearson", "float")])
+def test_bootstrap_metric_matches_metric_on_each_resample(name, kind):
+    rng = np.random.default_rng(1)
+    n = 60
+    if kind == "float":
+        t, p = rng.uniform(0, 5, n).round(1), rng.normal(size=n).round(1)  # rounded: ties in the ranks
+    else:
+        t, p = rng.integers(0, kind, n), rng.integers(0, kind, n)
+        p[:20] = t[:20]
+    idx = rng.integers(0, n, (40, n))
+    idx[0] = 0  # a constant resample: correlations and MCC are defined as 0 there
+    expected = [probes.METRICS[name](t[i], p[i]) for i in idx]
+    np.testing.assert_allclose(probes.bootstrap_metric(name, t, p, idx), expected, atol=1e-12)

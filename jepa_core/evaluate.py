@@ -1,0 +1,542 @@
+"""Evaluate frozen encoders on GLUE: probes, geometry, lexical probes -> tidy tables with CIs.
+
+    evaluate({"hybrid": [dir, ...], "mlm": [dir, ...]}, params, out_dir, wiki_sentences)
+    python -m jepa_core.evaluate --params parameters/smoke.yaml --model hybrid=DIR --model mlm=DIR --out DIR
+
+Several checkpoint folders under one name are pre-training seeds. For every model x task x
+pooling: encode train/dev once (cached, shared by all poolings), pool, fit the linear probe on
+train, predict dev; then geometry on a seeded dev subsample, the two lexical probes and the
+semantic/lexical balance. A majority-class baseline and a random-init encoder of the same
+architecture are evaluated alongside. Label-free metrics and the lexical probes also run on
+held-out Wikipedia sentences (task "wiki": half trains the lexical probes, half is reported).
+
+Statistics: every value gets a 95% percentile bootstrap CI over dev examples. All models share
+the same resamples of a task, so differences (hybrid - mlm, or the first two models when those
+names are absent; per seed) are paired: CI and p from the resampled differences, with the rule of
+`stats.paired_bootstrap`, Holm-corrected over the whole table. Geometry metrics use at most
+GEOMETRY_BOOT resamples (each costs an eigendecomposition) and their bootstrap distribution is
+re-centred on the full-sample value first: resamples contain duplicated points, which lowers
+spectral metrics (effective rank ~30% lower at n=200, d=384) and shifts centred uniformity, so
+an uncorrected percentile interval would often not even contain the measured value.
+
+Output layout (`out_dir/`):
+    results/metrics.csv|.parquet      model, objective, seed, task, pooling, metric, value, ci_low,
+                                      ci_high, n, chance, note (docs/DESIGN.md); majority rows have
+                                      pooling "none"
+    results/differences.csv|.parquet  task, pooling, metric, a, b, seed, diff, ci_low, ci_high, p, p_holm, n
+    results/spectra.csv               model, objective, seed, task, pooling, index, eigenvalue (load_spectra)
+    results/predictions.parquet       model, seed, task, pooling, example, y_true, y_pred (dev split)
+    results/embeddings/<task>/examples.parquet          example, sentence1, sentence2, label of the
+                                                         geometry subsample (row order of the .npy)
+    results/embeddings/<task>/<model>[-s<seed>]/<pooling>.npy   its (n, H) float32 dev embeddings
+    results/evaluation.json           tasks, skipped_tasks {task: reason}, notes, models, seconds
+    results/skipped.json              {task: reason}
+    cache/encode/                     token-state cache (encode.py), safe to delete
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from . import geometry, glue, lexical, pooling, probes, stats
+from .config import Params, load_params
+from .encode import TokenStates, encode, fingerprint, load_encoder
+
+GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
+ALPHA = 0.05
+SEMANTIC_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
+STS_POSITIVE = 4.0  # STS-B pairs scoring >= 4 are positive pairs for alignment
+METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
+                  "chance", "note"]
+DIFF_COLUMNS = ["task", "pooling", "metric", "a", "b", "seed", "diff", "ci_low", "ci_high", "p", "p_holm", "n"]
+
+
+# ---------------------------------------------------------------- bootstrap bookkeeping
+
+@dataclass
+class Measure:
+    """A value with its bootstrap distribution on the task's shared resamples (for CIs and pairing)."""
+    value: float
+    boot: np.ndarray  # (B,) the statistic on resample b; NaN where undefined
+    n: int
+    recentre: bool = False  # geometry: shift the distribution onto `value` (see module docstring)
+
+    def centred(self, boot: np.ndarray | None = None, value: float | None = None) -> np.ndarray:
+        boot = self.boot if boot is None else boot
+        value = self.value if value is None else value
+        if self.recentre and np.isfinite(boot).any():
+            return boot - (np.nanmean(boot) - value)
+        return boot
+
+    def ci(self) -> tuple[float, float]:
+        return percentile_ci(self.centred())
+
+
+def percentile_ci(boot: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    ok = np.isfinite(boot)
+    if not ok.any():
+        return np.nan, np.nan
+    lo, hi = np.quantile(boot[ok], [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: Measure, b: Measure, alpha: float = ALPHA) -> tuple[float, float, float, float]:
+    """(diff, ci_low, ci_high, p) of a - b on the same resamples: the rule of stats.paired_bootstrap."""
+    k = min(len(a.boot), len(b.boot))
+    diff = a.value - b.value
+    d = a.centred(a.boot[:k] - b.boot[:k], diff)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return diff, np.nan, np.nan, np.nan
+    lo, hi = percentile_ci(d, alpha)
+    p = min(1.0, 2.0 * (min((d[ok] <= 0).sum(), (d[ok] >= 0).sum()) + 1) / (ok.sum() + 1))
+    return diff, lo, hi, float(p)
+
+
+def resample_matrix(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) resample indices, exactly those of stats.resamples (shared by every model)."""
+    return np.stack(list(stats.resamples(n, n_boot, seed)))
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Lexical:
+    """Labels of one lexical probe: fitted on the train sentences, applied to dev (-1 = dropped)."""
+    train: np.ndarray
+    dev: np.ndarray
+    chance: float
+    classes: int
+
+
+@dataclass
+class TaskData:
+    task: str
+    train: pd.DataFrame  # sentence1, sentence2, label (+ example: row in the GLUE file)
+    dev: pd.DataFrame
+    extra: dict[str, pd.DataFrame]  # metric suffix -> another dev set (MNLI mismatched)
+    geo: np.ndarray  # dev rows of the geometry subsample
+    boot: np.ndarray  # (B, n_dev) resamples of dev rows
+    geo_boot: np.ndarray  # (B_geo, n_geo) resamples of geometry-subsample rows
+    split_note: str = ""  # e.g. MNLI trained on dev_mismatched
+    lexical: dict[str, Lexical] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for evaluation.json
+
+    @property
+    def labelled(self) -> bool:
+        return self.task != "wiki"
+
+    @property
+    def pair(self) -> bool:
+        return self.dev["sentence2"].notna().any()
+
+
+def _task_seed(seed: int, task: str) -> int:
+    return seed * 1_000_003 + zlib.crc32(task.encode())  # stable across runs and Python versions
+
+
+def _cap(df: pd.DataFrame, cap: int | None, rng: np.random.Generator) -> pd.DataFrame:
+    df = df.reset_index(drop=True).rename_axis("example").reset_index()
+    if cap is not None and len(df) > cap:
+        df = df.iloc[np.sort(rng.choice(len(df), cap, replace=False))].reset_index(drop=True)
+    return df
+
+
+def _texts(df: pd.DataFrame) -> list[str]:
+    """The text an embedding encodes: the sentence, or both sentences of a pair."""
+    return [a if b is None or b != b else f"{a} {b}" for a, b in zip(df["sentence1"], df["sentence2"])]
+
+
+def _lexical_labels(train_texts: list[str], dev_texts: list[str], min_count: int) -> tuple[dict[str, Lexical], list[str]]:
+    """Most-frequent-word and word-content labels; classes with < min_count train examples are dropped
+    so that the probe's stratified CV has every class in every fold."""
+    out, notes = {}, []
+    # word content: skip the function words (Conneau et al.: top 100 of a large corpus; fewer for a
+    # small train subset, else no mid-frequency word is left)
+    word_content = lambda texts, classes=None: lexical.word_content_labels(
+        texts, skip_top=min(100, len(train_texts) // 20), min_count=min_count, classes=classes)
+    for metric, make in (("lexical_mfw", lexical.most_frequent_word_labels), ("lexical_wc", word_content)):
+        try:
+            y, _, classes = make(train_texts)
+        except ValueError as err:
+            notes.append(f"{metric} skipped: {err}")
+            continue
+        counts = np.bincount(y[y >= 0], minlength=len(classes))
+        keep = [c for c, k in zip(classes, counts) if k >= min_count]
+        if len(keep) < 2:
+            notes.append(f"{metric} skipped: fewer than 2 classes with >= {min_count} train sentences")
+            continue
+        y_train, _, _ = make(train_texts, classes=keep)
+        y_dev, _, _ = make(dev_texts, classes=keep)
+        if (y_dev >= 0).sum() == 0:
+            notes.append(f"{metric} skipped: no dev sentence has one of the {len(keep)} classes")
+            continue
+        out[metric] = Lexical(y_train, y_dev, lexical.chance_level(y_train[y_train >= 0], y_dev[y_dev >= 0]), len(keep))
+    return out, notes
+
+
+def _finish(data: TaskData, e, seed: int) -> TaskData:
+    rng = np.random.default_rng(_task_seed(seed, data.task) + 1)
+    n_dev = len(data.dev)
+    data.geo = np.sort(rng.choice(n_dev, min(e.geometry_samples, n_dev), replace=False))
+    data.boot = resample_matrix(n_dev, e.bootstrap, _task_seed(seed, data.task) + 2)
+    data.geo_boot = resample_matrix(len(data.geo), min(e.bootstrap, GEOMETRY_BOOT), _task_seed(seed, data.task) + 3)
+    data.lexical, notes = _lexical_labels(_texts(data.train), _texts(data.dev), e.cv_folds)
+    data.notes += [f"{data.task}: {n}" for n in notes]
+    return data
+
+
+def prepare_task(task: str, params: Params) -> TaskData:
+    """Load and cap the train/dev splits of a GLUE task, fix its subsample and resamples."""
+    e = params.eval
+    train_split, dev_split, note = glue.task_splits(task, e.glue_dir)
+    rng = np.random.default_rng(_task_seed(params.seed, task))
+    train = _cap(glue.load_task(task, train_split, e.glue_dir), e.max_train_examples, rng)
+    dev = _cap(glue.load_task(task, dev_split, e.glue_dir), e.max_dev_examples, rng)
+    extra = {}
+    if task == "mnli" and train_split == "train" and glue.split_available(task, "dev_mismatched", e.glue_dir):
+        extra["mismatched"] = _cap(glue.load_task(task, "dev_mismatched", e.glue_dir), e.max_dev_examples, rng)
+    data = TaskData(task, train, dev, extra, np.zeros(0, int), np.zeros((0, 0), int), np.zeros((0, 0), int),
+                    split_note=note, notes=[f"{task}: {note}"] if note else [])
+    return _finish(data, e, params.seed)
+
+
+def prepare_wiki(sentences: list[str], params: Params) -> TaskData:
+    """Held-out Wikipedia sentences: a seeded half trains the lexical probes, the other half is reported."""
+    e = params.eval
+    rng = np.random.default_rng(_task_seed(params.seed, "wiki"))
+    sentences = [s for s in sentences if s and s.strip()]
+    if len(sentences) > e.wiki_sentences:
+        sentences = [sentences[i] for i in np.sort(rng.choice(len(sentences), e.wiki_sentences, replace=False))]
+    order = rng.permutation(len(sentences))
+    half = len(sentences) // 2
+    frame = lambda rows: pd.DataFrame({"example": rows, "sentence1": [sentences[i] for i in rows],
+                                       "sentence2": [None] * len(rows), "label": np.zeros(len(rows), int)})
+    data = TaskData("wiki", frame(np.sort(order[:half])), frame(np.sort(order[half:])), {},
+                    np.zeros(0, int), np.zeros((0, 0), int), np.zeros((0, 0), int))
+    return _finish(data, e, params.seed)
+
+
+# ---------------------------------------------------------------- one encoder
+
+@dataclass
+class Encoder:
+    name: str  # model column: hybrid, mlm, random_init, or any name given
+    objective: str
+    seed: int | None
+    path: Path
+    random_init: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name if self.seed is None or self.name == "random_init" else f"{self.name}-s{self.seed}"
+
+
+class Results:
+    """Accumulates table rows and the bootstrap distributions needed for paired differences."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.measures: dict[tuple, Measure] = {}  # (model, seed, task, pooling, metric) -> Measure
+        self.spectra: list[pd.DataFrame] = []
+        self.predictions: list[pd.DataFrame] = []
+
+    def add(self, enc: Encoder | None, task: str, pool: str, metric: str, m: Measure, chance=np.nan, note=""):
+        lo, hi = m.ci()
+        model, objective, seed = (enc.name, enc.objective, enc.seed) if enc else ("majority", "majority", None)
+        self.rows.append(dict(model=model, objective=objective, seed=seed, task=task, pooling=pool, metric=metric,
+                              value=m.value, ci_low=lo, ci_high=hi, n=m.n, chance=chance, note=note))
+        self.measures[model, seed, task, pool, metric] = m
+
+
+def _per_example_mean(values: np.ndarray, idx: np.ndarray, recentre: bool = False) -> Measure:
+    """Mean of per-example values (NaN = example not counted) and its bootstrap on resamples idx."""
+    ok = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sums, counts = np.where(ok, values, 0.0)[idx].sum(1), ok[idx].sum(1)
+        boot = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return Measure(float(values[ok].mean()), boot, int(ok.sum()), recentre)
+
+
+def _task_measures(task: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> dict[str, Measure]:
+    full = probes.task_metrics(task, y_true, y_pred)
+    return {name: Measure(v, probes.bootstrap_metric(name, y_true, y_pred, idx), len(y_true)) for name, v in full.items()}
+
+
+def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict[str, Measure]:
+    """Every geometry metric of the embeddings X with its (re-centred) bootstrap on resamples idx."""
+    res = geometry.GeometryResampler(X, labels)
+    full = res(None)
+    boot = np.stack([res(i) for i in idx])
+    return {name: Measure(float(full[k]), boot[:, k], len(X), recentre=True) for k, name in enumerate(res.names)}
+
+
+def _spectrum_rows(enc: Encoder, task: str, pool: str, X: np.ndarray) -> pd.DataFrame:
+    lam = geometry.spectrum(X)
+    return pd.DataFrame({"model": enc.name, "objective": enc.objective, "seed": enc.seed, "task": task,
+                         "pooling": pool, "index": np.arange(len(lam)), "eigenvalue": lam})
+
+
+def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, name: str, siamese: bool = False) -> TokenStates:
+    s2 = df["sentence2"].tolist() if df["sentence2"].notna().any() else None
+    return encode(model, tokenizer, df["sentence1"].tolist(), s2, max_length=e.max_length, batch_size=e.batch_size,
+                  pair_encoding="siamese" if siamese else e.pair_encoding, cache_dir=cache, cache_name=name,
+                  model_fingerprint=fp)
+
+
+def evaluate_encoder(enc: Encoder, datasets: list[TaskData], params: Params, out: Path, results: Results) -> None:
+    e = params.eval
+    model, tokenizer = load_encoder(enc.path, random_init=enc.random_init, seed=params.seed)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    fp = fingerprint(model, tokenizer)
+    cache = out / "cache" / "encode"
+    for data in tqdm(datasets, desc=f"evaluate {enc.key}", unit="task"):
+        task, ttype = data.task, probes.task_type(data.task) if data.labelled else "classification"
+        ts = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
+              for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
+        sts_pairs = None
+        if task == "stsb":  # siamese u, v for zero-shot cosine and alignment, whatever the pair encoding
+            sts_pairs = _encode_split(model, tokenizer, data.dev, e, fp, cache, f"{task}-dev", siamese=True)
+        poolings = e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]
+        for pool in poolings:
+            note = ""
+            if pool in pooling.LEARNED:
+                fitted = pooling.fit_learned_pooling(pool, ts["train"], data.train["label"].to_numpy(), ttype,
+                                                     max_length=e.max_length, epochs=e.learned_pooling_epochs,
+                                                     seed=params.seed)
+                transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
+            else:
+                transform = lambda states, pool=pool: pooling.pool(states, pool)
+            features = {split: transform(states) for split, states in ts.items()}
+            _analyse(enc, data, pool, features, transform, sts_pairs, params, out, results, note)
+
+
+def _analyse(enc, data: TaskData, pool: str, features: dict, transform, sts_pairs, params: Params, out: Path,
+             results: Results, note: str) -> None:
+    e, task = params.eval, data.task
+    X_train, X_dev = features["train"], features["dev"]
+    y_train, y_dev = data.train["label"].to_numpy(), data.dev["label"].to_numpy()
+    task_note = "; ".join(filter(None, [note, data.split_note]))
+    semantic = None
+    if data.labelled:
+        probe = probes.fit_probe(X_train, y_train, probes.task_type(task), e.cv_folds, params.seed)
+        y_pred = probe.predict(X_dev)
+        base = {k: m.value for k, m in _task_measures(task, y_dev, probes.majority_prediction(
+            y_train, len(y_dev), probes.task_type(task)), data.boot).items()}
+        measures = _task_measures(task, y_dev, y_pred, data.boot)
+        param = "alpha" if probes.task_type(task) == "regression" else "C"
+        for name, m in measures.items():
+            results.add(enc, task, pool, name, m, base[name], "; ".join(filter(None, [task_note, f"{param}={probe.param:g}"])))
+        semantic = (measures[SEMANTIC_METRIC[task]], base[SEMANTIC_METRIC[task]])
+        for suffix, df in data.extra.items():
+            y_extra = df["label"].to_numpy()
+            idx = resample_matrix(len(df), e.bootstrap, _task_seed(params.seed, f"{task}-{suffix}"))
+            for name, m in _task_measures(task, y_extra, probe.predict(features[suffix]), idx).items():
+                results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
+        results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
+                                                 "example": data.dev["example"], "y_true": y_dev, "y_pred": y_pred}))
+
+    # geometry on the seeded dev subsample (siamese pair features: sentence a's vector)
+    X_geo = X_dev[data.geo][:, :X_dev.shape[1] // 4] if (data.pair and e.pair_encoding == "siamese") else X_dev[data.geo]
+    labels = y_dev[data.geo] if data.labelled and probes.task_type(task) == "classification" else None
+    for name, m in _geometry(X_geo, labels, data.geo_boot).items():
+        results.add(enc, task, pool, name, m)
+    results.spectra.append(_spectrum_rows(enc, task, pool, X_geo))
+    if sts_pairs is not None:
+        u, v = transform(pooling.side_a(sts_pairs)), transform(sts_pairs.second)
+        cos = probes.cosine_similarity(u, v)
+        for name, value in probes.zero_shot_sts(u, v, y_dev).items():
+            m = Measure(value, probes.bootstrap_metric(name, y_dev, cos, data.boot), len(y_dev))
+            results.add(enc, task, pool, f"zeroshot_{name}", m, 0.0, "cosine of siamese embeddings, no training")
+        g_u, g_v, gold = u[data.geo], v[data.geo], y_dev[data.geo]
+        per_pair = np.where(gold >= STS_POSITIVE, ((geometry.l2_normalise(g_u) - geometry.l2_normalise(g_v)) ** 2).sum(1), np.nan)
+        if np.isfinite(per_pair).any():
+            results.add(enc, task, pool, "alignment", _per_example_mean(per_pair, data.geo_boot, recentre=True),
+                        note=f"siamese pairs scoring >= {STS_POSITIVE:g}")
+    _save_embeddings(out, enc, data, pool, X_geo)
+
+    # lexical probes (labels from the text, so every encoder is probed on the same targets)
+    for metric, lab in data.lexical.items():
+        kept = lab.train >= 0
+        lex_probe = probes.fit_probe(X_train[kept], lab.train[kept], "classification", e.cv_folds, params.seed)
+        correct = np.full(len(lab.dev), np.nan)
+        dev_kept = lab.dev >= 0
+        correct[dev_kept] = lex_probe.predict(X_dev[dev_kept]) == lab.dev[dev_kept]
+        m = _per_example_mean(correct, data.boot)
+        results.add(enc, task, pool, metric, m, lab.chance, f"{lab.classes} classes; chance = train-majority class")
+        if metric == "lexical_mfw" and semantic is not None:
+            (sem, sem_chance), lex = semantic, m
+            for name, value in lexical.balance(sem.value, sem_chance, lex.value, lab.chance).items():
+                boot = np.array([lexical.balance(s, sem_chance, x, lab.chance)[name] for s, x in zip(sem.boot, lex.boot)])
+                results.add(enc, task, pool, name, Measure(value, boot, sem.n),
+                            note=f"{SEMANTIC_METRIC[task]} vs lexical_mfw")
+
+
+def _save_embeddings(out: Path, enc: Encoder, data: TaskData, pool: str, X: np.ndarray) -> None:
+    folder = out / "results" / "embeddings" / data.task
+    (folder / enc.key).mkdir(parents=True, exist_ok=True)
+    np.save(folder / enc.key / f"{pool}.npy", X.astype(np.float32))
+    examples = folder / "examples.parquet"
+    if not examples.exists():
+        data.dev.iloc[data.geo].reset_index(drop=True).to_parquet(examples)
+
+
+def evaluate_majority(data: TaskData, results: Results) -> None:
+    """The constant baseline: the train split's majority class (mean score for STS-B) on dev."""
+    ttype = probes.task_type(data.task)
+    y_dev = data.dev["label"].to_numpy()
+    pred = probes.majority_prediction(data.train["label"].to_numpy(), len(y_dev), ttype)
+    for name, m in _task_measures(data.task, y_dev, pred, data.boot).items():
+        results.add(None, data.task, "none", name, m, m.value, "train-majority class" if ttype == "classification"
+                    else "train-mean score (correlation of a constant is 0)")
+
+
+# ---------------------------------------------------------------- differences and tables
+
+def _pairs(models: dict[str, list]) -> list[tuple[str, str]]:
+    """The documented comparison: hybrid - mlm when both exist, else the first two models given."""
+    if "hybrid" in models and "mlm" in models:
+        return [("hybrid", "mlm")]
+    names = list(models)
+    return [(names[0], names[1])] if len(names) >= 2 else []
+
+
+def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    rows = []
+    for a, b in pairs:
+        seeds_a = [enc.seed for enc in encoders if enc.name == a]
+        seeds_b = [enc.seed for enc in encoders if enc.name == b]
+        for seed_a, seed_b in zip(seeds_a, seeds_b):  # seed i of a against seed i of b
+            for (model, seed, task, pool, metric), m_a in results.measures.items():
+                m_b = results.measures.get((b, seed_b, task, pool, metric))
+                if model != a or seed != seed_a or m_b is None:
+                    continue
+                diff, lo, hi, p = paired_difference(m_a, m_b)
+                rows.append(dict(task=task, pooling=pool, metric=metric, a=a, b=b, seed=seed_a, diff=diff,
+                                 ci_low=lo, ci_high=hi, p=p, n=m_a.n))
+    df = pd.DataFrame(rows, columns=[c for c in DIFF_COLUMNS if c != "p_holm"])
+    df.insert(df.columns.get_loc("p") + 1, "p_holm", stats.holm(df["p"].to_numpy(dtype=float)) if len(df) else [])
+    return df
+
+
+def load_spectra(run_dir: str | Path) -> pd.DataFrame:
+    """The covariance eigenvalues written by evaluate (one row per eigenvalue)."""
+    return pd.read_csv(Path(run_dir) / "results" / "spectra.csv")
+
+
+def _encoders(models: dict[str, list], params: Params) -> list[Encoder]:
+    encoders = []
+    for name, dirs in models.items():
+        dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+        seeds = params.seeds if len(params.seeds) == len(dirs) else list(range(len(dirs)))
+        for seed, path in zip(seeds, dirs):
+            encoders.append(Encoder(name, name, seed, Path(path)))
+    if params.eval.random_init_baseline and encoders:
+        encoders.append(Encoder("random_init", "random_init", params.seed, encoders[0].path, random_init=True))
+    return encoders
+
+
+def _read_wiki(wiki_sentences) -> list[str] | None:
+    if wiki_sentences is None or isinstance(wiki_sentences, list):
+        return wiki_sentences
+    path = Path(wiki_sentences)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return [str(s) for s in json.loads(text)]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_sentences=None,
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate every model (name -> checkpoint folders, one per pre-training seed); write out_dir/results."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    e = params.eval
+    tasks, skipped = glue.available_tasks(e.tasks, e.glue_dir)
+    results, notes = Results(), []
+    # One thread for BLAS and, on CPU, for torch: every call here is small (probe fits, 200-2000 point
+    # geometry, encoder batches), and on a shared 2-core machine thread barriers made them 5-50x slower
+    # (a 2-layer encoder: 0.6 s with 1 thread vs 5.4 s with 2). On GPU torch keeps its threads.
+    cpu_only = contextlib.nullcontext() if torch.cuda.is_available() else pooling.single_thread()
+    with threadpool_limits(limits=1, user_api="blas"), cpu_only:
+        datasets = []
+        for task in tasks:
+            try:
+                datasets.append(prepare_task(task, params))
+            except (glue.GlueUnavailable, glue.GlueFormatError, ValueError) as err:
+                skipped[task] = str(err)
+        wiki = _read_wiki(wiki_sentences)
+        if wiki:
+            datasets.append(prepare_wiki(wiki, params))
+        notes += [n for d in datasets for n in d.notes]
+        encoders = _encoders(models, params)
+        for data in datasets:
+            if data.labelled:
+                evaluate_majority(data, results)
+        for enc in encoders:
+            evaluate_encoder(enc, datasets, params, out, results)
+        metrics_df = pd.DataFrame(results.rows, columns=METRIC_COLUMNS)
+        differences_df = differences(results, encoders, _pairs(models))
+
+    res = out / "results"
+    metrics_df.to_csv(res / "metrics.csv", index=False)
+    metrics_df.to_parquet(res / "metrics.parquet", index=False)
+    differences_df.to_csv(res / "differences.csv", index=False)
+    differences_df.to_parquet(res / "differences.parquet", index=False)
+    if results.spectra:
+        pd.concat(results.spectra, ignore_index=True).to_csv(res / "spectra.csv", index=False)
+    if results.predictions:
+        pd.concat(results.predictions, ignore_index=True).to_parquet(res / "predictions.parquet", index=False)
+    (res / "skipped.json").write_text(json.dumps(skipped, indent=2))
+    (res / "evaluation.json").write_text(json.dumps({
+        "tasks": [d.task for d in datasets], "skipped_tasks": skipped, "notes": list(dict.fromkeys(notes)),
+        "models": {enc.key: str(enc.path) + (" (random init)" if enc.random_init else "") for enc in encoders},
+        "comparisons": [f"{a} - {b}" for a, b in _pairs(models)], "seconds": round(time.perf_counter() - start, 1),
+        "eval": params.to_dict()["eval"]}, indent=2))
+    return metrics_df, differences_df
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", required=True, help="parameter profile (YAML)")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                        help="an HF checkpoint folder; repeat a NAME for several seeds")
+    parser.add_argument("--out", required=True, help="output folder (results/ is written inside)")
+    parser.add_argument("--wiki-sentences", help="held-out Wikipedia sentences (.json list or one per line)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    models: dict[str, list[str]] = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_dir():
+            parser.error(f"--model {spec!r}: expected NAME=PATH with PATH an existing checkpoint folder")
+        models.setdefault(name, []).append(path)
+    metrics_df, differences_df = evaluate(models, params, args.out, args.wiki_sentences)
+    summary = json.loads((Path(args.out) / "results" / "evaluation.json").read_text())
+    print(f"{len(metrics_df)} metric rows, {len(differences_df)} differences in {summary['seconds']} s -> "
+          f"{Path(args.out) / 'results'}")
+    for task, why in summary["skipped_tasks"].items():
+        print(f"skipped {task}: {why}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
