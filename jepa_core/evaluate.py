@@ -399,9 +399,9 @@ def evaluate_majority(data: TaskData, results: Results) -> None:
     ttype = probes.task_type(data.task)
     y_dev = data.dev["label"].to_numpy()
     pred = probes.majority_prediction(data.train["label"].to_numpy(), len(y_dev), ttype)
+    note = "train-majority class" if ttype == "classification" else "train-mean score (correlation of a constant is 0)"
     for name, m in _task_measures(data.task, y_dev, pred, data.boot).items():
-        results.add(None, data.task, "none", name, m, m.value, "train-majority class" if ttype == "classification"
-                    else "train-mean score (correlation of a constant is 0)")
+        results.add(None, data.task, "none", name, m, m.value, "; ".join(filter(None, [note, data.split_note])))
 
 
 # ---------------------------------------------------------------- differences and tables
