@@ -187,19 +187,19 @@ def _lexical_labels(train_texts: list[str], dev_texts: list[str], min_count: int
     return out, notes
 
 
-def _finish(data: TaskData, e, seed: int) -> TaskData:
-    rng = np.random.default_rng(_task_seed(seed, data.task) + 1)
-    n_dev = len(data.dev)
-    data.geo = np.sort(rng.choice(n_dev, min(e.geometry_samples, n_dev), replace=False))
-    data.boot = resample_matrix(n_dev, e.bootstrap, _task_seed(seed, data.task) + 2)
-    data.geo_boot = resample_matrix(len(data.geo), min(e.bootstrap, GEOMETRY_BOOT), _task_seed(seed, data.task) + 3)
-    data.lexical, notes = _lexical_labels(_texts(data.train), _texts(data.dev), e.cv_folds)
-    data.notes += [f"{data.task}: {n}" for n in notes]
-    return data
+def _task_data(task: str, train: pd.DataFrame, dev: pd.DataFrame, params: Params, extra=None, split_note="") -> TaskData:
+    """Fix the task's geometry subsample, its resamples and its lexical labels (the same for every model)."""
+    e, seed = params.eval, _task_seed(params.seed, task)
+    geo = np.sort(np.random.default_rng(seed + 1).choice(len(dev), min(e.geometry_samples, len(dev)), replace=False))
+    lexical_labels, notes = _lexical_labels(_texts(train), _texts(dev), e.cv_folds)
+    return TaskData(task, train, dev, extra or {}, geo, boot=resample_matrix(len(dev), e.bootstrap, seed + 2),
+                    geo_boot=resample_matrix(len(geo), min(e.bootstrap, GEOMETRY_BOOT), seed + 3),
+                    split_note=split_note, lexical=lexical_labels,
+                    notes=[f"{task}: {n}" for n in ([split_note] if split_note else []) + notes])
 
 
 def prepare_task(task: str, params: Params) -> TaskData:
-    """Load and cap the train/dev splits of a GLUE task, fix its subsample and resamples."""
+    """Load and cap the train/dev splits of a GLUE task (seeded subsets)."""
     e = params.eval
     train_split, dev_split, note = glue.task_splits(task, e.glue_dir)
     rng = np.random.default_rng(_task_seed(params.seed, task))
@@ -208,25 +208,20 @@ def prepare_task(task: str, params: Params) -> TaskData:
     extra = {}
     if task == "mnli" and train_split == "train" and glue.split_available(task, "dev_mismatched", e.glue_dir):
         extra["mismatched"] = _cap(glue.load_task(task, "dev_mismatched", e.glue_dir), e.max_dev_examples, rng)
-    data = TaskData(task, train, dev, extra, np.zeros(0, int), np.zeros((0, 0), int), np.zeros((0, 0), int),
-                    split_note=note, notes=[f"{task}: {note}"] if note else [])
-    return _finish(data, e, params.seed)
+    return _task_data(task, train, dev, params, extra, note)
 
 
 def prepare_wiki(sentences: list[str], params: Params) -> TaskData:
     """Held-out Wikipedia sentences: a seeded half trains the lexical probes, the other half is reported."""
-    e = params.eval
     rng = np.random.default_rng(_task_seed(params.seed, "wiki"))
     sentences = [s for s in sentences if s and s.strip()]
-    if len(sentences) > e.wiki_sentences:
-        sentences = [sentences[i] for i in np.sort(rng.choice(len(sentences), e.wiki_sentences, replace=False))]
+    if len(sentences) > params.eval.wiki_sentences:
+        sentences = [sentences[i] for i in np.sort(rng.choice(len(sentences), params.eval.wiki_sentences, replace=False))]
     order = rng.permutation(len(sentences))
-    half = len(sentences) // 2
     frame = lambda rows: pd.DataFrame({"example": rows, "sentence1": [sentences[i] for i in rows],
                                        "sentence2": [None] * len(rows), "label": np.zeros(len(rows), int)})
-    data = TaskData("wiki", frame(np.sort(order[:half])), frame(np.sort(order[half:])), {},
-                    np.zeros(0, int), np.zeros((0, 0), int), np.zeros((0, 0), int))
-    return _finish(data, e, params.seed)
+    half = len(sentences) // 2
+    return _task_data("wiki", frame(np.sort(order[:half])), frame(np.sort(order[half:])), params)
 
 
 # ---------------------------------------------------------------- one encoder
@@ -297,6 +292,7 @@ def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, n
 
 
 def evaluate_encoder(enc: Encoder, datasets: list[TaskData], params: Params, out: Path, results: Results) -> None:
+    """Encode each task once, then pool, probe and measure it for every pooling."""
     e = params.eval
     model, tokenizer = load_encoder(enc.path, random_init=enc.random_init, seed=params.seed)
     if torch.cuda.is_available():
@@ -304,94 +300,96 @@ def evaluate_encoder(enc: Encoder, datasets: list[TaskData], params: Params, out
     fp = fingerprint(model, tokenizer)
     cache = out / "cache" / "encode"
     for data in tqdm(datasets, desc=f"evaluate {enc.key}", unit="task"):
-        task, ttype = data.task, probes.task_type(data.task) if data.labelled else "classification"
-        ts = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
-              for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
+        task = data.task
+        states = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
+                  for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
         sts_pairs = None
         if task == "stsb":  # siamese u, v for zero-shot cosine and alignment, whatever the pair encoding
             sts_pairs = _encode_split(model, tokenizer, data.dev, e, fp, cache, f"{task}-dev", siamese=True)
-        poolings = e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]
-        for pool in poolings:
+        for pool in (e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]):
             note = ""
             if pool in pooling.LEARNED:
-                fitted = pooling.fit_learned_pooling(pool, ts["train"], data.train["label"].to_numpy(), ttype,
+                ttype = probes.task_type(task)
+                fitted = pooling.fit_learned_pooling(pool, states["train"], data.train["label"].to_numpy(), ttype,
                                                      max_length=e.max_length, epochs=e.learned_pooling_epochs,
                                                      seed=params.seed)
                 transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
             else:
-                transform = lambda states, pool=pool: pooling.pool(states, pool)
-            features = {split: transform(states) for split, states in ts.items()}
-            _analyse(enc, data, pool, features, transform, sts_pairs, params, out, results, note)
+                transform = lambda ts, pool=pool: pooling.pool(ts, pool)
+            features = {split: transform(ts) for split, ts in states.items()}
+            cell = (enc, task, pool)
+            semantic = _probe_task(cell, data, features, params, results, note) if data.labelled else None
+            _measure_geometry(cell, data, features["dev"], transform, sts_pairs, params, out, results)
+            _probe_lexical(cell, data, features, semantic, params, results)
 
 
-def _analyse(enc, data: TaskData, pool: str, features: dict, transform, sts_pairs, params: Params, out: Path,
-             results: Results, note: str) -> None:
-    e, task = params.eval, data.task
-    X_train, X_dev = features["train"], features["dev"]
+def _probe_task(cell, data: TaskData, features: dict, params: Params, results: Results, note: str):
+    """Linear probe on train, task metrics on dev (+ extra dev sets); returns the semantic score and its chance."""
+    enc, task, pool = cell
+    e, ttype = params.eval, probes.task_type(task)
     y_train, y_dev = data.train["label"].to_numpy(), data.dev["label"].to_numpy()
-    task_note = "; ".join(filter(None, [note, data.split_note]))
-    semantic = None
-    if data.labelled:
-        probe = probes.fit_probe(X_train, y_train, probes.task_type(task), e.cv_folds, params.seed)
-        y_pred = probe.predict(X_dev)
-        base = {k: m.value for k, m in _task_measures(task, y_dev, probes.majority_prediction(
-            y_train, len(y_dev), probes.task_type(task)), data.boot).items()}
-        measures = _task_measures(task, y_dev, y_pred, data.boot)
-        param = "alpha" if probes.task_type(task) == "regression" else "C"
-        for name, m in measures.items():
-            results.add(enc, task, pool, name, m, base[name], "; ".join(filter(None, [task_note, f"{param}={probe.param:g}"])))
-        semantic = (measures[SEMANTIC_METRIC[task]], base[SEMANTIC_METRIC[task]])
-        for suffix, df in data.extra.items():
-            y_extra = df["label"].to_numpy()
-            idx = resample_matrix(len(df), e.bootstrap, _task_seed(params.seed, f"{task}-{suffix}"))
-            for name, m in _task_measures(task, y_extra, probe.predict(features[suffix]), idx).items():
-                results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
-        results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
-                                                 "example": data.dev["example"], "y_true": y_dev, "y_pred": y_pred}))
+    probe = probes.fit_probe(features["train"], y_train, ttype, e.cv_folds, params.seed)
+    y_pred = probe.predict(features["dev"])
+    majority = probes.task_metrics(task, y_dev, probes.majority_prediction(y_train, len(y_dev), ttype))
+    measures = _task_measures(task, y_dev, y_pred, data.boot)
+    note = "; ".join(filter(None, [note, data.split_note, f"{'alpha' if ttype == 'regression' else 'C'}={probe.param:g}"]))
+    for name, m in measures.items():
+        results.add(enc, task, pool, name, m, majority[name], note)
+    for suffix, df in data.extra.items():
+        idx = resample_matrix(len(df), e.bootstrap, _task_seed(params.seed, f"{task}-{suffix}"))
+        for name, m in _task_measures(task, df["label"].to_numpy(), probe.predict(features[suffix]), idx).items():
+            results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
+    results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
+                                             "example": data.dev["example"], "y_true": y_dev, "y_pred": y_pred}))
+    return measures[SEMANTIC_METRIC[task]], majority[SEMANTIC_METRIC[task]]
 
-    # geometry on the seeded dev subsample (siamese pair features: sentence a's vector)
-    X_geo = X_dev[data.geo][:, :X_dev.shape[1] // 4] if (data.pair and e.pair_encoding == "siamese") else X_dev[data.geo]
+
+def _measure_geometry(cell, data: TaskData, X_dev: np.ndarray, transform, sts_pairs, params: Params, out: Path,
+                      results: Results) -> None:
+    """Geometry of the seeded dev subsample; STS-B: zero-shot cosine and alignment of its siamese pairs."""
+    enc, task, pool = cell
+    siamese_pairs = data.pair and params.eval.pair_encoding == "siamese"
+    X = X_dev[data.geo][:, :X_dev.shape[1] // 4] if siamese_pairs else X_dev[data.geo]  # [u, v, |u-v|, u*v] -> u
+    y_dev = data.dev["label"].to_numpy()
     labels = y_dev[data.geo] if data.labelled and probes.task_type(task) == "classification" else None
-    for name, m in _geometry(X_geo, labels, data.geo_boot).items():
+    for name, m in _geometry(X, labels, data.geo_boot).items():
         results.add(enc, task, pool, name, m)
-    results.spectra.append(_spectrum_rows(enc, task, pool, X_geo))
-    if sts_pairs is not None:
-        u, v = transform(pooling.side_a(sts_pairs)), transform(sts_pairs.second)
-        cos = probes.cosine_similarity(u, v)
-        for name, value in probes.zero_shot_sts(u, v, y_dev).items():
-            m = Measure(value, probes.bootstrap_metric(name, y_dev, cos, data.boot), len(y_dev))
-            results.add(enc, task, pool, f"zeroshot_{name}", m, 0.0, "cosine of siamese embeddings, no training")
-        g_u, g_v, gold = u[data.geo], v[data.geo], y_dev[data.geo]
-        per_pair = np.where(gold >= STS_POSITIVE, ((geometry.l2_normalise(g_u) - geometry.l2_normalise(g_v)) ** 2).sum(1), np.nan)
-        if np.isfinite(per_pair).any():
-            results.add(enc, task, pool, "alignment", _per_example_mean(per_pair, data.geo_boot, recentre=True),
-                        note=f"siamese pairs scoring >= {STS_POSITIVE:g}")
-    _save_embeddings(out, enc, data, pool, X_geo)
+    results.spectra.append(_spectrum_rows(enc, task, pool, X))
+    folder = out / "results" / "embeddings" / task / enc.key
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{pool}.npy", X.astype(np.float32))
+    if sts_pairs is None:
+        return
+    u, v = transform(pooling.side_a(sts_pairs)), transform(sts_pairs.second)
+    cos = probes.cosine_similarity(u, v)
+    for name, value in probes.zero_shot_sts(u, v, y_dev).items():
+        m = Measure(value, probes.bootstrap_metric(name, y_dev, cos, data.boot), len(y_dev))
+        results.add(enc, task, pool, f"zeroshot_{name}", m, 0.0, "cosine of siamese embeddings, no training")
+    g = data.geo
+    sq = ((geometry.l2_normalise(u[g]) - geometry.l2_normalise(v[g])) ** 2).sum(1)
+    per_pair = np.where(y_dev[g] >= STS_POSITIVE, sq, np.nan)
+    if np.isfinite(per_pair).any():
+        results.add(enc, task, pool, "alignment", _per_example_mean(per_pair, data.geo_boot, recentre=True),
+                    note=f"siamese pairs scoring >= {STS_POSITIVE:g}")
 
-    # lexical probes (labels from the text, so every encoder is probed on the same targets)
+
+def _probe_lexical(cell, data: TaskData, features: dict, semantic, params: Params, results: Results) -> None:
+    """Lexical probes (labels from the text: every encoder gets the same targets) and the balance."""
+    enc, task, pool = cell
     for metric, lab in data.lexical.items():
-        kept = lab.train >= 0
-        lex_probe = probes.fit_probe(X_train[kept], lab.train[kept], "classification", e.cv_folds, params.seed)
-        correct = np.full(len(lab.dev), np.nan)
-        dev_kept = lab.dev >= 0
-        correct[dev_kept] = lex_probe.predict(X_dev[dev_kept]) == lab.dev[dev_kept]
-        m = _per_example_mean(correct, data.boot)
-        results.add(enc, task, pool, metric, m, lab.chance, f"{lab.classes} classes; chance = train-majority class")
-        if metric == "lexical_mfw" and semantic is not None:
-            (sem, sem_chance), lex = semantic, m
-            for name, value in lexical.balance(sem.value, sem_chance, lex.value, lab.chance).items():
-                boot = np.array([lexical.balance(s, sem_chance, x, lab.chance)[name] for s, x in zip(sem.boot, lex.boot)])
-                results.add(enc, task, pool, name, Measure(value, boot, sem.n),
-                            note=f"{SEMANTIC_METRIC[task]} vs lexical_mfw")
-
-
-def _save_embeddings(out: Path, enc: Encoder, data: TaskData, pool: str, X: np.ndarray) -> None:
-    folder = out / "results" / "embeddings" / data.task
-    (folder / enc.key).mkdir(parents=True, exist_ok=True)
-    np.save(folder / enc.key / f"{pool}.npy", X.astype(np.float32))
-    examples = folder / "examples.parquet"
-    if not examples.exists():
-        data.dev.iloc[data.geo].reset_index(drop=True).to_parquet(examples)
+        kept, dev_kept = lab.train >= 0, lab.dev >= 0
+        probe = probes.fit_probe(features["train"][kept], lab.train[kept], "classification", params.eval.cv_folds,
+                                 params.seed)
+        correct = np.full(len(lab.dev), np.nan)  # NaN: dev sentence without a label of this probe
+        correct[dev_kept] = probe.predict(features["dev"][dev_kept]) == lab.dev[dev_kept]
+        lex = _per_example_mean(correct, data.boot)
+        results.add(enc, task, pool, metric, lex, lab.chance, f"{lab.classes} classes; chance = train-majority class")
+        if metric != "lexical_mfw" or semantic is None:
+            continue
+        sem, sem_chance = semantic  # same resamples as lex: the balance's bootstrap is paired
+        for name, value in lexical.balance(sem.value, sem_chance, lex.value, lab.chance).items():
+            boot = np.array([lexical.balance(s, sem_chance, x, lab.chance)[name] for s, x in zip(sem.boot, lex.boot)])
+            results.add(enc, task, pool, name, Measure(value, boot, sem.n), note=f"{SEMANTIC_METRIC[task]} vs lexical_mfw")
 
 
 def evaluate_majority(data: TaskData, results: Results) -> None:
@@ -483,6 +481,10 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
         if wiki:
             datasets.append(prepare_wiki(wiki, params))
         notes += [n for d in datasets for n in d.notes]
+        for data in datasets:  # which dev examples the embedding files hold, row by row
+            folder = out / "results" / "embeddings" / data.task
+            folder.mkdir(parents=True, exist_ok=True)
+            data.dev.iloc[data.geo].reset_index(drop=True).to_parquet(folder / "examples.parquet")
         encoders = _encoders(models, params)
         for data in datasets:
             if data.labelled:

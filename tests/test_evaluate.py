@@ -117,7 +117,7 @@ MODEL_METRICS = {"uniformity", "uniformity_centred", "anisotropy", "spectral_ent
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("eval")
-    params = small_params(make_glue(root / "glue"), ["sst2", "mnli", "stsb"])
+    params = small_params(make_glue(root / "glue"), ["sst2", "stsb"])
     models = {"hybrid": [str(MINILM)], "mlm": [str(tiny_checkpoint)]}
     metrics, differences = ev.evaluate(models, params, root / "run", WIKI)
     return root / "run", metrics, differences, params
@@ -139,10 +139,10 @@ def test_tables_are_complete_finite_and_inside_their_cis(run):
             assert MODEL_METRICS - ({"alignment"} if task == "wiki" else set()) <= names, (model, task, pool)
             if task != "wiki":
                 assert {"balance_diff", "balance_normalised"} <= names
-    task_metrics = {"sst2": {"accuracy"}, "mnli": {"accuracy"}, "stsb": {"spearman", "pearson", "zeroshot_spearman"}}
+    task_metrics = {"sst2": {"accuracy"}, "stsb": {"spearman", "pearson", "zeroshot_spearman"}}
     for task, names in task_metrics.items():
         assert names <= set(trained.loc[trained["task"] == task, "metric"])
-    assert set(metrics.loc[metrics["model"] == "majority", "task"]) == {"sst2", "mnli", "stsb"}
+    assert set(metrics.loc[metrics["model"] == "majority", "task"]) == {"sst2", "stsb"}
     values = metrics[["value", "ci_low", "ci_high"]].to_numpy(float)
     assert np.isfinite(values).all()
     assert (metrics["ci_low"] <= metrics["value"] + 1e-9).all() and (metrics["value"] <= metrics["ci_high"] + 1e-9).all()
@@ -169,11 +169,9 @@ def test_differences_are_paired_and_holm_corrected(run):
 def test_side_files_for_notebooks(run):
     out, metrics, _, params = run
     summary = json.loads((out / "results" / "evaluation.json").read_text())
-    assert summary["tasks"] == ["sst2", "mnli", "stsb", "wiki"] and summary["skipped_tasks"] == {}
-    assert any("trained on dev_mismatched and reported on dev_matched" in n for n in summary["notes"])
+    assert summary["tasks"] == ["sst2", "stsb", "wiki"] and summary["skipped_tasks"] == {}
+    assert summary["comparisons"] == ["hybrid - mlm"] and "random_init" in summary["models"]
     assert json.loads((out / "results" / "skipped.json").read_text()) == {}
-    mnli_note = metrics.loc[(metrics["task"] == "mnli") & (metrics["metric"] == "accuracy"), "note"]
-    assert mnli_note.str.contains("dev_mismatched").all()
     spectra = ev.load_spectra(out)
     assert {"model", "objective", "seed", "task", "pooling", "index", "eigenvalue"} <= set(spectra.columns)
     assert (spectra["eigenvalue"] >= 0).all()
@@ -182,7 +180,7 @@ def test_side_files_for_notebooks(run):
     X = np.load(emb / "hybrid-s0" / "attention.npy")
     assert X.shape == (len(examples), 384) == (params.eval.geometry_samples, 384)
     predictions = pd.read_parquet(out / "results" / "predictions.parquet")
-    assert len(predictions) == 3 * 3 * len(params.eval.poolings) * params.eval.max_dev_examples
+    assert len(predictions) == 3 * 2 * len(params.eval.poolings) * params.eval.max_dev_examples
 
 
 def test_no_glue_data_skips_tasks_and_still_measures_wiki(tmp_path, tiny_checkpoint):
@@ -211,3 +209,22 @@ def test_cli(tmp_path, tiny_checkpoint, capsys):
     assert set(differences["a"]) == {"a"} and np.allclose(differences["diff"], 0)  # same checkpoint twice
     with pytest.raises(SystemExit):
         ev.main(["--params", str(profile), "--model", "nopath", "--out", str(tmp_path / "x")])
+
+
+def test_seeds_siamese_pairs_and_mnli_note(tmp_path, tiny_checkpoint):
+    params = small_params(make_glue(tmp_path / "glue", seed=2), ["stsb", "mnli"])
+    params.eval.pair_encoding, params.eval.random_init_baseline, params.eval.poolings = "siamese", False, ["mean", "weighted"]
+    params.seeds = [3, 4]
+    ck = str(tiny_checkpoint)
+    metrics, differences = ev.evaluate({"hybrid": [ck, ck], "mlm": [ck, ck]}, params, tmp_path / "run")
+    assert set(metrics.loc[metrics["model"] == "hybrid", "seed"]) == {3, 4}
+    assert set(differences["seed"]) == {3, 4} and np.allclose(differences["diff"], 0)
+    assert np.isfinite(metrics[["value", "ci_low", "ci_high"]].to_numpy(float)).all()
+    assert {"spearman", "zeroshot_spearman", "alignment", "effective_rank"} <= set(metrics["metric"])
+    X = np.load(tmp_path / "run" / "results" / "embeddings" / "stsb" / "hybrid-s3" / "weighted.npy")
+    assert X.shape[1] == 32  # geometry on sentence a's vector, not on the 4H pair features
+    # no MNLI train split in the folder: trained on dev_mismatched, reported on dev_matched, and said so
+    summary = json.loads((tmp_path / "run" / "results" / "evaluation.json").read_text())
+    assert any("trained on dev_mismatched and reported on dev_matched" in n for n in summary["notes"])
+    mnli = metrics[(metrics["task"] == "mnli") & (metrics["metric"] == "accuracy")]
+    assert set(mnli["model"]) == {"hybrid", "mlm", "majority"} and mnli["note"].str.contains("dev_mismatched").all()
