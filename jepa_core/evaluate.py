@@ -28,7 +28,9 @@ Output layout (`out_dir/`):
     results/predictions.parquet       model, seed, task, pooling, example, y_true, y_pred (dev split)
     results/embeddings/<task>/examples.parquet          example, sentence1, sentence2, label of the
                                                          geometry subsample (row order of the .npy)
-    results/embeddings/<task>/<model>[-s<seed>]/<pooling>.npy   its (n, H) float32 dev embeddings
+    results/embeddings/<task>/<model>-s<seed>/<pooling>.npy   their (n, H) float32 dev embeddings
+                                      (the random-init encoder: <task>/random_init/<pooling>.npy)
+    results/seeds.csv                 mean, sd, n_seeds of each metric over pre-training seeds
     results/evaluation.json           tasks, skipped_tasks {task: reason}, notes, models, seconds
     results/skipped.json              {task: reason}
     cache/encode/                     token-state cache (encode.py), safe to delete
@@ -413,6 +415,7 @@ def _pairs(models: dict[str, list]) -> list[tuple[str, str]]:
 
 
 def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """a - b for every (task, pooling, metric) both have, seed i of a against seed i of b; Holm over all rows."""
     rows = []
     for a, b in pairs:
         seeds_a = [enc.seed for enc in encoders if enc.name == a]
@@ -503,6 +506,8 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
         pd.concat(results.spectra, ignore_index=True).to_csv(res / "spectra.csv", index=False)
     if results.predictions:
         pd.concat(results.predictions, ignore_index=True).to_parquet(res / "predictions.parquet", index=False)
+    trained = metrics_df[metrics_df["model"] != "majority"]
+    stats.aggregate_seeds(trained, ["model", "task", "pooling", "metric"]).to_csv(res / "seeds.csv", index=False)
     (res / "skipped.json").write_text(json.dumps(skipped, indent=2))
     (res / "evaluation.json").write_text(json.dumps({
         "tasks": [d.task for d in datasets], "skipped_tasks": skipped, "notes": list(dict.fromkeys(notes)),
