@@ -138,3 +138,22 @@ def test_unknown_task_or_split_is_rejected(glue_tree):
         glue.load_task("qqp", "dev", glue_tree)
     with pytest.raises(ValueError, match="unknown split 'dev' for mnli"):
         glue.load_task("mnli", "dev", glue_tree)
+
+
+def test_hub_rows_map_to_the_same_schema(monkeypatch):
+    """Online without a folder: nyu-mll/glue columns and split names map onto the local schema."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [2], "idx": [0]})
+
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setattr(glue, "hub_offline", lambda: None)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    df = glue.load_task("mnli", "dev_mismatched")
+    assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
+    assert df.iloc[0].tolist() == ["p", "h", 2] and df.attrs["source"].startswith("hub:")
+    assert glue.available_tasks(["sst2", "mnli"], None) == (["sst2", "mnli"], {})
