@@ -176,7 +176,7 @@ def eigen_spectra(spectra: pd.DataFrame, task: str | None = None) -> Figure:
     df["share"] = df["eigenvalue"] / df.groupby(keys)["eigenvalue"].transform("sum")
     df = df[df["share"] > 0]
     poolings = _ordered(df["pooling"])
-    fig, axes = _figure(max(len(poolings), 1), ncols=len(poolings) or 1, panel=(3.6, 3.2))
+    fig, axes = _figure(max(len(poolings), 1), ncols=3, panel=(3.8, 3.2))
     colours = _palette(sorted(df["objective"].unique()))
     for ax, pooling in zip(axes, poolings):
         sns.lineplot(df[df["pooling"] == pooling], x="index", y="share", hue="objective", palette=colours,
@@ -194,8 +194,8 @@ def eigen_spectra(spectra: pd.DataFrame, task: str | None = None) -> Figure:
 def _wide(metrics: pd.DataFrame, metric_names: Sequence[str]) -> pd.DataFrame:
     """One row per (model, task, pooling), one column per metric (seeds averaged)."""
     m = metrics[metrics["metric"].isin(metric_names)]
-    return m.pivot_table(index=["model", "task", "pooling"], columns="metric", values="value",
-                         aggfunc="mean").reset_index()
+    wide = m.pivot_table(index=["model", "task", "pooling"], columns="metric", values="value", aggfunc="mean")
+    return wide.reindex(columns=list(metric_names)).reset_index()  # a metric nobody computed: NaN column
 
 
 def uniformity_alignment(metrics: pd.DataFrame, uniformity: str = "uniformity",
