@@ -23,7 +23,8 @@ Output layout (`out_dir/`):
     results/metrics.csv|.parquet      model, objective, seed, task, pooling, metric, value, ci_low,
                                       ci_high, n, chance, note (docs/DESIGN.md); majority rows have
                                       pooling "none"
-    results/differences.csv|.parquet  task, pooling, metric, a, b, seed, diff, ci_low, ci_high, p, p_holm, n
+    results/differences.csv|.parquet  task, pooling, metric, model_a, model_b, seed, a, b (their values),
+                                      diff = a - b, ci_low, ci_high, p, p_holm, n
     results/spectra.csv               model, objective, seed, task, pooling, index, eigenvalue (load_spectra)
     results/predictions.parquet       model, seed, task, pooling, example, y_true, y_pred (dev split)
     results/embeddings/<task>/examples.parquet          example, sentence1, sentence2, label of the
@@ -62,7 +63,8 @@ SEMANTIC_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola":
 STS_POSITIVE = 4.0  # STS-B pairs scoring >= 4 are positive pairs for alignment
 METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
                   "chance", "note"]
-DIFF_COLUMNS = ["task", "pooling", "metric", "a", "b", "seed", "diff", "ci_low", "ci_high", "p", "p_holm", "n"]
+DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "seed", "a", "b", "diff", "ci_low", "ci_high", "p",
+                "p_holm", "n"]
 
 
 # ---------------------------------------------------------------- bootstrap bookkeeping
@@ -426,8 +428,8 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
                 if model != a or seed != seed_a or m_b is None:
                     continue
                 diff, lo, hi, p = paired_difference(m_a, m_b)
-                rows.append(dict(task=task, pooling=pool, metric=metric, a=a, b=b, seed=seed_a, diff=diff,
-                                 ci_low=lo, ci_high=hi, p=p, n=m_a.n))
+                rows.append(dict(task=task, pooling=pool, metric=metric, model_a=a, model_b=b, seed=seed_a,
+                                 a=m_a.value, b=m_b.value, diff=diff, ci_low=lo, ci_high=hi, p=p, n=m_a.n))
     df = pd.DataFrame(rows, columns=[c for c in DIFF_COLUMNS if c != "p_holm"])
     df.insert(df.columns.get_loc("p") + 1, "p_holm", stats.holm(df["p"].to_numpy(dtype=float)) if len(df) else [])
     return df

@@ -156,7 +156,8 @@ def test_tables_are_complete_finite_and_inside_their_cis(run):
 def test_differences_are_paired_and_holm_corrected(run):
     out, metrics, differences, _ = run
     assert list(differences.columns) == ev.DIFF_COLUMNS
-    assert set(differences["a"]) == {"hybrid"} and set(differences["b"]) == {"mlm"}
+    assert set(differences["model_a"]) == {"hybrid"} and set(differences["model_b"]) == {"mlm"}
+    np.testing.assert_allclose(differences["diff"], differences["a"] - differences["b"])
     assert len(differences) == len(metrics[metrics["model"] == "hybrid"])  # every hybrid metric has a partner
     assert np.isfinite(differences[["diff", "ci_low", "ci_high", "p", "p_holm"]].to_numpy(float)).all()
     assert (differences["p_holm"] >= differences["p"] - 1e-12).all() and differences["p"].between(0, 1).all()
@@ -206,7 +207,7 @@ def test_cli(tmp_path, tiny_checkpoint, capsys):
                     "--out", str(tmp_path / "run"), "--wiki-sentences", str(tmp_path / "wiki.txt")]) == 0
     assert "metric rows" in capsys.readouterr().out
     differences = pd.read_csv(tmp_path / "run" / "results" / "differences.csv")
-    assert set(differences["a"]) == {"a"} and np.allclose(differences["diff"], 0)  # same checkpoint twice
+    assert set(differences["model_a"]) == {"a"} and np.allclose(differences["diff"], 0)  # same checkpoint twice
     with pytest.raises(SystemExit):
         ev.main(["--params", str(profile), "--model", "nopath", "--out", str(tmp_path / "x")])
 
