@@ -271,8 +271,13 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
         if flagged:
             warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
                             f"{flagged[0].get('step')}: {flagged[0]['warning']}")
+    training = {}
+    for path in sorted((run_dir / "models").glob("*/train_summary.json")):
+        t = _read_json(path)
+        training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
+                                      "wall_time_s": t.get("wall_time_s"), **(t.get("final") or {})}
     return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
-            "notes": evaluation.get("notes", []), "collapse_warnings": warnings}
+            "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training}
 
 
 def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
@@ -302,6 +307,11 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
                    f"{corpus.get('notice', '')}. {sizes}.")
     else:
         out.append("- Pre-training corpus: not recorded (data/corpus.json missing).")
+    for name, t in (ctx.get("training") or {}).items():
+        lam = f", final λ {_fmt(t.get('lambda'))}" if t.get("lambda") is not None else ""
+        out.append(f"- Pre-training `{name}`: {t.get('steps')} steps, {_fmt((t.get('flops_per_step') or 0) / 1e9, 1)} "
+                   f"GFLOPs/step, {_fmt((t.get('wall_time_s') or 0) / 60, 1)} min; final MLM loss "
+                   f"{_fmt(t.get('mlm_loss'))}{lam}.")
     skipped = ctx.get("skipped_tasks") or {}
     out.append("- Tasks skipped: " + ("; ".join(f"{t} ({why})" for t, why in skipped.items()) if skipped else "none."))
     for note in ctx.get("notes") or []:

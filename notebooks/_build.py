@@ -117,14 +117,13 @@ for seed in params.seeds:
         code('''
 import pandas as pd
 
-table = pd.DataFrame({name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps"],
-                             "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
-                             "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
-                             "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
-                             "val MLM loss": (s["final_validation"] or {}).get("mlm_loss"),
-                             "budget": s["budget"]["note"]}
-                      for name, s in summaries.items()}).T
-table'''),
+rows = {name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps"],
+               "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
+               "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
+               "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
+               "val MLM loss": (s["final_validation"] or {}).get("mlm_loss"), "budget": s["budget"]["note"]}
+        for name, s in summaries.items()}
+pd.DataFrame.from_dict(rows, orient="index").round(3)'''),
         md("**Budget.** `GFLOPs/step` counts each objective's real work: a hybrid step also runs the EMA target "
            "encoder and the predictor, so equal steps (the paper's parity, `train.budget: steps`) is NOT equal "
            "compute; `train.budget: flops` gives the MLM baseline the hybrid's FLOPs instead."),

@@ -140,6 +140,9 @@ def test_write_summary_names_claims_and_context(tmp_path):
     (tmp_path / "logs" / "hybrid.jsonl").write_text(
         json.dumps({"step": 1, "loss": 1.0}) + "\n" +
         json.dumps({"step": 2, "loss": 1.0, "warning": "possible representation collapse: target_std=1e-05"}) + "\n")
+    (tmp_path / "models" / "hybrid").mkdir(parents=True)
+    (tmp_path / "models" / "hybrid" / "train_summary.json").write_text(json.dumps(
+        {"steps": 400, "flops_per_step": 5.2e10, "wall_time_s": 600, "final": {"mlm_loss": 6.5, "lambda": 0.61}}))
     text = S.write_summary(metrics, diffs, tmp_path,
                            context={**S.run_context(tmp_path), "skipped_tasks": {"qnli": "not configured"}})
     assert (tmp_path / "summary.md").read_text() == text
@@ -150,3 +153,4 @@ def test_write_summary_names_claims_and_context(tmp_path):
     assert "MNLI" in text  # the train-on-mismatched note
     assert "hybrid: 1 logged step(s) flagged, first at step 2" in text
     assert "Rule:" in text and "[" in text  # numbers come with CIs
+    assert "`hybrid`: 400 steps, 52.0 GFLOPs/step, 10.0 min; final MLM loss 6.500, final λ 0.610" in text
