@@ -104,12 +104,13 @@ def test_differences_are_consistent(chain):
     run_dir, _ = chain
     d = pd.read_csv(run_dir / "results" / "differences.csv")
     assert not d.empty and set(d["task"]) >= set(TASKS)
-    assert (d["a"] == "hybrid").all() and (d["b"] == "mlm").all()
+    assert (d["model_a"] == "hybrid").all() and (d["model_b"] == "mlm").all()
+    assert np.allclose(d["diff"], d["a"] - d["b"])
     m = pd.read_csv(run_dir / "results" / "metrics.csv")
     value = m[m["model"].isin(["hybrid", "mlm"])].pivot_table(index=["task", "pooling", "metric"], columns="model",
                                                                values="value")
     joined = d.join(value, on=["task", "pooling", "metric"])
-    assert np.allclose(joined["diff"], joined["hybrid"] - joined["mlm"])  # diff = a - b of metrics.csv values
+    assert np.allclose(joined["a"], joined["hybrid"]) and np.allclose(joined["b"], joined["mlm"])  # = metrics.csv
     # the CI brackets the estimate (rank90 is left out: an integer metric whose mean-shifted bootstrap
     # distribution can sit beside 0 when nearly every resample ties; reported to the metrics owner)
     cont = d[d["metric"] != "rank90"]
