@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from jepa_core.config import TASKS
+from jepa_core.config import POOLINGS, TASKS
 
 # Headline metric of each GLUE task (SPEC §3).
 TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
@@ -159,6 +159,32 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(r).replace("\n", " ") + " |" for r in cells]
     lines.insert(1, "|" + "---|" * len(df.columns))
     return "\n".join(lines) + "\n"
+
+
+def probe_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Headline probe metric per task × pooling (rows) and model (columns), "value [CI]"; the
+    majority baseline (one value per task) is repeated on every pooling row. Several seeds:
+    "mean ± sd (k seeds)" of the values."""
+    head = metrics[[TASK_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
+    if head.empty:
+        return pd.DataFrame()
+
+    def cell(g: pd.DataFrame) -> str:
+        if len(g) > 1:
+            return f"{g['value'].mean():.3f} ± {g['value'].std():.3f} ({len(g)} seeds)"
+        r = g.iloc[0]
+        return _ci(r["value"], r["ci_low"], r["ci_high"])
+
+    keys = ["task", "metric", "pooling", "model"]
+    cells = head.groupby(keys, sort=False).apply(cell, include_groups=False).rename("cell").reset_index()
+    trained = cells[cells["model"] != "majority"]
+    table = trained.pivot(index=["task", "metric", "pooling"], columns="model", values="cell")
+    majority = cells[cells["model"] == "majority"].set_index(["task", "metric"])["cell"]
+    table["majority"] = [majority.get((t, m), "–") for t, m, _ in table.index]
+    order = {name: i for i, name in enumerate((*TASKS, *POOLINGS))}
+    table = table.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
+    models = [c for c in ("hybrid", "mlm", "random_init", "majority") if c in table.columns]
+    return table[models + [c for c in table.columns if c not in models]]
 
 
 # ---------------------------------------------------------------- the five claims

@@ -161,19 +161,15 @@ require(run_dir, *[str(p.relative_to(run_dir)) for ps in models.values() for p i
 wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
 metrics, differences = evaluate(models, params, run_dir, wiki)  # writes results/'''),
         code('''
-import pandas as pd
-from jepa_core.summary import TASK_METRIC
+from jepa_core.summary import probe_table
 
-headline = metrics[metrics.apply(lambda r: TASK_METRIC.get(r["task"]) == r["metric"], axis=1)]
-cell = headline.assign(v=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else f"{v:.3f}"
-                          for v, lo, hi in zip(headline["value"], headline["ci_low"], headline["ci_high"])])
-cell.pivot_table(index=["task", "metric", "pooling"], columns="model", values="v", aggfunc="first")'''),
+probe_table(metrics)'''),
         md("""**Probe scores** (value [95% bootstrap CI over dev examples]). Compare each encoder with the
 `majority` row (always predicting the train split's majority class; for MRPC this is the all-positive F1 that the
 paper's public numbers equalled) and with `random_init` (an untrained encoder: what pooling + a linear probe get from
 token identity alone). Pretraining is only doing something where it beats both."""),
         code('''
-from jepa_core.summary import LEXICAL_METRIC
+from jepa_core.summary import LEXICAL_METRIC, TASK_METRIC
 
 tasks = [t for t in TASK_METRIC if t in set(metrics["task"])]
 fig = figures.probe_bars(metrics, {t: TASK_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")

@@ -154,3 +154,22 @@ def test_write_summary_names_claims_and_context(tmp_path):
     assert "hybrid: 1 logged step(s) flagged, first at step 2" in text
     assert "Rule:" in text and "[" in text  # numbers come with CIs
     assert "`hybrid`: 400 steps, 52.0 GFLOPs/step, 10.0 min; final MLM loss 6.500, final λ 0.610" in text
+
+
+def test_probe_table_rows_columns_and_majority():
+    rows = []
+    for task, metric in (("sst2", "accuracy"), ("stsb", "spearman")):
+        rows.append(dict(model="majority", objective="majority", seed=np.nan, task=task, pooling="none",
+                         metric=metric, value=0.5, ci_low=0.4, ci_high=0.6))
+        for pooling in ("max", "mean"):  # given out of order on purpose
+            for model in ("mlm", "hybrid"):
+                rows.append(dict(model=model, objective=model, seed=0, task=task, pooling=pooling, metric=metric,
+                                 value=0.7, ci_low=0.65, ci_high=0.75))
+                rows.append(dict(model=model, objective=model, seed=0, task=task, pooling=pooling, metric="f1",
+                                 value=0.1, ci_low=0.0, ci_high=0.2))  # not sst2's headline metric
+    table = S.probe_table(pd.DataFrame(rows))
+    assert list(table.columns) == ["hybrid", "mlm", "majority"]
+    assert list(table.index) == [("sst2", "accuracy", "mean"), ("sst2", "accuracy", "max"),
+                                 ("stsb", "spearman", "mean"), ("stsb", "spearman", "max")]
+    assert table.loc[("sst2", "accuracy", "max"), "hybrid"] == "0.700 [0.650, 0.750]"
+    assert table.loc[("stsb", "spearman", "mean"), "majority"] == "0.500 [0.400, 0.600]"
