@@ -207,3 +207,28 @@ def test_papermill_failure_names_error_and_partial_notebook(tmp_path):
     assert (run_dir / "notebooks" / "02_pretrain.html").is_file()  # partial notebooks are exported too
     assert not (run_dir / "notebooks" / "03_probe.ipynb").exists()
     assert any("02_pretrain: running" in s for s in lines)
+
+
+def test_pretrain_resumes_only_checkpoints_of_the_same_parameters(tmp_path, monkeypatch):
+    import jepa_core.train as train_module
+
+    calls = []
+
+    def fake_train(params, objective, paths, resume, seed, data):
+        calls.append(resume)
+        paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # as if a checkpoint was written
+        return {"objective": objective}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    params = load_params(SMOKE)
+    ckpt = tmp_path / "checkpoints" / "hybrid"
+    wb.pretrain(params, tmp_path, "hybrid", 0, data=None)  # nothing to resume yet
+    wb.pretrain(params, tmp_path, "hybrid", 0, data=None)  # interrupted/finished run of the same parameters
+    assert calls == [False, True] and ckpt.is_dir()
+    (ckpt / "state.pt").write_text("old")
+    wb.pretrain(load_params(SMOKE, {"train.steps": 50}), tmp_path, "hybrid", 0, data=None)
+    assert calls[-1] is False and not (ckpt / "state.pt").exists()  # other parameters: stale checkpoint removed
+    wb.pretrain(params, tmp_path, "hybrid", 0, data=None, resume=False)
+    assert calls[-1] is False  # ... and --force never resumes
+    assert wb.model_name(params, "mlm", 0) == "mlm"
+    assert wb.model_name(load_params(SMOKE, {"seeds": [0, 1]}), "mlm", 1) == "mlm-s1"
