@@ -54,6 +54,8 @@ def test_ratios_and_targets_follow_from_the_times(result):
     assert r["speedup_mlm_vs_hf"]["value"] == pytest.approx(med["hf"] / med["mlm"])
     assert r["hybrid_vs_mlm_step_time"]["value"] == pytest.approx(med["hybrid"] / med["mlm"])
     assert r["shared_vs_mlm_step_time"]["value"] == pytest.approx(med["shared"] / med["mlm"])
+    cpu = {n: result["results"][n]["step_cpu_seconds"]["median"] for n in bench.TRAINING}
+    assert r["speedup_mlm_vs_hf"]["cpu_time_value"] == pytest.approx(cpu["hf"] / cpu["mlm"])
     for name, t in result["targets"].items():
         op, threshold, _ = bench.TARGETS[name]
         assert t["target"] == f"{op} {threshold}"
