@@ -12,7 +12,7 @@ held-out Wikipedia sentences (task "wiki": half trains the lexical probes, half 
 
 Statistics: every value gets a 95% percentile bootstrap CI over dev examples. All models share
 the same resamples of a task, so differences (hybrid - mlm, or the first two models when those
-names are absent; per seed) are paired: CI and p from the resampled differences, with the rule of
+names are absent; per seed) are paired: CI and p (bootstrap standard error) from the resampled differences, as in
 `stats.paired_bootstrap`, Holm-corrected over the whole table. Geometry metrics use at most
 GEOMETRY_BOOT resamples (each costs an eigendecomposition) and their bootstrap distribution is
 re-centred on the full-sample value first: resamples contain duplicated points, which lowers
@@ -105,8 +105,7 @@ def paired_difference(a: Measure, b: Measure, alpha: float = ALPHA) -> tuple[flo
     if not ok.any():
         return diff, np.nan, np.nan, np.nan
     lo, hi = percentile_ci(d, alpha)
-    p = min(1.0, 2.0 * (min((d[ok] <= 0).sum(), (d[ok] >= 0).sum()) + 1) / (ok.sum() + 1))
-    return diff, lo, hi, float(p)
+    return diff, lo, hi, float(stats.difference_p_value(diff, d))
 
 
 def resample_matrix(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Bootstrap CIs, paired bootstrap tests, Holm and seed aggregation against known answers."""
 import numpy as np
+from scipy.stats import norm
 import pandas as pd
 import pytest
 
@@ -67,7 +68,9 @@ def test_paired_bootstrap_detects_a_real_shift():
     a, b = base + 0.3 + 0.2 * rng.normal(size=200), base + 0.2 * rng.normal(size=200)
     diff, lo, hi, p = stats.paired_bootstrap(lambda i: a[i].mean(), lambda i: b[i].mean(), 200, 500, seed=0)
     assert diff == pytest.approx(a.mean() - b.mean()) and lo < diff < hi and lo > 0
-    assert p == pytest.approx(2 / 501)  # no resample crossed 0: the smallest p 500 resamples can give
+    # bootstrap-SE z-test: far below 2/501, the floor of a percentile p-value with 500 resamples
+    se = np.std(a - b, ddof=1) / np.sqrt(200)
+    assert 0 < p < 1e-6 and p == pytest.approx(2 * norm.sf(abs(diff) / se), rel=0.5)
     # the pairing matters: unpaired, the shared difficulty would swamp the shift
     assert hi - lo < 0.5 * 2 * 1.96 * base.std() / np.sqrt(200)
 
@@ -158,3 +161,12 @@ def test_paired_bootstrap_of_geometry_uses_the_resamplers_recentring():
     # without recentring the spectral intervals drift off the estimate
     _, lo_plain, hi_plain, _ = stats.paired_bootstrap(iso, squashed, 150, n_boot=100, seed=0, recentre=False)
     assert not np.allclose(lo_plain[iso.recentre], lo[iso.recentre])
+
+
+def test_difference_p_value_matches_the_normal_reference():
+    rng = np.random.default_rng(8)
+    d = rng.normal(loc=0.0, scale=0.5, size=(4000, 2))
+    p = stats.difference_p_value(np.array([1.0, 0.0]), d)
+    np.testing.assert_allclose(p, [2 * norm.sf(1.0 / d[:, 0].std(ddof=1)), 1.0], rtol=1e-9)
+    assert stats.difference_p_value(0.3, np.full(50, 0.3)) == 0.0  # constant non-zero bootstrap
+    assert np.isnan(stats.difference_p_value(0.3, np.full(50, np.nan)))
