@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlparse
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
@@ -55,7 +56,8 @@ import numpy as np
 from jepa_core.config import DataConfig
 
 EMBEDDED_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-HUB_HOST = "huggingface.co"
+# the hub host, as huggingface_hub resolves it (HF_ENDPOINT for mirrors)
+HUB_HOST = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -434,7 +436,13 @@ def resolve_source(cfg: DataConfig) -> tuple[str, Path | None, str]:
     """(source, path, why) for cfg, turning `auto` into a concrete source."""
     wiki_dir = os.environ.get("WIKI_DIR") or None
     if cfg.source == "hub":
-        return "hub", None, "data.source=hub"
+        reachable, why = hub_reachable()
+        if not reachable:  # fail in seconds with what to do, instead of datasets' minute of retries
+            raise ConnectionError(
+                f"data.source=hub but the Hugging Face hub cannot be used ({why}). Go online (and unset "
+                "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE), or use local text: data.source=auto (uses $WIKI_DIR or "
+                "the embedded excerpt), or set WIKI_DIR / data.path to a WikiExtractor folder or a dump")
+        return "hub", None, f"data.source=hub ({why})"
     if cfg.source != "auto":
         if cfg.path is not None:
             return cfg.source, _existing(cfg.path, "data.path"), f"data.source={cfg.source}"

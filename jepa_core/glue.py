@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+
+from .corpus import hub_reachable
 
 TASK_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "mnli": "MNLI", "cola": "CoLA", "stsb": "STS-B"}
 MNLI_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -171,16 +171,10 @@ def _frame(s1: list, s2: list, labels: list, task: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- hub
 
 def hub_offline() -> str | None:
-    """Why the hub cannot be used (offline env vars, no route to it), or None when it answers."""
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var} is set"
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:  # a quick probe: without one, datasets waits 30-50 s before giving up
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as err:
-        return f"{host} is unreachable ({err.__class__.__name__})"
-    return None
+    """Why the hub cannot be used (offline env vars, no route to it), or None when it answers.
+    A quick probe (corpus.hub_reachable): without one, datasets waits 30-50 s before giving up."""
+    reachable, why = hub_reachable()
+    return None if reachable else why
 
 
 def _load_hub(task: str, split: str) -> pd.DataFrame:
