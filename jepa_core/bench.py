@@ -318,34 +318,30 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     trainable = [p for p in model.parameters() if p.requires_grad]
     t = params.train
     step_bf16 = bf16 or variant == "mlm:bf16_autocast"
+    threads = 1 if variant == "mlm:1_thread" else torch.get_num_threads()
 
     def step(i: int) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in collator(cycle.items(i)).items()}
-        with _autocast(device, step_bf16):
-            out = model(batch)
-        out["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
-        if not bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm)):  # the trainer's check (a sync)
-            raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.update_target(ema_momentum(i, total_steps, params.objective.ema_start, params.objective.ema_end))
+        with _num_threads(threads):
+            with _autocast(device, step_bf16):
+                out = model(batch)
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+            if not bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm)):  # the trainer's check (a sync)
+                raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.update_target(ema_momentum(i, total_steps, params.objective.ema_start, params.objective.ema_end))
 
-    if variant == "mlm:1_thread":
-        def one_thread_step(i: int) -> None:
-            with _num_threads(1):
-                step(i)
-        return Workload(variant, "  ablation " + variant, one_thread_step, flops["total"], cfg.batch * cfg.seq,
-                        (model,), optimizer)
-
+    notes = {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)}
+    if variant is not None:
+        return Workload(variant, "  ablation " + variant, step, flops["total"], cfg.batch * cfg.seq, (model,),
+                        optimizer, notes)
     name = objective if not shared_pass else "shared"
     label = {"mlm": "ours: MLM only", "hybrid": "ours: hybrid (paper: 2 student passes)",
              "shared": "ours: hybrid, shared_pass"}[name]
-    if variant is not None:
-        name, label = variant, "  ablation " + variant
-    return Workload(name, label, step, flops["total"], cfg.batch * cfg.seq, (model,), optimizer,
-                    {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)})
+    return Workload(name, label, step, flops["total"], cfg.batch * cfg.seq, (model,), optimizer, notes)
 
 
 def gemm_workload(cfg: BenchConfig, device: torch.device, bf16: bool) -> Workload:
