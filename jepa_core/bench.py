@@ -422,7 +422,9 @@ def micro_workloads(cfg: BenchConfig, tokenizer, device: torch.device) -> list[W
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}  # the trainer's decay groups
               for g in build_optimizer(model, params, fused=False).param_groups]
     for kind in ("loop", "foreach", "fused"):  # loop: torch's default on CPU tensors
-        opt = torch.optim.AdamW(groups, lr=params.train.lr, foreach=kind == "foreach", fused=kind == "fused")
+        # fresh group dicts: AdamW writes its defaults (foreach, fused) into the dicts it is given
+        opt = torch.optim.AdamW([dict(g) for g in groups], lr=params.train.lr, foreach=kind == "foreach",
+                                fused=kind == "fused")
         out.append(Workload(f"adamw:{kind}", f"  AdamW step, {kind}", lambda _i, o=opt: o.step(), 0.0, 0))
     target, online = model.target_encoder, model.encoder
     t_params, o_params = list(target.parameters()), list(online.parameters())

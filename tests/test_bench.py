@@ -93,6 +93,18 @@ def test_ablations_section(result):
         assert ab[name]["step_seconds"]["median"] > 0
 
 
+def test_micro_workloads_build_three_adamw_implementations():
+    from jepa_core.tokenizer import train_tokenizer
+
+    cfg = BenchConfig.tiny()
+    tok = train_tokenizer(["a small text for a tiny vocabulary"] * 4, cfg.vocab)
+    opts = {w.name: w.step.__defaults__[0] for w in bench.micro_workloads(cfg, tok, torch.device("cpu"))
+            if w.name.startswith("adamw:")}
+    flags = {name: (o.param_groups[0]["foreach"], o.param_groups[0]["fused"]) for name, o in opts.items()}
+    assert flags == {"adamw:loop": (False, False), "adamw:foreach": (True, False), "adamw:fused": (False, True)}
+    assert [g["weight_decay"] for g in opts["adamw:fused"].param_groups] == [0.05, 0.0]  # the trainer's groups
+
+
 def test_spread_known_answer():
     s = spread([4.0, 1.0, 3.0, 2.0, 5.0])
     assert s == {"median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0, "min": 1.0, "max": 5.0, "n": 5}
