@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -44,11 +45,12 @@ import torch
 
 from .config import DataConfig, Params, load_params
 
-# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; matched as
-# substrings of torch.cuda.get_device_name(). --peak-tflops overrides.
+# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first key
+# found as a word in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
+# --peak-tflops overrides, and is needed for any card not listed.
 GPU_BF16_PEAK_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0,
-    "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
+    "H200": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0,  # H100 SXM: "NVIDIA H100 80GB HBM3"
+    "A100": 312.0, "L40S": 362.0, "L4": 121.0,
 }
 TARGETS = {  # name: (comparison, threshold, what)
     "speedup_mlm_vs_hf": (">=", 3.0, "tokens/s of our MLM step / HF BertForMaskedLM naive loop"),
@@ -145,8 +147,8 @@ def gpu_peak_flops(device: torch.device, override_tflops: float | None) -> float
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, tflops in GPU_BF16_PEAK_TFLOPS.items():  # most specific keys first
-        if key in name:
+    for key, tflops in GPU_BF16_PEAK_TFLOPS.items():
+        if re.search(rf"\b{re.escape(key)}\b", name):
             return tflops * 1e12
     return None
 

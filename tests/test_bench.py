@@ -125,9 +125,15 @@ def test_parse_args_tiny_with_override():
     assert parse_args([])[0] == BenchConfig()
 
 
-def test_gpu_peak_lookup():
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                           ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.0),
+                                           ("NVIDIA L4", 121.0), ("NVIDIA GeForce RTX 3090", None)])
+def test_gpu_peak_lookup(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak = bench.gpu_peak_flops(torch.device("cuda"), None)
+    assert peak == (tflops * 1e12 if tflops else None)
+    assert bench.gpu_peak_flops(torch.device("cuda"), 100.0) == 100e12  # the flag wins
     assert bench.gpu_peak_flops(torch.device("cpu"), None) is None
-    assert bench.gpu_peak_flops(torch.device("cpu"), 989.0) == 989e12
 
 
 def test_sst2_dev_sentences(glue_dir):
