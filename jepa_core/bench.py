@@ -785,6 +785,52 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(res: dict[str, Any]) -> str:
+    """The same result as Markdown tables (docs/PERFORMANCE.md is pasted from this: --markdown)."""
+    m, c, out = res["machine"], res["config"], []
+    out.append(f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {m['torch_threads']}, "
+               f"torch {m['torch']}, transformers {m['transformers']}, device {m['device']}"
+               f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, precision {res['precision']}; "
+               f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end. "
+               f"Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, FFN {c['ffn']}, vocab {c['vocab']}, "
+               f"batch {c['batch']} x {c['seq']} tokens, {c['rounds']} timed rounds after {c['warmup']} warm-up.\n")
+    out.append("| workload | step ms, median (IQR) | tokens/s | GFLOP/step | GFLOP/s | of GEMM |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for name in WORKLOADS:
+        r = res["results"][name]
+        s = r["step_seconds"]
+        tok = f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–"
+        out.append(f"| {r['label']} | {s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f}) | {tok} | "
+                   f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flops_per_s'] / 1e9:.1f} | {r['fraction_of_gemm']:.0%} |")
+    out.append("\n| target | measured (CPU-time ratio) | target | pass |")
+    out.append("|---|---:|---:|:---:|")
+    for name, t in res["targets"].items():
+        cpu = res["ratios"].get(name, {}).get("cpu_time_value")
+        out.append(f"| {t['what']} | {t['measured']:.2f}{f' ({cpu:.2f})' if cpu else ''} | {t['target']} | "
+                   f"{'yes' if t['pass'] else 'NO'} |")
+    if res["ablations"]:
+        out.append("\n| ablation | ms | vs base | variant / base |")
+        out.append("|---|---:|---:|---:|")
+        for name, a in res["ablations"].items():
+            if "variant_over_base" in a:
+                out.append(f"| `{name}`: {a['what']} | {a['step_seconds'] * 1e3:,.0f} | {a['base']} "
+                           f"{a['base_step_seconds'] * 1e3:,.0f} | {a['variant_over_base']['value']:.2f} |")
+            else:
+                out.append(f"| `{name}`: {a['what']} | {a['step_seconds']['median'] * 1e3:.1f} | | |")
+    e = res["encoding"]
+    out.append(f"\nEncoding {e['sentences']} sentences ({e['source']}; mean {e['mean_tokens']:.1f}, max "
+               f"{e['max_tokens']} tokens), batch {e['batch_size']}:\n")
+    out.append("| mode | sentences/s |\n|---|---:|")
+    for mode in ("padded", "unbucketed", "bucketed"):
+        out.append(f"| {mode} | {e[mode]['sentences_per_s']:,.0f} |")
+    mem = res["memory"]
+    out.append("\n| memory, MiB | " + " | ".join(TRAINING) + " |\n|---|" + "---:|" * len(TRAINING))
+    out.append("| state (params + grads + AdamW) | " + " | ".join(f"{mem[n]['state_mib']:.0f}" for n in TRAINING) + " |")
+    out.append("| one step above resident | " + " | ".join(
+        f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None else "–" for n in TRAINING) + " |")
+    return "\n".join(out)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
     """(BenchConfig, the other options): one flag per BenchConfig field, plus --tiny, --out, --quiet."""
     ap = argparse.ArgumentParser(prog="python -m jepa_core.bench", description=__doc__.split("\n")[0])
@@ -800,6 +846,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse
     ap.add_argument("--tiny", action="store_true", help="a config whose steps take milliseconds (the test's)")
     ap.add_argument("--out", default=None, help="write the JSON result here")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--markdown", action="store_true", help="print Markdown tables instead of the text table")
     args = ap.parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if getattr(args, f.name) is not None}
     return (BenchConfig.tiny(**given) if args.tiny else BenchConfig(**given)), args
@@ -809,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, opts = parse_args(argv)
     res = run_benchmark(cfg, progress=not opts.quiet)
     res["command"] = " ".join(["python -m jepa_core.bench", *(sys.argv[1:] if argv is None else argv)])
-    print(format_table(res))
+    print(format_markdown(res) if opts.markdown else format_table(res))
     if opts.out:
         out = Path(opts.out)
         out.parent.mkdir(parents=True, exist_ok=True)

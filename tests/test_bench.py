@@ -105,6 +105,16 @@ def test_micro_workloads_build_three_adamw_implementations():
     assert [g["weight_decay"] for g in opts["adamw:fused"].param_groups] == [0.05, 0.0]  # the trainer's groups
 
 
+def test_text_and_markdown_reports(result):
+    text, md = bench.format_table(result), bench.format_markdown(result)
+    for name in bench.WORKLOADS:
+        label = result["results"][name]["label"]
+        assert label in text and f"| {label} |" in md
+    for name, t in result["targets"].items():
+        assert name in text and t["what"] in md
+    assert md.count("\n| `") == len(result["ablations"])  # one row per ablation
+
+
 def test_spread_known_answer():
     s = spread([4.0, 1.0, 3.0, 2.0, 5.0])
     assert s == {"median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0, "min": 1.0, "max": 5.0, "n": 5}
