@@ -72,8 +72,9 @@ class BenchConfig:
     vocab: int = 30522  # 30522: the bert-base-uncased tokenizer; otherwise a WordPiece of this size
     batch: int = 32
     seq: int = 128
-    predictor_layers: int = 2
+    predictor_layers: int = 2  # the predictor defaults of ModelConfig
     predictor_hidden: int = 128
+    predictor_heads: int = 4
     rounds: int = 10  # timed round-robin rounds after the warm-up
     warmup: int = 2  # untimed steps of each workload first (allocations, optimizer state, kernels)
     gemm_size: int | None = None  # n of the (n×n)·(n×n) matmul; None: 2048 on CPU, 8192 on GPU
@@ -93,14 +94,18 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("layers", "hidden", "heads", "ffn", "vocab", "batch", "seq", "predictor_layers", "predictor_hidden",
-                    "rounds", "gemm_repeats", "encode_repeats", "encode_batch", "encode_max_length", "documents"):
+        for key in ("layers", "hidden", "heads", "ffn", "vocab", "batch", "seq", "predictor_layers",
+                    "predictor_hidden", "predictor_heads", "rounds", "gemm_repeats", "encode_repeats",
+                    "encode_batch", "encode_max_length", "documents"):
             if getattr(self, key) < 1:
                 raise ValueError(f"bench {key}={getattr(self, key)!r} is invalid: allowed a positive integer")
         if self.warmup < 0:
             raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
         if self.hidden % self.heads:
             raise ValueError(f"bench heads={self.heads} is invalid: allowed a divisor of hidden={self.hidden}")
+        if self.predictor_hidden % self.predictor_heads:
+            raise ValueError(f"bench predictor_heads={self.predictor_heads} is invalid: allowed a divisor of "
+                             f"predictor_hidden={self.predictor_hidden}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"bench precision={self.precision!r} is invalid: allowed auto, bf16 or fp32")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -112,8 +117,8 @@ class BenchConfig:
     def tiny(cls, **overrides: Any) -> "BenchConfig":
         """A config whose steps take milliseconds: for the test and for trying the CLI."""
         base = dict(layers=1, hidden=32, heads=2, ffn=64, vocab=400, batch=4, seq=32, predictor_layers=1,
-                    predictor_hidden=16, rounds=2, warmup=1, gemm_size=128, gemm_repeats=1, encode_repeats=1,
-                    encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2)
+                    predictor_hidden=16, predictor_heads=2, rounds=2, warmup=1, gemm_size=128, gemm_repeats=1,
+                    encode_repeats=1, encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2)
         return cls(**{**base, **overrides})
 
 
@@ -166,7 +171,7 @@ def bench_params(cfg: BenchConfig) -> Params:
         "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
         "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
         "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
-        "model.predictor_heads": max(1, min(4, cfg.predictor_hidden // 16)),
+        "model.predictor_heads": cfg.predictor_heads,
         "data.seq_len": cfg.seq, "data.vocab_size": cfg.vocab, "train.batch_size": cfg.batch,
         "train.precision": cfg.precision, "train.compile": cfg.compile, "eval.max_length": cfg.encode_max_length,
     })
@@ -367,13 +372,15 @@ def gemm_workload(cfg: BenchConfig, device: torch.device, bf16: bool) -> Workloa
 # Each variant changes ONE thing in our step; its time over the base step's is what the optimisation
 # buys (> 1: the optimisation helps). Flagged off by default: they add ~15 s per round on 2 cores.
 VARIANTS = {
-    "mlm:dense_head": ("mlm", "MLM head (transform + tied decoder) at every position, as HF does; loss still at masked ones"),
+    "mlm:dense_head": ("mlm", "MLM head (transform + tied decoder) at every position, as HF does; "
+                              "loss still at masked ones"),
     "mlm:eager_attention": ("mlm", "attention as explicit matmul + softmax (transformers 'eager') instead of SDPA"),
     "mlm:bf16_autocast": ("mlm", "the whole step under bf16 autocast (CPU: AVX512-BF16 / AMX kernels)"),
     "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
     "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
                                       "(masking instead of token dropping)"),
-    "hybrid:bf16_target": ("hybrid", "EMA target pass under bf16 autocast (it has no autograd, so only its precision changes)"),
+    "hybrid:bf16_target": ("hybrid", "EMA target pass under bf16 autocast (it has no autograd, so only its "
+                                     "precision changes)"),
 }
 
 
@@ -592,8 +599,10 @@ def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device
 
     modes = {
         "padded": padded_to_max,
-        "unbucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=False, progress=False),
-        "bucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=True, progress=False),
+        "unbucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=False,
+                                     progress=False),
+        "bucketed": lambda: encode(model, tokenizer, sentences, max_length=L, batch_size=B, bucket=True,
+                                   progress=False),
     }
     for fn in modes.values():  # warm-up
         fn()
@@ -649,7 +658,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     # The trainer's rule (train.mixed_precision): bf16 autocast on a bf16 GPU for auto; --precision bf16
     # forces it for every training workload alike (on CPU it needs AVX512-BF16 / AMX to be fast).
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported())
     t_start = time.perf_counter()
     machine = machine_info(device)
 
@@ -663,7 +673,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
                  gemm_workload(cfg, device, bf16)]
     if cfg.ablations:
-        workloads += [our_workload(cfg, tokenizer, cycle, device, bf16, base, variant=v) for v, (base, _) in VARIANTS.items()]
+        workloads += [our_workload(cfg, tokenizer, cycle, device, bf16, base, variant=v)
+                      for v, (base, _) in VARIANTS.items()]
         workloads += micro_workloads(cfg, tokenizer, device)
     by_name = {w.name: w for w in workloads}
     times, cpu_times = round_robin(workloads, cfg.rounds, cfg.warmup, device, progress)
@@ -791,8 +802,9 @@ def format_markdown(res: dict[str, Any]) -> str:
     out.append(f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {m['torch_threads']}, "
                f"torch {m['torch']}, transformers {m['transformers']}, device {m['device']}"
                f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, precision {res['precision']}; "
-               f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} at the end. "
-               f"Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, FFN {c['ffn']}, vocab {c['vocab']}, "
+               f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} "
+               f"at the end. Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, "
+               f"FFN {c['ffn']}, vocab {c['vocab']}, "
                f"batch {c['batch']} x {c['seq']} tokens, {c['rounds']} timed rounds after {c['warmup']} warm-up.\n")
     out.append("| workload | step ms, median (IQR) | tokens/s | GFLOP/step | GFLOP/s | of GEMM |")
     out.append("|---|---:|---:|---:|---:|---:|")
@@ -801,7 +813,8 @@ def format_markdown(res: dict[str, Any]) -> str:
         s = r["step_seconds"]
         tok = f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–"
         out.append(f"| {r['label']} | {s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f}) | {tok} | "
-                   f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flops_per_s'] / 1e9:.1f} | {r['fraction_of_gemm']:.0%} |")
+                   f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flops_per_s'] / 1e9:.1f} | "
+                   f"{r['fraction_of_gemm']:.0%} |")
     out.append("\n| target | measured (CPU-time ratio) | target | pass |")
     out.append("|---|---:|---:|:---:|")
     for name, t in res["targets"].items():
@@ -825,7 +838,8 @@ def format_markdown(res: dict[str, Any]) -> str:
         out.append(f"| {mode} | {e[mode]['sentences_per_s']:,.0f} |")
     mem = res["memory"]
     out.append("\n| memory, MiB | " + " | ".join(TRAINING) + " |\n|---|" + "---:|" * len(TRAINING))
-    out.append("| state (params + grads + AdamW) | " + " | ".join(f"{mem[n]['state_mib']:.0f}" for n in TRAINING) + " |")
+    out.append("| state (params + grads + AdamW) | "
+               + " | ".join(f"{mem[n]['state_mib']:.0f}" for n in TRAINING) + " |")
     out.append("| one step above resident | " + " | ".join(
         f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None else "–" for n in TRAINING) + " |")
     return "\n".join(out)
@@ -848,7 +862,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, argparse
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables instead of the text table")
     args = ap.parse_args(argv)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if getattr(args, f.name) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)
+             if getattr(args, f.name) is not None}
     return (BenchConfig.tiny(**given) if args.tiny else BenchConfig(**given)), args
 
 

@@ -81,7 +81,8 @@ def test_encoding_and_memory_sections(result):
 
 def test_ablations_section(result):
     ab, res = result["ablations"], result["results"]
-    micro = {f"adamw:{k}" for k in ("loop", "foreach", "fused")} | {"ema:foreach_mul_add", "ema:foreach_lerp", "ema:loop"}
+    micro = {f"adamw:{k}" for k in ("loop", "foreach", "fused")} | {f"ema:{k}" for k in ("foreach_mul_add",
+                                                                                          "foreach_lerp", "loop")}
     assert set(ab) == set(bench.VARIANTS) | micro
     for name, (base, what) in bench.VARIANTS.items():
         a = ab[name]
