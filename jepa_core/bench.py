@@ -1,6 +1,7 @@
 """Side-by-side training-speed benchmark: the usual HF MLM loop next to our MLM and hybrid steps.
 
     python -m jepa_core.bench --out outputs/bench.json        (`make bench`)
+    python -m jepa_core.bench --ablations --markdown           (+ what each optimisation buys; docs tables)
     python -m jepa_core.bench --tiny                           (seconds; what the test runs)
 
 In ONE process, with the same encoder config, batch, sequence length, vocabulary and data:
