@@ -300,7 +300,7 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
 def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool,
                  objective: str, shared_pass: bool = False, variant: str | None = None) -> Workload:
     """Our step, as the trainer's loop body runs it (train.py): forward → backward → clip → finite
-    check → AdamW (build_optimizer: decay groups, fused on CUDA) → LR schedule → EMA update.
+    check → AdamW (build_optimizer: decay groups, fused) → LR schedule → EMA update.
     `variant` (a key of VARIANTS) undoes or adds one optimisation, to measure what it buys."""
     from .flops import measure_token_counts, training_flops_per_step
     from .masking import PretrainCollator
@@ -311,7 +311,7 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     params.objective.shared_pass = shared_pass
     torch.manual_seed(cfg.seed)
     model = PretrainModel(params, objective, cfg.vocab, tokenizer.pad_token_id).to(device).train()
-    optimizer = build_optimizer(model, params, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, params, fused=device.type in ("cuda", "cpu"))  # as train.py
     total_steps = 10_000
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(params.train.warmup_steps, total_steps,
                                                                           params.train.min_lr_ratio))

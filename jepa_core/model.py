@@ -132,8 +132,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     t_params, o_params = list(target.parameters()), list(online.parameters())
     if len(t_params) != len(o_params):
         raise ValueError(f"ema_update: target has {len(t_params)} parameter tensors, online has {len(o_params)}")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+    torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)  # one pass: t + (1 − m)(o − t)
 
 
 class PretrainModel(nn.Module):

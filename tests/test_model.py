@@ -150,7 +150,7 @@ def test_ema_update_rule_is_exact():
     ema_update(target, online, m)
     after = [t.clone() for t in target.parameters()]
     for t, t0, s in zip(after, before, online.parameters()):
-        assert torch.equal(t, (t0 * m).add(s, alpha=1 - m))  # bit-exact against the same float ops
+        assert torch.equal(t, torch.lerp(t0, s, 1 - m))  # bit-exact against the same float ops
         torch.testing.assert_close(t, m * t0 + (1 - m) * s, atol=1e-6, rtol=0)
         assert not torch.equal(t, t0)
     ema_update(target, online, 1.0)  # momentum 1 freezes the target
