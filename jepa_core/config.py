@@ -11,11 +11,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -287,6 +288,25 @@ def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
             node[leaf] = _merge(node[leaf], value)
         else:
             node[leaf] = value
+    return out
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs; values are parsed as YAML (5 -> int, 1e-3 -> float, [a, b] -> list, null)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set train.steps=100")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        # YAML 1.1 reads "1e-3" (no dot) as a string; on a command line it is meant as a number
+        out[key.strip()] = float(parsed) if isinstance(parsed, str) and _NUMBER.fullmatch(parsed) else parsed
     return out
 
 

@@ -57,7 +57,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -65,7 +64,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .blocks import BlockDataset
-from .config import OBJECTIVES, Params, ParamsError, load_params, save_params
+from .config import OBJECTIVES, Params, ParamsError, load_params, parse_overrides, save_params
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
 from .model import PretrainModel, ema_momentum
@@ -643,16 +642,6 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
 
 # ---------------------------------------------------------------- CLI
 
-def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ParamsError(f"--set {item!r} is invalid: expected key=value, e.g. train.steps=100")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jepa_core.train", description=__doc__.split("\n")[0])
     ap.add_argument("--params", required=True, help="YAML profile, e.g. parameters/smoke.yaml")
@@ -665,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="override a parameter (repeatable), e.g. --set train.steps=100")
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params, _parse_sets(args.sets))
+        params = load_params(args.params, parse_overrides(args.sets))
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
 
-from jepa_core.config import Params, ParamsError, load_params, save_params
+from jepa_core.config import Params, ParamsError, load_params, parse_overrides, save_params
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PACKAGE_ROOT / "notebooks"
@@ -302,25 +301,6 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
 
 # ---------------------------------------------------------------- CLI
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs; values are parsed as YAML (5 -> int, 1e-3 -> float, [a, b] -> list, null)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ParamsError(f"--set {item!r}: expected key=value, e.g. --set train.steps=100")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"--set {item!r}: value is not valid YAML: {exc}") from None
-        # YAML 1.1 reads "1e-3" (no dot) as a string; on a command line it is meant as a number
-        out[key.strip()] = float(parsed) if isinstance(parsed, str) and _NUMBER.fullmatch(parsed) else parsed
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jepa_core.workbook", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -337,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:  # papermill streams cell output through its logger
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run(args.params, run_name=args.run_name, overrides=parse_set(args.sets), force=args.force,
+        run(args.params, run_name=args.run_name, overrides=parse_overrides(args.sets), force=args.force,
             outputs_dir=args.outputs, html=not args.no_html, log_output=args.verbose)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)

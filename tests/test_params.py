@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jepa_core.config import Params, ParamsError, load_params, params_from_dict, save_params
+from jepa_core.config import Params, ParamsError, load_params, params_from_dict, parse_overrides, save_params
 
 PROFILES = sorted((Path(__file__).resolve().parents[1] / "parameters").glob("*.yaml"))
 
@@ -96,3 +96,13 @@ def test_round_trip_and_fingerprint(tmp_path):
     assert p == q and p.fingerprint() == q.fingerprint()
     assert p.fingerprint() != params_from_dict({}, {"train.steps": 1200}).fingerprint()
     assert p.fingerprint("data") == params_from_dict({}, {"train.steps": 1200}).fingerprint("data")
+
+
+def test_parse_overrides_types():
+    """--set values (train, workbook CLIs) are YAML, with 1e-3-style numbers read as floats."""
+    assert parse_overrides(["a.b=5", "c=1e-3", "d=[x, y]", "e=null", "f=text", "mask.target_scale=[0.1, 0.2]"]) == \
+        {"a.b": 5, "c": 1e-3, "d": ["x", "y"], "e": None, "f": "text", "mask.target_scale": [0.1, 0.2]}
+    with pytest.raises(ParamsError, match="key=value"):
+        parse_overrides(["novalue"])
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        parse_overrides(["a=[unclosed"])

@@ -243,7 +243,3 @@ def test_run_paths_layouts(tmp_path):
 def test_cli_rejects_bad_overrides(tmp_path, capsys):
     code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path), "--set", "train.lr=-1"])
     assert code == 2 and "train.lr=-1" in capsys.readouterr().err
-    assert T._parse_sets(["train.steps=5", "data.path=null", "mask.target_scale=[0.1, 0.2]"]) == \
-        {"train.steps": 5, "data.path": None, "mask.target_scale": [0.1, 0.2]}
-    with pytest.raises(ValueError, match="key=value"):
-        T._parse_sets(["train.steps"])

@@ -10,7 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jepa_core import workbook as wb
-from jepa_core.config import ParamsError, load_params
+from jepa_core.config import ParamsError, load_params, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -152,18 +152,11 @@ def test_run_name_sets_the_folder(tmp_path):
 def test_bad_parameter_fails_before_any_notebook(tmp_path, capsys, sets, key):
     executor = FakeExecutor()
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
-        _run(tmp_path, executor, overrides=wb.parse_set(sets))
+        _run(tmp_path, executor, overrides=parse_overrides(sets))
     assert executor.ran == [] and not (tmp_path / "smoke").exists()
     argv = ["run", str(SMOKE), "--outputs", str(tmp_path)] + [a for s in sets for a in ("--set", s)]
     assert wb.main(argv) == 2
     assert key in capsys.readouterr().err
-
-
-def test_parse_set_types():
-    assert wb.parse_set(["a.b=5", "c=1e-3", "d=[x, y]", "e=null", "f=text"]) == \
-        {"a.b": 5, "c": 1e-3, "d": ["x", "y"], "e": None, "f": "text"}
-    with pytest.raises(ParamsError, match="key=value"):
-        wb.parse_set(["novalue"])
 
 
 def test_open_run_from_the_notebooks_folder(tmp_path, monkeypatch):
