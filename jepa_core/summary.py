@@ -135,6 +135,9 @@ def _diff_rows(differences: pd.DataFrame, metrics: pd.DataFrame, task_metric: Se
                 if seed is not None and "seed" in m:
                     m = m[m["seed"] == seed]
                 row[obj] = _ci(*m.iloc[0][["value", "ci_low", "ci_high"]]) if len(m) else "–"
+                row[f"{obj}_ci_low"] = m.iloc[0]["ci_low"] if len(m) else np.nan
+                if obj == "hybrid":
+                    row["chance"] = m.iloc[0]["chance"] if len(m) and "chance" in m else np.nan
             row["side"] = side(row["ci_low"], row["ci_high"])
             rows.append(row)
     return pd.DataFrame(rows)
@@ -260,7 +263,10 @@ def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C
     tasks = _glue_tasks(differences)
     table = _diff_rows(differences, metrics, [(t, TASK_METRIC[t]) for t in tasks], "mean")
     if len(table):
-        table["verdict"] = [equivalence_rule(lo, hi, margin) for lo, hi in zip(table["ci_low"], table["ci_high"])]
+        # both models at chance: "similar" would be vacuous, so such a task cannot support the claim
+        informative = (table["hybrid_ci_low"] > table["chance"]) | (table["mlm_ci_low"] > table["chance"])
+        table["verdict"] = [equivalence_rule(lo, hi, margin) if ok else f"{INCONCLUSIVE} (at chance)"
+                            for lo, hi, ok in zip(table["ci_low"], table["ci_high"], informative)]
         per = table["verdict"].tolist()
         verdict = NOT_REPRODUCED if NOT_REPRODUCED in per else REPRODUCED if all(v == REPRODUCED for v in per) \
             else INCONCLUSIVE
@@ -268,7 +274,8 @@ def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C
         verdict = INCONCLUSIVE
     rule = (f"headline metric per task (mean pooling): equivalent if the CI of hybrid − MLM lies inside ±{margin} "
             f"(±{margin * 100:g} points); reproduced if every task is equivalent; not reproduced if any task's CI lies "
-            "entirely outside the margin; else inconclusive (CIs too wide to tell).")
+            "entirely outside the margin; else inconclusive (CIs too wide to tell). A task where neither model's CI "
+            "lies above the majority baseline (`chance`) is inconclusive: two encoders at chance are trivially similar.")
     return Verdict("C5", verdict, rule, table, [])
 
 
@@ -349,5 +356,6 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     out.append("- Collapse warnings: " + ("; ".join(warnings) if warnings else "none (target spread and batch "
                                                                               "effective rank stayed above thresholds)."))
     text = "\n".join(out) + "\n"
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     return text

@@ -133,8 +133,9 @@ fig = figures.training_curves(logs)
 figures.save(fig, run_dir, "training_curves")
 display(fig)'''),
         md("""**Training curves.** Lines: training values per logged step; dots: validation (held-out documents).
-- *MLM loss* (nats per masked token) should fall for both models; the hybrid's is usually a little higher at equal
-  steps, since part of its gradient serves the JEPA loss.
+- *MLM loss* (nats per masked token) should fall for both models; the gap between them at equal steps is what the
+  JEPA term costs (or gives) the MLM objective. A long flat stretch near 7 nats is the unigram plateau: the encoder
+  has not yet learned to use context.
 - *JEPA loss* (1 − cosine between predicted and EMA-target token latents) falls as the predictor learns.
 - *λ* is the learned weight of the JEPA loss. With the paper's rule it drifts toward whichever loss is numerically
   smaller, not toward usefulness (SPEC defect 4) — watch its trajectory here.

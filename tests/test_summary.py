@@ -52,7 +52,8 @@ def _tables(diff_fn):
                                   ci_high=hi, p=0.01, p_holm=0.02, n=100))
                 for obj, v in (("hybrid", 0.5 + d), ("mlm", 0.5)):
                     metrics.append(dict(model=obj, objective=obj, seed=0, task=task, pooling=pooling, metric=metric,
-                                        value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=100, chance=np.nan, note=""))
+                                        value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=100,
+                                        chance=0.3 if metric in S.TASK_METRIC.values() else np.nan, note=""))
     return pd.DataFrame(metrics), pd.DataFrame(diffs)
 
 
@@ -173,3 +174,13 @@ def test_probe_table_rows_columns_and_majority():
                                  ("stsb", "spearman", "mean"), ("stsb", "spearman", "max")]
     assert table.loc[("sst2", "accuracy", "max"), "hybrid"] == "0.700 [0.650, 0.750]"
     assert table.loc[("stsb", "spearman", "mean"), "majority"] == "0.500 [0.400, 0.600]"
+
+
+def test_c5_models_at_chance_are_not_evidence_of_similarity():
+    metrics, diffs = _tables(_paper_like)
+    at_chance = metrics["metric"].isin(S.TASK_METRIC.values()) & (metrics["task"] == "cola")
+    metrics.loc[at_chance, "chance"] = 0.6  # above both models' CIs
+    v = S.claim_c5(metrics, diffs)
+    assert v.verdict == INCONCLUSIVE
+    verdicts = v.table.set_index("task")["verdict"]
+    assert verdicts["cola"] == "inconclusive (at chance)" and verdicts["sst2"] == REPRODUCED
