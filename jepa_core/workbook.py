@@ -160,7 +160,8 @@ def _kernel_manager(run_dir: Path):
     even when the caller exported MPLBACKEND=Agg (as the tests do); JEPA_HEADLESS tells the
     explorer that no one will interact with its widgets."""
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
 
     spec_dir = run_dir / ".kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +174,13 @@ def _kernel_manager(run_dir: Path):
     # IPC sockets (local files, short temp path: the socket path limit is ~100 chars) instead of
     # unencrypted TCP ports, which ipykernel warns about on every start.
     ipc_dir = Path(tempfile.mkdtemp(prefix="jepa-kernel-"))
-    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, transport="ipc", ip=str(ipc_dir / "k"))
+    # async: nbclient notices a dead kernel (DeadKernelError) only through an async manager
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, transport="ipc", ip=str(ipc_dir / "k"))
     try:
         yield km
     finally:  # nbclient leaves a kernel it did not create running: stop it here
         if km.has_kernel:
-            km.shutdown_kernel(now=True)
+            run_sync(km.shutdown_kernel)(now=True)
         shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
@@ -191,9 +193,11 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run
         with _kernel_manager(run_dir) as km:
             pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
                                 km=km, progress_bar=True, log_output=log_output)
-    except pm.PapermillExecutionError as exc:
+    except pm.PapermillExecutionError as exc:  # a cell raised
         tb = "\n".join(exc.traceback[-6:]) if exc.traceback else ""
         raise WorkbookError(source.stem, output, f"{exc.ename}: {exc.evalue}\n{_strip_ansi(tb)}") from None
+    except Exception as exc:  # the kernel died (e.g. out of memory), failed to start, timed out, ...
+        raise WorkbookError(source.stem, output, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _strip_ansi(text: str) -> str:
@@ -325,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue from the unfinished step", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -225,3 +225,11 @@ def test_pretrain_resumes_only_checkpoints_of_the_same_parameters(tmp_path, monk
     assert calls[-1] is False  # ... and --force never resumes
     assert wb.model_name(params, "mlm", 0) == "mlm"
     assert wb.model_name(load_params(SMOKE, {"seeds": [0, 1]}), "mlm", 1) == "mlm-s1"
+
+
+def test_dead_kernel_is_reported_like_a_failing_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    _tiny_notebooks(nbs, {"01_data_prep": "import os\nos._exit(1)"})  # the kernel process dies mid-cell
+    with pytest.raises(wb.WorkbookError, match="01_data_prep") as err:
+        wb.run(SMOKE, outputs_dir=tmp_path / "out", notebooks_dir=nbs, html=False, echo=lambda s: None)
+    assert "DeadKernelError" in str(err.value) and "partly executed notebook" in str(err.value)
