@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -340,8 +341,10 @@ def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None
         labels = diff.map(lambda v: f"{v:.2g}" if np.isfinite(v) else "") + p.map(
             lambda q: "*" if np.isfinite(q) and q < alpha else "")
         vmax = float(np.nanmax(np.abs(diff.to_numpy()))) or 1.0
-        sns.heatmap(diff, annot=labels, fmt="", cmap="RdBu_r", center=0, vmin=-vmax, vmax=vmax, ax=ax,
-                    cbar_kws={"label": "hybrid − MLM"}, annot_kws={"fontsize": 7})
+        with warnings.catch_warnings():  # seaborn 0.13 calls a matplotlib API that is being deprecated
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            sns.heatmap(diff, annot=labels, fmt="", cmap="RdBu_r", center=0, vmin=-vmax, vmax=vmax, ax=ax,
+                        cbar_kws={"label": "hybrid − MLM"}, annot_kws={"fontsize": 7})
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("pooling")
         ax.set_ylabel("task")
