@@ -113,7 +113,9 @@ def _ci(v, lo, hi) -> str:
 
 
 def _seeds(differences: pd.DataFrame) -> list:
-    return sorted(differences["seed"].dropna().unique()) if "seed" in differences else [None]
+    """The pre-training seeds compared in `differences`; [None] when it has no seed column (or no value)."""
+    seeds = sorted(differences["seed"].dropna().unique()) if "seed" in differences else []
+    return seeds or [None]
 
 
 def _diff_rows(differences: pd.DataFrame, metrics: pd.DataFrame, task_metric: Sequence[tuple[str, str]],

@@ -124,6 +124,11 @@ def test_c5_one_task_clearly_different_is_not_reproduced():
     assert v.table.set_index("task").loc["mnli", "verdict"] == NOT_REPRODUCED
 
 
+def test_without_seed_values_the_rows_still_count():
+    metrics, diffs = _tables(_paper_like)
+    assert S.claim_c1(metrics, diffs.assign(seed=np.nan)).verdict == REPRODUCED
+
+
 def test_seeds_must_agree():
     metrics, diffs = _tables(_paper_like)
     _, opposite = _tables(_opposite)
