@@ -20,17 +20,19 @@ def repo_root() -> Path:
     return REPO
 
 
+def _data_dir(var: str, what: str, ci_value: str) -> Path:
+    """The folder an env var names, or a skip saying how CI sets it."""
+    d = os.environ.get(var)
+    if not d or not Path(d).is_dir():
+        pytest.skip(f"{var} is not set to a {what} (CI sets it to {ci_value})")
+    return Path(d)
+
+
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
-    d = os.environ.get("GLUE_DIR")
-    if not d or not Path(d).is_dir():
-        pytest.skip("GLUE_DIR is not set to a GLUE folder (CI sets it to ../shared/data/glue_data)")
-    return Path(d)
+    return _data_dir("GLUE_DIR", "GLUE folder", "../shared/data/glue_data")
 
 
 @pytest.fixture(scope="session")
 def wiki_dir() -> Path:
-    d = os.environ.get("WIKI_DIR")
-    if not d or not Path(d).is_dir():
-        pytest.skip("WIKI_DIR is not set to a WikiExtractor folder (CI sets it to ../shared/data/wikipedia)")
-    return Path(d)
+    return _data_dir("WIKI_DIR", "WikiExtractor folder", "../shared/data/wikipedia")
