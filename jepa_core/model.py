@@ -19,21 +19,24 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHeadTransform
 
 from .config import ModelConfig, OBJECTIVES, Params
-from .losses import LossBalancer, jepa_loss, mlm_loss
+from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
+from .losses import LossBalancer, jepa_loss
 
 INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
 
 
 def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> BertModel:
-    """A randomly initialised BertModel (SDPA attention, no pooler) that `save_pretrained` can export."""
+    """A randomly initialised BertModel (no pooler) that `save_pretrained` can export. Training runs on
+    kernels.py's CPU-fast dropout and attention (SDPA whenever dropout is off); the weights and the
+    exported config are a plain SDPA BertModel's."""
     config = BertConfig(
         vocab_size=vocab_size, hidden_size=model_cfg.hidden, num_hidden_layers=model_cfg.layers,
         num_attention_heads=model_cfg.heads, intermediate_size=model_cfg.ffn,
         hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout,
         max_position_embeddings=model_cfg.max_position, type_vocab_size=2, pad_token_id=pad_token_id,
-        initializer_range=INIT_STD, attn_implementation="sdpa",
+        initializer_range=INIT_STD, attn_implementation=ATTENTION,
     )
-    return BertModel(config, add_pooling_layer=False)
+    return use_fast_dropout(BertModel(config, add_pooling_layer=False))
 
 
 def _init_bert_like(module: nn.Module) -> None:
@@ -75,6 +78,10 @@ class SparseMLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(hidden), self._tied[0].weight, self.bias)
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of forward(hidden) (N, H) against labels (N,), without keeping the logits."""
+        return linear_cross_entropy(self.transform(hidden), self._tied[0].weight, self.bias, labels)
 
     @torch.no_grad()
     def load_from_hf(self, bert_for_mlm: nn.Module) -> None:
@@ -197,7 +204,7 @@ class PretrainModel(nn.Module):
 
     def _masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         selected = labels != -100
-        return mlm_loss(self.mlm_head(hidden[selected]), labels[selected])
+        return self.mlm_head.loss(hidden[selected], labels[selected])
 
     # ------------------------------------------------------------ the step
 

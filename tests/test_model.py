@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModel, BertForMaskedLM
 
 from jepa_core.config import params_from_dict
+from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import (Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
                              gather_positions)
@@ -57,8 +58,9 @@ def test_build_encoder_config_and_attention_mask():
     enc = build_encoder(p.model, VOCAB, 0).eval()
     c = enc.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 2, 64)
-    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (64, 2, 0, "sdpa")
+    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (64, 2, 0, ATTENTION)
     assert enc.pooler is None
+    assert not any(type(m) is torch.nn.Dropout for m in enc.modules())  # all swapped for FastDropout
     ids = torch.randint(5, VOCAB, (2, 16))
     mask = torch.ones_like(ids)
     mask[:, 10:] = 0
@@ -68,6 +70,14 @@ def test_build_encoder_config_and_attention_mask():
     b = enc(input_ids=other, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(a[:, :10], b[:, :10], atol=1e-6, rtol=0)
     assert not torch.allclose(a[:, :10], enc(input_ids=ids).last_hidden_state[:, :10], atol=1e-4)
+    # training mode with dropout runs kernels.py's attention: padding is still hidden, masks follow the seed
+    enc = build_encoder(tiny_params(**{"model.dropout": 0.1}).model, VOCAB, 0).train()
+    outs = []
+    for x in (ids, other, ids):
+        torch.manual_seed(0)
+        outs.append(enc(input_ids=x, attention_mask=mask).last_hidden_state)
+    torch.testing.assert_close(outs[0][:, :10], outs[1][:, :10], atol=1e-6, rtol=0)
+    assert not torch.allclose(outs[0], enc.eval()(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-3)
 
 
 def test_sparse_mlm_head_matches_hf_bert_for_masked_lm():
