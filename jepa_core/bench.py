@@ -305,7 +305,7 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     from .flops import measure_token_counts, training_flops_per_step
     from .masking import PretrainCollator
     from .model import PretrainModel, ema_momentum
-    from .train import WarmupCosine, build_optimizer
+    from .train import WarmupCosine, apply_update, build_optimizer, forward_backward
 
     params = bench_params(cfg)
     params.objective.shared_pass = shared_pass
@@ -323,24 +323,18 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     flops = training_flops_per_step(params, cfg.vocab, objective, counts, shared_pass=shared_pass)
     if variant is not None:
         collator = _apply_variant(variant, model, collator, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    t = params.train
-    step_bf16 = bf16 or variant == "mlm:bf16_autocast"
+    if bf16 or variant == "mlm:bf16_autocast":  # as Accelerate's prepare does: the forward only
+        model.forward = _autocast(device, True)(model.forward)
     threads = 1 if variant == "mlm:1_thread" else torch.get_num_threads()
 
     def step(i: int) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in collator(cycle.items(i)).items()}
         with _num_threads(threads):
-            with _autocast(device, step_bf16):
-                out = model(batch)
-            out["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
-            if not bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm)):  # the trainer's check (a sync)
+            _, _, finite = forward_backward(model, batch, params.train.grad_clip)
+            if not finite:  # the trainer's check (a sync)
                 raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            model.update_target(ema_momentum(i, total_steps, params.objective.ema_start, params.objective.ema_end))
+            apply_update(optimizer, scheduler, model, ema_momentum(i, total_steps, params.objective.ema_start,
+                                                                   params.objective.ema_end))
 
     notes = {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)}
     if variant is not None:
@@ -380,8 +374,9 @@ VARIANTS = {
     "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
     "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
                                       "(masking instead of token dropping)"),
-    "hybrid:bf16_target": ("hybrid", "EMA target pass under bf16 autocast (it has no autograd, so only its "
-                                     "precision changes)"),
+    "hybrid:fp32_target": ("hybrid", "EMA target pass in fp32 (objective.target_precision=fp32) instead of the "
+                                     "default auto (bf16 where the hardware has native bf16, as here if the "
+                                     "ratio is > 1)"),
 }
 
 
@@ -404,13 +399,8 @@ def _apply_variant(variant: str, model, collator, device: torch.device):
             batch["context_valid"] = valid
             return batch
         return full_context
-    elif variant == "hybrid:bf16_target":
-        target_forward = model.target_forward
-
-        def bf16_target_forward(batch):
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return target_forward(batch)
-        model.target_forward = bf16_target_forward
+    elif variant == "hybrid:fp32_target":
+        model.target_precision = "fp32"
     elif variant not in ("mlm:bf16_autocast", "mlm:1_thread"):
         raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     return collator

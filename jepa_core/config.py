@@ -74,6 +74,8 @@ class ObjectiveConfig:
     lambda_mode: str = "learned"  # learned (sigmoid(w), paper) | fixed | uncertainty (Kendall et al.)
     fixed_lambda: float = 0.5  # lambda_mode=fixed: L = lam*L_jepa + (1-lam)*L_mlm
     shared_pass: bool = False  # one student pass over the MLM-corrupted context feeds both losses
+    target_precision: str = "auto"  # EMA target pass (no autograd): auto (bf16 where the hardware has
+    #   native bf16: bf16 GPUs, CPUs with AVX512-BF16/AMX; else fp32) | bf16 | fp32 (docs/PERFORMANCE.md)
 
 
 @dataclass
@@ -181,6 +183,8 @@ def _validate_ranges(p: Params) -> None:
     _check(o.jepa_loss in ("cosine", "smooth_l1", "mse"), "objective.jepa_loss", o.jepa_loss, "cosine, smooth_l1 or mse")
     _check(1 <= o.target_layers <= m.layers, "objective.target_layers", o.target_layers, f"an integer in [1, model.layers={m.layers}]")
     _check(0 <= o.ema_start <= o.ema_end <= 1, "objective.ema_start", (o.ema_start, o.ema_end), "0 <= ema_start <= ema_end <= 1")
+    _check(o.target_precision in ("auto", "bf16", "fp32"), "objective.target_precision", o.target_precision,
+           "auto, bf16 or fp32")
     _check(o.lambda_mode in ("learned", "fixed", "uncertainty"), "objective.lambda_mode", o.lambda_mode, "learned, fixed or uncertainty")
     _check(0 <= o.fixed_lambda <= 1, "objective.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):

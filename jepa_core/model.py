@@ -10,6 +10,7 @@ With objective.shared_pass one student pass over the MLM-corrupted context token
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,20 @@ class Predictor(nn.Module):
         return self.out_proj(h[:, context.shape[1]:])
 
 
+@functools.lru_cache(maxsize=None)
+def native_bf16(device_type: str) -> bool:
+    """Whether this machine's `device_type` ("cpu", "cuda") runs bf16 matmuls natively: a bf16 GPU, or
+    a CPU with AVX512-BF16 / AMX (oneDNN's check). Elsewhere bf16 autocast works but is emulated (slow)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a torch build without oneDNN
+            return False
+    return False
+
+
 def ema_momentum(step: int, total_steps: int, start: float, end: float) -> float:
     """Linear schedule from `start` at step 0 to `end` at `total_steps` (held at `end` after)."""
     frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
@@ -163,6 +178,7 @@ class PretrainModel(nn.Module):
         self.shared_pass = o.shared_pass
         self.jepa_kind = o.jepa_loss
         self.target_layers = o.target_layers
+        self.target_precision = o.target_precision
         self.encoder = build_encoder(m, vocab_size, pad_token_id)
         self.mlm_head = SparseMLMHead(self.encoder.config, self.encoder.get_input_embeddings())
         if objective == "hybrid":
@@ -178,15 +194,19 @@ class PretrainModel(nn.Module):
 
     # ------------------------------------------------------------ the three passes
 
+    def target_bf16(self, device_type: str) -> bool:
+        """Whether the target pass runs under bf16 autocast (objective.target_precision; auto: where native)."""
+        return self.target_precision == "bf16" or (self.target_precision == "auto" and native_bf16(device_type))
+
     @torch.no_grad()
     def target_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Target latents (B, Kt, H): parameter-free LayerNorm of the EMA encoder's last layer (or the
         mean of its top-K layers) on the full clean sequence, gathered at target_idx."""
-        k = self.target_layers
-        out = self.target_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                  output_hidden_states=k > 1)
-        h = out.last_hidden_state if k == 1 else torch.stack(out.hidden_states[-k:]).mean(0)
-        h = F.layer_norm(h.float(), h.shape[-1:])
+        k, ids = self.target_layers, batch["input_ids"]
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.target_bf16(ids.device.type)):
+            out = self.target_encoder(input_ids=ids, attention_mask=batch["attention_mask"], output_hidden_states=k > 1)
+        h = out.last_hidden_state.float() if k == 1 else torch.stack(out.hidden_states[-k:]).float().mean(0)
+        h = F.layer_norm(h, h.shape[-1:])
         return gather_positions(h, batch["target_idx"])
 
     def context_forward(self, batch: dict[str, torch.Tensor], input_ids: torch.Tensor | None = None) -> torch.Tensor:

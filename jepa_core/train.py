@@ -53,7 +53,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -231,6 +231,28 @@ def build_optimizer(model: PretrainModel, params: Params, fused: bool) -> torch.
             (keep if p.ndim < 2 or id(p) in no_decay else decay).append(p)
     groups = [{"params": decay, "weight_decay": params.train.weight_decay}, {"params": keep, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=params.train.lr, betas=(0.9, 0.999), fused=fused or None)
+
+
+def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], grad_clip: float,
+                     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                     clip_grad_norm: Callable = torch.nn.utils.clip_grad_norm_,
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+    """First half of a training step: forward (PretrainModel.forward: target, context, losses),
+    backward, gradient clipping. Returns (outputs, grad norm, whether loss and grad norm are finite);
+    the caller decides what a non-finite step means before `apply_update`. `backward` and
+    `clip_grad_norm` are Accelerate's in the trainer (mixed precision, DDP), torch's in the benchmark."""
+    out = model(batch)
+    backward(out["loss"])
+    grad_norm = clip_grad_norm(model.parameters(), grad_clip)
+    return out, grad_norm, bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scheduler: Any, model: PretrainModel, momentum: float) -> None:
+    """Second half: AdamW step, LR schedule step, clear the gradients, EMA update of the target."""
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.update_target(momentum)
 
 
 class WarmupCosine:
@@ -506,10 +528,12 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
 
     # 3. the loop ---------------------------------------------------------------------------------
     tokens_per_step = t.batch_size * train_blocks.shape[1]
+    target_precision = ("bf16" if core.target_bf16(acc.device.type) else "fp32") if hybrid else None
     say(f"[train] {objective}: {sum(p.numel() for p in core.parameters() if p.requires_grad):,} trained parameters, "
         f"{flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
-        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}, "
-        f"{acc.num_processes} process(es), data {data.source}")
+        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}"
+        f"{f' (target pass {target_precision})' if hybrid else ''}, {acc.num_processes} process(es), "
+        f"data {data.source}")
     stream = batch_stream(BlockDataset(train_blocks), collator, order, epoch, batch_index, t.num_workers)
     timing = t.budget == "seconds" and resumed_from is None  # the step time is still to be measured
     if timing:  # run at least until the timed warm-up is over
@@ -530,20 +554,14 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
                 lr = scheduler.get_last_lr()[0]
                 momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
 
-                out = model(batch)
-                acc.backward(out["loss"])
-                grad_norm = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-                finite = bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
+                out, grad_norm, finite = forward_backward(model, batch, t.grad_clip, acc.backward, acc.clip_grad_norm_)
                 any_bad, any_stop = agree([not finite, stop.signum is not None])
                 if any_bad:
                     message = _non_finite_message(out, step + 1, objective, grad_norm.item(), lr,
                                                   ckpt.resolve_checkpoint(paths.checkpoint_dir))
                     log.write({"step": step + 1, "error": message})
                     raise NonFiniteLossError(message)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                core.update_target(momentum)
+                apply_update(optimizer, scheduler, core, momentum)
                 step += 1
                 tokens_done += tokens_per_step
                 flops_done += flops[objective]
@@ -620,7 +638,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
                                            "batch_effective_rank")},
         "final_validation": validate(step) if val_batches else None, "data_source": data.source,
-        "precision": acc.mixed_precision, "device": str(acc.device), "num_processes": acc.num_processes,
+        "precision": acc.mixed_precision, "device": str(acc.device),
+        "target_precision": target_precision, "num_processes": acc.num_processes,
         "resumed_from_step": resumed_from, "params": params.to_dict(),
     }
     if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash

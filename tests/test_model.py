@@ -202,17 +202,34 @@ def test_target_encoder_frozen_and_always_eval():
     torch.testing.assert_close(model.target_forward(batch), model.target_forward(batch), atol=0, rtol=0)
 
 
-def test_target_forward_is_layernormed_top_layers():
-    p = tiny_params(**{"objective.target_layers": 2})
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_target_forward_is_layernormed_top_layers(precision):
+    p = tiny_params(**{"objective.target_layers": 2, "objective.target_precision": precision})
     model = new_model(p).eval()
     batch = make_batch(p)
     targets = model.target_forward(batch)
-    assert not targets.requires_grad
-    hs = model.target_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                              output_hidden_states=True).hidden_states
-    h = (hs[-1] + hs[-2]) / 2
+    assert not targets.requires_grad and targets.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        hs = model.target_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  output_hidden_states=True).hidden_states
+    h = (hs[-1].float() + hs[-2].float()) / 2
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(targets, gather_positions(h, batch["target_idx"]), atol=1e-5, rtol=1e-5)
+    if precision == "bf16":  # bf16 matmuls: close to the fp32 targets, not equal
+        fp32 = new_model(tiny_params(**{"objective.target_layers": 2, "objective.target_precision": "fp32"})).eval()
+        diff = (fp32.target_forward(batch) - targets).abs()
+        assert 0 < diff.max() < 0.1
+
+
+def test_target_precision_auto_follows_the_hardware(monkeypatch):
+    model = new_model(tiny_params())
+    assert model.target_precision == "auto"
+    for native in (True, False):
+        monkeypatch.setattr("jepa_core.model.native_bf16", lambda device_type, native=native: native)
+        assert model.target_bf16("cpu") is native
+    model.target_precision = "fp32"
+    monkeypatch.setattr("jepa_core.model.native_bf16", lambda device_type: True)
+    assert model.target_bf16("cpu") is False
 
 
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
