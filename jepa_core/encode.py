@@ -75,16 +75,34 @@ def ragged_index(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.n
 
 # ---------------------------------------------------------------- checkpoints
 
+def _lacks_pooler(path: str | os.PathLike, model_type: str) -> bool:
+    """A local BERT folder whose safetensors hold no pooler weights (our exported encoders): build it
+    without a pooler, instead of a randomly initialised one that transformers reports as MISSING.
+    Pooling never uses the pooler; only the noise and a wasted layer go."""
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    if model_type != "bert" or not files:
+        return False
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(file, framework="pt") as weights:
+            if any(key.startswith("pooler.") or ".pooler." in key for key in weights.keys()):
+                return False
+    return True
+
+
 def load_encoder(path: str | os.PathLike, random_init: bool = False, seed: int = 0):
     """(model, tokenizer) from an HF folder; `random_init`: same architecture, freshly initialised (seeded)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    kwargs = {"add_pooling_layer": False} if _lacks_pooler(path, config.model_type) else {}
     if random_init:
         torch.manual_seed(seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        model = AutoModel.from_config(config, **kwargs)
     else:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, **kwargs)
     return model.eval(), tokenizer
 
 

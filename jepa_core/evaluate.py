@@ -13,7 +13,8 @@ held-out Wikipedia sentences (task "wiki": half trains the lexical probes, half 
 Statistics: every value gets a 95% percentile bootstrap CI over dev examples. All models share
 the same resamples of a task, so differences (hybrid - mlm, or the first two models when those
 names are absent; per seed) are paired: CI and p (bootstrap standard error) from the resampled differences, as in
-`stats.paired_bootstrap`, Holm-corrected over the whole table. Geometry metrics use at most
+`stats.paired_bootstrap`, Holm-corrected over the whole table; integer-valued metrics (rank90) get a
+CI but no p (geometry.UNTESTED). Geometry metrics use at most
 GEOMETRY_BOOT resamples (each costs an eigendecomposition) and their bootstrap distribution is
 re-centred on the full-sample value first: resamples contain duplicated points, which lowers
 spectral metrics (effective rank ~30% lower at n=200, d=384) and shifts centred uniformity, so
@@ -416,7 +417,8 @@ def _pairs(models: dict[str, list]) -> list[tuple[str, str]]:
 
 
 def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """a - b for every (task, pooling, metric) both have, seed i of a against seed i of b; Holm over all rows."""
+    """a - b for every (task, pooling, metric) both have, seed i of a against seed i of b; Holm over all
+    rows with a p (integer-valued metrics, geometry.UNTESTED, get a CI and p = NaN)."""
     rows = []
     for a, b in pairs:
         seeds_a = [enc.seed for enc in encoders if enc.name == a]
@@ -427,6 +429,8 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
                 if model != a or seed != seed_a or m_b is None:
                     continue
                 diff, lo, hi, p = paired_difference(m_a, m_b)
+                if metric in geometry.UNTESTED:  # CI only; no p, and not counted by Holm
+                    p = np.nan
                 rows.append(dict(task=task, pooling=pool, metric=metric, model_a=a, model_b=b, seed=seed_a,
                                  a=m_a.value, b=m_b.value, diff=diff, ci_low=lo, ci_high=hi, p=p, n=m_a.n))
     df = pd.DataFrame(rows, columns=[c for c in DIFF_COLUMNS if c != "p_holm"])

@@ -107,3 +107,28 @@ def test_load_from_folder_and_random_init(tmp_path, tiny, tokenizer):
     r1, _ = enc.load_encoder(tmp_path, random_init=True, seed=3)
     r2, _ = enc.load_encoder(tmp_path, random_init=True, seed=3)
     assert enc.fingerprint(r1, tokenizer) == enc.fingerprint(r2, tokenizer) != enc.fingerprint(tiny, tokenizer)
+
+
+def test_encoders_exported_without_a_pooler_load_without_one(tmp_path, tokenizer, caplog):
+    from transformers.utils import logging as hf_logging
+
+    from jepa_core.config import load_params
+    from jepa_core.model import build_encoder
+
+    params = load_params(None, {"model.layers": 1, "model.hidden": 32, "model.heads": 2, "model.ffn": 64})
+    ours = build_encoder(params.model, tokenizer.vocab_size, tokenizer.pad_token_id).eval()  # no pooler
+    ours.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            loaded, _ = enc.load_encoder(tmp_path)
+            random_init, _ = enc.load_encoder(tmp_path, random_init=True)
+    finally:
+        hf_logging.disable_propagation()
+    assert loaded.pooler is None and random_init.pooler is None
+    assert "pooler" not in caplog.text  # no "MISSING pooler.*" report of a freshly initialised pooler
+    ids = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
+    torch.testing.assert_close(loaded(**ids).last_hidden_state, ours(**ids).last_hidden_state)
+    minilm, _ = enc.load_encoder(MINILM)  # a checkpoint that has pooler weights keeps its pooler
+    assert minilm.pooler is not None
