@@ -733,106 +733,91 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- report
 
-def format_table(res: dict[str, Any]) -> str:
-    """The human-readable summary printed at the end of a run."""
-    m, lines = res["machine"], []
-    lines.append(f"machine: {m['cpu']} | {m['logical_cores']} logical cores, torch threads {m['torch_threads']} | "
-                 f"torch {m['torch']} | device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''} | "
-                 f"precision {res['precision']} | load average {m['load_average_start']:.1f} -> "
-                 f"{m['load_average_end']:.1f}")
-    c = res["config"]
-    lines.append(f"config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, FFN {c['ffn']}, "
-                 f"vocab {c['vocab']}, batch {c['batch']} x seq {c['seq']}; {c['rounds']} rounds after "
-                 f"{c['warmup']} warm-up")
-    lines.append("")
-    lines.append(f"{'workload':<42} {'step ms (median, IQR)':>22} {'tokens/s':>10} {'GFLOP/step':>11} "
-                 f"{'GFLOP/s':>9} {'of GEMM':>8}")
+@dataclass
+class Table:
+    """One section of the report: an intro line, then a table (cells already formatted)."""
+
+    intro: str
+    header: list[str]
+    rows: list[list[str]]
+    left: tuple[int, ...] = (0,)  # left-aligned (text) columns; the others are numbers, right-aligned
+
+
+def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
+    """(machine and config paragraph, tables): what both renderers below print."""
+    m, c = res["machine"], res["config"]
+    about = (f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {m['torch_threads']}, "
+             f"torch {m['torch']}, transformers {m['transformers']}, device {m['device']}"
+             f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, precision {res['precision']}; "
+             f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} "
+             f"at the end. Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, "
+             f"FFN {c['ffn']}, vocab {c['vocab']}, batch {c['batch']} x {c['seq']} tokens, {c['rounds']} timed "
+             f"rounds after {c['warmup']} warm-up.")
+    tables = []
+    rows = []
     for name in WORKLOADS:
-        r = res["results"][name]
-        s = r["step_seconds"]
-        tok = f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "-"
-        lines.append(f"{r['label']:<42} {s['median'] * 1e3:>11,.1f} ±{s['iqr'] * 1e3:>8,.1f} {tok:>10} "
-                     f"{r['flops_per_step'] / 1e9:>11.2f} {r['achieved_flops_per_s'] / 1e9:>9.1f} "
-                     f"{r['fraction_of_gemm']:>8.0%}")
+        r, s = res["results"][name], res["results"][name]["step_seconds"]
+        rows.append([r["label"], f"{s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f})",
+                     f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–",
+                     f"{r['flops_per_step'] / 1e9:.1f}", f"{r['achieved_flops_per_s'] / 1e9:.1f}",
+                     f"{r['fraction_of_gemm']:.0%}"])
+    tables.append(Table("", ["workload", "step ms, median (IQR)", "tokens/s", "GFLOP/step", "GFLOP/s", "of GEMM"],
+                        rows))
+    rows = []
+    for name, t in res["targets"].items():
+        cpu = res["ratios"].get(name, {}).get("cpu_time_value")
+        rows.append([t["what"], f"{t['measured']:.2f}{f' ({cpu:.2f})' if cpu else ''}", f"{t['target']}",
+                     {True: "yes", False: "NO", None: "n/a"}[t["pass"]], f"`{name}`"])
+    tables.append(Table("Targets (wall clock; in brackets the same ratio in process CPU time, less sensitive "
+                        "to other load):", ["target", "measured (CPU-time ratio)", "target", "pass", "JSON key"],
+                        rows, left=(0, 4)))
     if res["ablations"]:
-        lines.append("")
-        lines.append("ablations (one change each; variant/base step time > 1: our base choice is that much faster):")
+        rows = []
         for name, a in res["ablations"].items():
             if "variant_over_base" in a:
-                lines.append(f"  {name:<22} {a['step_seconds'] * 1e3:>9,.1f} ms vs {a['base']} "
-                             f"{a['base_step_seconds'] * 1e3:>9,.1f} ms = {a['variant_over_base']['value']:.2f}x: "
-                             f"{a['what']}")
+                rows.append([f"`{name}`", f"{a['step_seconds'] * 1e3:,.0f}",
+                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}", f"{a['variant_over_base']['value']:.2f}",
+                             a["what"]])
             else:
-                lines.append(f"  {name:<22} {a['step_seconds']['median'] * 1e3:>9,.2f} ms: {a['what']}")
+                rows.append([f"`{name}`", f"{a['step_seconds']['median'] * 1e3:.1f}", "", "", a["what"]])
+        tables.append(Table("Ablations (one change each; variant / base > 1: our base choice is that much faster):",
+                            ["ablation", "ms", "vs base", "variant / base", "what changes"], rows, left=(0, 4)))
     e = res["encoding"]
-    lines.append("")
-    lines.append(f"encoding {e['sentences']} sentences ({e['source']}), batch {e['batch_size']}, "
-                 f"mean {e['mean_tokens']:.1f} / max {e['max_tokens']} tokens:")
-    for mode in ("padded", "unbucketed", "bucketed"):
-        lines.append(f"  {mode:<12} {e[mode]['sentences_per_s']:>10,.0f} sentences/s")
-    lines.append(f"  padding bound: bucketed can beat unbucketed by <= {e['padding_bound_unbucketed']:.2f}x and "
-                 f"padded by <= {e['padding_bound_padded']:.2f}x on token-linear work")
-    lines.append("")
+    tables.append(Table(
+        f"Encoding {e['sentences']} sentences ({e['source']}; mean {e['mean_tokens']:.1f}, max {e['max_tokens']} "
+        f"tokens), batch {e['batch_size']}; on token-linear work bucketing can beat input order by at most "
+        f"{e['padding_bound_unbucketed']:.2f}x and padding to max_length by {e['padding_bound_padded']:.2f}x:",
+        ["mode", "sentences/s"],
+        [[mode, f"{e[mode]['sentences_per_s']:,.0f}"] for mode in ("padded", "unbucketed", "bucketed")]))
     mem = res["memory"]
-    lines.append("memory MiB (state = params+grads+optimizer; step = peak above resident during one step): " +
-                 ", ".join(f"{n} {mem[n]['state_mib']:.0f}+{mem[n]['step_peak_mib'] or float('nan'):.0f}"
-                           for n in TRAINING) + f"; process peak RSS {mem['process_peak_rss_mib']:.0f}")
-    lines.append("")
-    lines.append("targets (wall-clock; in brackets the same ratio in process CPU time, less sensitive to other load):")
-    for name, t in res["targets"].items():
-        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
-        cpu = res["ratios"].get(name, {}).get("cpu_time_value")
-        lines.append(f"  {verdict:<4} {name:<28} {t['measured']:.3f}{f' [{cpu:.3f}]' if cpu else ''} "
-                     f"(target {t['target']}): {t['what']}")
-    return "\n".join(lines)
+    tables.append(Table(
+        f"Memory (process peak RSS {mem['process_peak_rss_mib']:,.0f} MiB):", ["memory, MiB", *TRAINING],
+        [["state (params + grads + AdamW)", *(f"{mem[n]['state_mib']:.0f}" for n in TRAINING)],
+         ["one step above resident", *(f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None
+                                       else "–" for n in TRAINING)]]))
+    return about, tables
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The report as aligned plain text (printed at the end of a run)."""
+    about, tables = report(res)
+    out = [about]
+    for t in tables:
+        widths = [max(len(row[k]) for row in [t.header, *t.rows]) for k in range(len(t.header))]
+        line = lambda cells: "  ".join(cell.ljust(w) if k in t.left else cell.rjust(w)  # noqa: E731
+                                       for k, (cell, w) in enumerate(zip(cells, widths))).rstrip()
+        out += ["", *([t.intro] if t.intro else []), line(t.header), *(line(row) for row in t.rows)]
+    return "\n".join(out)
 
 
 def format_markdown(res: dict[str, Any]) -> str:
-    """The same result as Markdown tables (docs/PERFORMANCE.md is pasted from this: --markdown)."""
-    m, c, out = res["machine"], res["config"], []
-    out.append(f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {m['torch_threads']}, "
-               f"torch {m['torch']}, transformers {m['transformers']}, device {m['device']}"
-               f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, precision {res['precision']}; "
-               f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} "
-               f"at the end. Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, "
-               f"FFN {c['ffn']}, vocab {c['vocab']}, "
-               f"batch {c['batch']} x {c['seq']} tokens, {c['rounds']} timed rounds after {c['warmup']} warm-up.\n")
-    out.append("| workload | step ms, median (IQR) | tokens/s | GFLOP/step | GFLOP/s | of GEMM |")
-    out.append("|---|---:|---:|---:|---:|---:|")
-    for name in WORKLOADS:
-        r = res["results"][name]
-        s = r["step_seconds"]
-        tok = f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–"
-        out.append(f"| {r['label']} | {s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f}) | {tok} | "
-                   f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flops_per_s'] / 1e9:.1f} | "
-                   f"{r['fraction_of_gemm']:.0%} |")
-    out.append("\n| target | measured (CPU-time ratio) | target | pass |")
-    out.append("|---|---:|---:|:---:|")
-    for name, t in res["targets"].items():
-        cpu = res["ratios"].get(name, {}).get("cpu_time_value")
-        out.append(f"| {t['what']} | {t['measured']:.2f}{f' ({cpu:.2f})' if cpu else ''} | {t['target']} | "
-                   f"{'yes' if t['pass'] else 'NO'} |")
-    if res["ablations"]:
-        out.append("\n| ablation | ms | vs base | variant / base |")
-        out.append("|---|---:|---:|---:|")
-        for name, a in res["ablations"].items():
-            if "variant_over_base" in a:
-                out.append(f"| `{name}`: {a['what']} | {a['step_seconds'] * 1e3:,.0f} | {a['base']} "
-                           f"{a['base_step_seconds'] * 1e3:,.0f} | {a['variant_over_base']['value']:.2f} |")
-            else:
-                out.append(f"| `{name}`: {a['what']} | {a['step_seconds']['median'] * 1e3:.1f} | | |")
-    e = res["encoding"]
-    out.append(f"\nEncoding {e['sentences']} sentences ({e['source']}; mean {e['mean_tokens']:.1f}, max "
-               f"{e['max_tokens']} tokens), batch {e['batch_size']}:\n")
-    out.append("| mode | sentences/s |\n|---|---:|")
-    for mode in ("padded", "unbucketed", "bucketed"):
-        out.append(f"| {mode} | {e[mode]['sentences_per_s']:,.0f} |")
-    mem = res["memory"]
-    out.append("\n| memory, MiB | " + " | ".join(TRAINING) + " |\n|---|" + "---:|" * len(TRAINING))
-    out.append("| state (params + grads + AdamW) | "
-               + " | ".join(f"{mem[n]['state_mib']:.0f}" for n in TRAINING) + " |")
-    out.append("| one step above resident | " + " | ".join(
-        f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None else "–" for n in TRAINING) + " |")
+    """The report as Markdown tables (docs/PERFORMANCE.md is pasted from this: --markdown)."""
+    about, tables = report(res)
+    out = [about]
+    for t in tables:
+        out += ["", *([t.intro, ""] if t.intro else []), "| " + " | ".join(t.header) + " |",
+                "|" + "".join("---|" if k in t.left else "---:|" for k in range(len(t.header))),
+                *("| " + " | ".join(row) + " |" for row in t.rows)]
     return "\n".join(out)
 
 

@@ -114,6 +114,10 @@ def test_text_and_markdown_reports(result):
     for name, t in result["targets"].items():
         assert name in text and t["what"] in md
     assert md.count("\n| `") == len(result["ablations"])  # one row per ablation
+    for t in bench.report(result)[1]:  # every table: one line per row in both renderings, same cells
+        for row in t.rows:
+            assert "| " + " | ".join(row) + " |" in md
+            assert all(cell in text for cell in row)
 
 
 def test_spread_known_answer():
