@@ -374,9 +374,9 @@ VARIANTS = {
     "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
     "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
                                       "(masking instead of token dropping)"),
-    "hybrid:fp32_target": ("hybrid", "EMA target pass in fp32 (objective.target_precision=fp32) instead of the "
-                                     "default auto (bf16 where the hardware has native bf16, as here if the "
-                                     "ratio is > 1)"),
+    "hybrid:fp32_target": ("hybrid", "EMA target pass forced to fp32 (objective.target_precision=fp32); the base "
+                                     "runs the default, auto: bf16 where the hardware has native bf16, else fp32 "
+                                     "(then both are the same)"),
 }
 
 
