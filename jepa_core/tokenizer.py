@@ -35,6 +35,23 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
         yield batch
 
 
+def _canonical_ids(tok: Tokenizer) -> models.WordPiece:
+    """The same WordPiece vocabulary with ids in a fixed order: special tokens 0..4, then the other
+    tokens sorted as strings. The trainer numbers its `##` continuation tokens in hash-map order,
+    which changes from run to run (huggingface/tokenizers#1794, unfixed in 0.23): in two trainings
+    on the cpu profile's 1,500 articles 566 of 8,000 tokens got other ids, so the same text became
+    other ids, blocks, initial losses and verdicts. WordPiece encodes by longest match over the
+    token SET, so renumbering changes no tokenisation. (Where merge counts tie, the trainer can also
+    pick other tokens; on that corpus the sets came out equal, but `data.tokenizer: <saved folder>`
+    is the way to pin a vocabulary exactly.)"""
+    vocab, model = tok.get_vocab(with_added_tokens=True), tok.model
+    rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    ordered = [t for t in SPECIAL_TOKENS if t in vocab] + rest
+    return models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token=model.unk_token,
+                            continuing_subword_prefix=model.continuing_subword_prefix,
+                            max_input_chars_per_word=model.max_input_chars_per_word)
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, show_progress: bool = False) -> PreTrainedTokenizerFast:
     """Uncased WordPiece with BERT's normalisation, pre-tokenisation and [CLS]/[SEP] templates."""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -44,6 +61,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, show_progress: bool =
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                         continuing_subword_prefix="##", show_progress=show_progress)
     tok.train_from_iterator(_batches(texts), trainer=trainer)
+    tok.model = _canonical_ids(tok)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0",

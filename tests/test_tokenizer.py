@@ -85,3 +85,25 @@ def test_load_by_path_and_unknown_name_offline(tmp_path, monkeypatch, corpus):
         load_tokenizer("no-such/tokenizer")
     saved = get_tokenizer(DataConfig(tokenizer=str(offline_bert_uncased_path())), corpus, tmp_path / "tok")
     assert len(saved) == 30522 and (tmp_path / "tok" / "tokenizer.json").is_file()
+
+
+def test_trained_ids_are_canonical_and_renumbering_changes_no_tokenisation(corpus, monkeypatch):
+    """The trainer numbers `##` tokens in hash-map order (huggingface/tokenizers#1794); we renumber:
+    special tokens first, the rest sorted as strings. Encoding depends on the token set only."""
+    samples = [TRAIN_TEXT[:300], "the garden of the city, and cafés!", "zygomorphic"]
+    raw_tokens = {}
+    canonical = tok_mod._canonical_ids
+
+    def spy(trained):
+        raw_tokens["tokens"] = [trained.encode(s, add_special_tokens=False).tokens for s in samples]
+        raw_tokens["vocab"] = set(trained.get_vocab(with_added_tokens=True))
+        return canonical(trained)
+
+    monkeypatch.setattr(tok_mod, "_canonical_ids", spy)
+    tok = train_tokenizer([d.text for d in corpus.train], vocab_size=300)
+    vocab = tok.get_vocab()
+    assert set(vocab) == raw_tokens["vocab"]
+    by_id = sorted(vocab, key=vocab.get)
+    assert by_id[:5] == SPECIAL_TOKENS and by_id[5:] == sorted(by_id[5:])
+    assert [tok.tokenize(s) for s in samples] == raw_tokens["tokens"]
+    assert any(t.startswith("##") for t in vocab)
