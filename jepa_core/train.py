@@ -653,6 +653,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
         paths.summary_path.write_text(json.dumps(summary, indent=1))
     acc.wait_for_everyone()
+    if acc.num_processes > 1:  # an undestroyed gloo group can abort the process at exit (pytorch#190489)
+        acc.end_training()
     say(f"[train] {objective} done: {step} steps, {elapsed():.1f} s, final loss {_fmt(last.get('loss'))}, "
         f"mlm {_fmt(last.get('mlm_loss'))}, jepa {_fmt(last.get('jepa_loss'))}, λ {_fmt(last.get('lambda'))}"
         f" -> {paths.model_dir}")
