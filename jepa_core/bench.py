@@ -643,6 +643,8 @@ def _check(name: str, measured: float | None) -> dict[str, Any]:
 
 def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Run everything; return the JSON-ready result (see the module docstring)."""
+    from .model import native_bf16
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -650,7 +652,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     # The trainer's rule (train.mixed_precision): bf16 autocast on a bf16 GPU for auto; --precision bf16
     # forces it for every training workload alike (on CPU it needs AVX512-BF16 / AMX to be fast).
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
-                                       and torch.cuda.is_bf16_supported())
+                                       and native_bf16("cuda"))
     t_start = time.perf_counter()
     machine = machine_info(device)
 

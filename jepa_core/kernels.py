@@ -31,6 +31,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
+from .losses import mlm_loss
+
 ATTENTION = "jepa_sdpa"  # config._attn_implementation of our training encoders (exported as "sdpa")
 DROPOUT_RESOLUTION = 1 << 16  # the drop probability is a multiple of 1/65536
 CE_CHUNK_ROWS = 1024  # rows of logits alive at once in linear_cross_entropy: 1024 × 30522 × 4 B = 125 MB
@@ -147,7 +149,6 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     fused = (hidden.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
              and hidden.dtype == weight.dtype == bias.dtype == torch.float32 and len(labels) > 0)
     if not fused:
-        logits = F.linear(hidden, weight, bias)
-        return logits.sum() * 0.0 if len(labels) == 0 else F.cross_entropy(logits.float(), labels)
+        return mlm_loss(F.linear(hidden, weight, bias), labels)
     grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or bias.requires_grad)
     return _LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, grad)

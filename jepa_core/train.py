@@ -67,7 +67,7 @@ from .blocks import BlockDataset
 from .config import OBJECTIVES, Params, ParamsError, load_params, parse_overrides, save_params
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
-from .model import PretrainModel, ema_momentum
+from .model import PretrainModel, ema_momentum, native_bf16
 
 COLLAPSE_RANK = 1.5  # batch effective rank below this: the context embeddings span ~one direction
 FLOPS_PROBE_BATCHES = 8  # batches collated to measure token counts for the FLOPs estimate
@@ -276,7 +276,7 @@ def mixed_precision(precision: str) -> str:
     """Accelerate's mixed_precision for train.precision: bf16 where asked for or (auto) supported on GPU."""
     if precision == "bf16":
         return "bf16"
-    if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if precision == "auto" and native_bf16("cuda"):
         return "bf16"
     return "no"
 

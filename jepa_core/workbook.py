@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-
 from jepa_core.config import Params, ParamsError, load_params, parse_overrides, save_params
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
