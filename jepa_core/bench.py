@@ -383,7 +383,7 @@ VARIANTS = {
 def _apply_variant(variant: str, model, collator, device: torch.device):
     """Patch the model (or wrap the collator) for one ablation; returns the collator to use."""
     if variant == "mlm:dense_head":
-        def dense_masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        def dense_masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, _positions=None) -> torch.Tensor:
             logits = model.mlm_head(hidden.flatten(0, 1))  # (B·L, V): every position
             return torch.nn.functional.cross_entropy(logits.float(), labels.flatten())  # same value: -100 ignored
         model._masked_lm_loss = dense_masked_lm_loss

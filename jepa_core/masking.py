@@ -188,7 +188,7 @@ class PretrainCollator:
 
     Items are {"input_ids": LongTensor(L), "index": int} with an optional "attention_mask" (padding);
     rows of different lengths are right-padded with [PAD]. Returns `input_ids, attention_mask,
-    mlm_input_ids, mlm_labels` (B, L), and for hybrid also `context_idx, context_valid, target_idx,
+    mlm_input_ids, mlm_labels` (B, L), `mlm_positions` (N,) (flat indices of the masked tokens), and for hybrid also `context_idx, context_valid, target_idx,
     target_valid`. With `shared_pass`, MLM positions are drawn inside the context only (so those MLM
     masks differ from the MLM-only run's, which is inherent to a shared pass).
 
@@ -230,4 +230,7 @@ class PretrainCollator:
         batch["mlm_input_ids"], batch["mlm_labels"] = mlm_mask(input_ids, special, attention_mask, self.ids.vocab_size,
                                                                self.ids.mask_id, self.cfg.mlm_probability, gens,
                                                                self.ids.special_ids)
+        # Flat (B·L) indices of the masked tokens, found here on the CPU: the model gathers them with
+        # index_select, where a boolean mask would make a GPU wait for the host to learn their count.
+        batch["mlm_positions"] = (batch["mlm_labels"].view(-1) != -100).nonzero().squeeze(1)
         return batch

@@ -220,11 +220,17 @@ class PretrainModel(nn.Module):
     def mlm_forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(MLM loss, student hidden states (B, L, H)) of a full pass over mlm_input_ids."""
         h = self.encoder(input_ids=batch["mlm_input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return self._masked_lm_loss(h, batch["mlm_labels"]), h
+        return self._masked_lm_loss(h, batch["mlm_labels"], batch.get("mlm_positions")), h
 
-    def _masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        selected = labels != -100
-        return self.mlm_head.loss(hidden[selected], labels[selected])
+    def _masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """MLM loss at the positions whose label is not −100; `positions` (the collator's flat indices
+        of those tokens) avoids the host sync of boolean indexing on a GPU."""
+        if positions is None:
+            selected = labels != -100
+            return self.mlm_head.loss(hidden[selected], labels[selected])
+        return self.mlm_head.loss(hidden.flatten(0, 1).index_select(0, positions),
+                                  labels.flatten().index_select(0, positions))
 
     # ------------------------------------------------------------ the step
 

@@ -236,15 +236,16 @@ def build_optimizer(model: PretrainModel, params: Params, fused: bool) -> torch.
 def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], grad_clip: float,
                      backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                      clip_grad_norm: Callable = torch.nn.utils.clip_grad_norm_,
-                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """First half of a training step: forward (PretrainModel.forward: target, context, losses),
-    backward, gradient clipping. Returns (outputs, grad norm, whether loss and grad norm are finite);
+    backward, gradient clipping. Returns (outputs, grad norm, whether loss and grad norm are finite:
+    a 0-dim bool tensor, so that reading it, a host sync on a GPU, is the caller's choice);
     the caller decides what a non-finite step means before `apply_update`. `backward` and
     `clip_grad_norm` are Accelerate's in the trainer (mixed precision, DDP), torch's in the benchmark."""
     out = model(batch)
     backward(out["loss"])
     grad_norm = clip_grad_norm(model.parameters(), grad_clip)
-    return out, grad_norm, bool(torch.isfinite(out["loss"]) & torch.isfinite(grad_norm))
+    return out, grad_norm, torch.isfinite(out["loss"]) & torch.isfinite(grad_norm)
 
 
 def apply_update(optimizer: torch.optim.Optimizer, scheduler: Any, model: PretrainModel, momentum: float) -> None:
@@ -365,11 +366,17 @@ def _check_identity(saved: dict[str, Any], now: dict[str, Any], where: Path) -> 
                          "use another output folder or resume=False")
 
 
+def _check_due(step: int, t: Any, total_steps: int) -> bool:
+    """Whether step `step` (1-based) ends with a log record or a checkpoint."""
+    return step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == total_steps
+
+
 def _non_finite_message(out: dict[str, torch.Tensor], step: int, objective: str, grad_norm: float, lr: float,
-                        good_checkpoint: Path | None) -> str:
+                        good_checkpoint: Path | None, deferred: bool = False) -> str:
     values = {k: out[k].item() for k in ("loss", "mlm_loss", "jepa_loss", "lambda") if k in out}
     which = [k for k in ("mlm_loss", "jepa_loss", "loss") if k in values and not math.isfinite(values[k])]
-    return (f"non-finite {'/'.join(which) or 'gradient'} at step {step} of {objective}: "
+    when = (f"by step {step} (checked at log/checkpoint steps on a GPU)" if deferred else f"at step {step}")
+    return (f"non-finite {'/'.join(which) or 'gradient'} {when} of {objective}: "
             + ", ".join(f"{k}={v:.6g}" for k, v in values.items())
             + f", grad_norm={grad_norm:.6g}, lr={lr:.3g}. Training stopped before the optimizer step; "
             f"last good checkpoint: {good_checkpoint or 'none'}. Try a lower train.lr or a longer warm-up.")
@@ -498,8 +505,10 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
 
     def agree(values: list[float]) -> list[float]:
         """The processes' mean of `values`: every process must take the same branch."""
+        if acc.num_processes == 1:  # nothing to agree on, and no device round trip (a sync on a GPU)
+            return [float(v) for v in values]
         x = torch.tensor(values, dtype=torch.float64, device=acc.device)
-        return (acc.reduce(x, reduction="mean") if acc.num_processes > 1 else x).tolist()
+        return acc.reduce(x, reduction="mean").tolist()
 
     def save(at_step: int) -> None:
         rng = [ckpt.capture_rng_state()]
@@ -540,6 +549,11 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         total_steps = schedule.total = max(total_steps, SECONDS_PROBE_STEPS + 2)
     probe_start, last_log_time, last_log_step, last = None, time.perf_counter(), step, {}
     bar = tqdm(total=total_steps, initial=step, desc=objective, disable=not main, dynamic_ncols=True)
+    # One CUDA process: reading the finite flag every step is a host sync that would stall the GPU's
+    # queue, so it is read only when a log record or checkpoint is due (a non-finite step is then
+    # caught before anything is logged or saved). Elsewhere: every step, before the optimizer step.
+    deferred = acc.device.type == "cuda" and acc.num_processes == 1
+    all_finite = torch.ones((), dtype=torch.bool, device=acc.device)
     stop = StopFlag()
     model.train()
     try:
@@ -555,10 +569,13 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
                 momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
 
                 out, grad_norm, finite = forward_backward(model, batch, t.grad_clip, acc.backward, acc.clip_grad_norm_)
-                any_bad, any_stop = agree([not finite, stop.signum is not None])
+                all_finite &= finite
+                any_bad, any_stop = False, False
+                if not deferred or _check_due(step + 1, t, total_steps) or stop.signum is not None:
+                    any_bad, any_stop = agree([not bool(all_finite), stop.signum is not None])
                 if any_bad:
                     message = _non_finite_message(out, step + 1, objective, grad_norm.item(), lr,
-                                                  ckpt.resolve_checkpoint(paths.checkpoint_dir))
+                                                  ckpt.resolve_checkpoint(paths.checkpoint_dir), deferred)
                     log.write({"step": step + 1, "error": message})
                     raise NonFiniteLossError(message)
                 apply_update(optimizer, scheduler, core, momentum)

@@ -132,7 +132,7 @@ def test_mlm_row_without_eligible_tokens_selects_nothing():
 def test_collator_keys_shapes_and_padding():
     items = make_items(6, real_lengths=[64, 40, 25])
     batch = PretrainCollator(IDS, CFG, seed=0, objective="hybrid")(items)
-    assert set(batch) == {"input_ids", "attention_mask", "mlm_input_ids", "mlm_labels",
+    assert set(batch) == {"input_ids", "attention_mask", "mlm_input_ids", "mlm_labels", "mlm_positions",
                           "context_idx", "context_valid", "target_idx", "target_valid"}
     assert batch["input_ids"].shape == batch["mlm_labels"].shape == (6, 64)
     real = batch["attention_mask"].sum(1)
@@ -142,7 +142,9 @@ def test_collator_keys_shapes_and_padding():
         assert batch["target_idx"][b][batch["target_valid"][b]].max() < real[b]
         assert (batch["mlm_labels"][b, real[b]:] == -100).all()
     mlm_only = PretrainCollator(IDS, CFG, seed=0, objective="mlm")(items)
-    assert set(mlm_only) == {"input_ids", "attention_mask", "mlm_input_ids", "mlm_labels"}
+    assert set(mlm_only) == {"input_ids", "attention_mask", "mlm_input_ids", "mlm_labels", "mlm_positions"}
+    flat = mlm_only["mlm_labels"].view(-1)
+    assert torch.equal(mlm_only["mlm_positions"], torch.arange(flat.numel())[flat != -100])
 
 
 def test_collator_is_deterministic_and_independent_of_batching():
