@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check, one command on a machine with one CUDA GPU (no network needed), from the repository
+# root, after scripts/gpu_prepare.sh filled .gpu/ (wheels + data) or with the packages installed and
+# WIKI_DIR / GLUE_DIR set. Stages (each timed; the first failure stops the script):
+#   1. install the carried wheels   2. the smoke profile through the workbook on the GPU (fail fast)
+#   3. the benchmark at the paper's size, batch 32 and a large batch (MFU)   4. the gpu profile end
+#   to end through the workbook runner   5. copy the bench JSON, summary.md, CSVs and figures to $OUT
+# Optional: GPU_BATCH (default 256), GPU_PROFILE_TIMEOUT (s, default 480), COMPILE_BENCH=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/outputs/gpu_check}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HOME=${HF_HOME:-$(mktemp -d)} MPLCONFIGDIR=${MPLCONFIGDIR:-$(mktemp -d)}
+PY=${PYTHON:-python3}
+RUNS=${RUNS:-/tmp/gpu_outputs}
+stage() { echo "=== [$(date +%T), ${SECONDS}s] $*"; }
+
+stage "1. packages"
+if compgen -G ".gpu/whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+[ -d .gpu/data/wikipedia ] && export WIKI_DIR=${WIKI_DIR:-$PWD/.gpu/data/wikipedia}
+[ -d .gpu/data/glue_data ] && export GLUE_DIR=${GLUE_DIR:-$PWD/.gpu/data/glue_data}
+: "${WIKI_DIR:?no WIKI_DIR and no .gpu/data/wikipedia}" "${GLUE_DIR:?no GLUE_DIR and no .gpu/data/glue_data}"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+$PY -c "import torch, transformers, tokenizers, papermill, nbconvert; print('torch', torch.__version__, 'cuda', \
+torch.version.cuda, torch.cuda.get_device_name(0), '| transformers', transformers.__version__, '| tokenizers', \
+tokenizers.__version__, '| papermill', papermill.__version__, '| nbconvert', nbconvert.__version__)"
+
+stage "2. smoke profile on the GPU"
+$PY -m jepa_core.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
+
+stage "3. benchmark, paper size"
+paper=(--layers 6 --hidden 512 --heads 8 --ffn 2048 --predictor-layers 6 --predictor-hidden 192
+       --predictor-heads 6 --vocab 30522 --documents 200 --quiet)
+$PY -m jepa_core.bench "${paper[@]}" --batch 32 --out "$OUT/bench_b32.json"
+$PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --out "$OUT/bench_b${GPU_BATCH:-256}.json"
+
+stage "4. gpu profile"
+status=0
+timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" || status=$?
+stage "gpu profile exit status $status"
+
+if [ "${COMPILE_BENCH:-0}" = 1 ]; then
+  stage "3b. benchmark with torch.compile"
+  $PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --compile --out "$OUT/bench_compile.json" || true
+fi
+
+stage "5. results"
+run="$RUNS/gpu"
+[ -f "$run/summary.md" ] && cp "$run/summary.md" "$OUT/"
+tar -czf "$OUT/gpu_results.tar.gz" -C "$run" --exclude='checkpoints' --exclude='*.safetensors' \
+  --exclude='cache' --exclude='data' --exclude='.kernels' . 2>/dev/null || true
+ls -la "$OUT"
+stage "done"
+exit $status
