@@ -5,7 +5,9 @@
 #   1. install the carried wheels   2. the smoke profile through the workbook on the GPU (fail fast)
 #   3. the benchmark at the paper's size, batch 32 and a large batch (MFU)   4. the gpu profile end
 #   to end through the workbook runner   5. copy the bench JSON, summary.md, CSVs and figures to $OUT
-# Optional: GPU_BATCH (default 256), GPU_PROFILE_TIMEOUT (s, default 480), COMPILE_BENCH=1.
+# Optional: GPU_BATCH (default 256), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
+# workbook arguments, e.g. "--set train.steps=100"), SMOKE=0 (skip stage 2), COMPILE_BENCH=1 (also
+# time the steps under torch.compile, after stage 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/outputs/gpu_check}
@@ -32,8 +34,10 @@ $PY -c "import torch, transformers, tokenizers, papermill, nbconvert; print('tor
 torch.version.cuda, torch.cuda.get_device_name(0), '| transformers', transformers.__version__, '| tokenizers', \
 tokenizers.__version__, '| papermill', papermill.__version__, '| nbconvert', nbconvert.__version__)"
 
-stage "2. smoke profile on the GPU"
-$PY -m jepa_core.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
+if [ "${SMOKE:-1}" = 1 ]; then
+  stage "2. smoke profile on the GPU"
+  $PY -m jepa_core.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
+fi
 
 stage "3. benchmark, paper size"
 paper=(--layers 6 --hidden 512 --heads 8 --ffn 2048 --predictor-layers 6 --predictor-hidden 192
@@ -43,7 +47,9 @@ $PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --out "$OUT/ben
 
 stage "4. gpu profile"
 status=0
-timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" || status=$?
+# shellcheck disable=SC2086  # GPU_PROFILE_ARGS is a list of arguments
+timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" \
+  ${GPU_PROFILE_ARGS:-} || status=$?
 stage "gpu profile exit status $status"
 
 if [ "${COMPILE_BENCH:-0}" = 1 ]; then

@@ -15,7 +15,7 @@ rm -rf .gpu/whl && mkdir -p .gpu/whl .gpu/data
 python3 -m pip download -q --only-binary=:all: --python-version "$py" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d .gpu/whl papermill nbconvert nbformat ipykernel ipywidgets
-for name in $has jedi parso widgetsnbextension; do  # jedi/parso: completion only; widgetsnbextension: classic UI
+for name in $has jedi parso debugpy widgetsnbextension; do  # optional imports of IPython, ipykernel, ipywidgets
   rm -f .gpu/whl/"$name"-*.whl
 done
 rm -rf .gpu/data/wikipedia .gpu/data/glue_data
