@@ -5,9 +5,10 @@
 #   1. install the carried wheels   2. the smoke profile through the workbook on the GPU (fail fast)
 #   3. the benchmark at the paper's size, batch 32 and a large batch (MFU)   4. the gpu profile end
 #   to end through the workbook runner   5. copy the bench JSON, summary.md, CSVs and figures to $OUT
+#   6. (COMPILE_BENCH=1) the benchmark again under torch.compile
 # Optional: GPU_BATCH (default 256), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
 # workbook arguments, e.g. "--set train.steps=100"), SMOKE=0 (skip stage 2), COMPILE_BENCH=1 (also
-# time the steps under torch.compile, after stage 4).
+# time the steps under torch.compile, last).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/outputs/gpu_check}
@@ -52,16 +53,17 @@ timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/g
   ${GPU_PROFILE_ARGS:-} || status=$?
 stage "gpu profile exit status $status"
 
-if [ "${COMPILE_BENCH:-0}" = 1 ]; then
-  stage "3b. benchmark with torch.compile"
-  $PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --compile --out "$OUT/bench_compile.json" || true
-fi
-
 stage "5. results"
 run="$RUNS/gpu"
 [ -f "$run/summary.md" ] && cp "$run/summary.md" "$OUT/"
 tar -czf "$OUT/gpu_results.tar.gz" -C "$run" --exclude='checkpoints' --exclude='*.safetensors' \
   --exclude='cache' --exclude='data' --exclude='.kernels' . 2>/dev/null || true
 ls -la "$OUT"
+
+if [ "${COMPILE_BENCH:-0}" = 1 ]; then  # last: its compile time is the least predictable
+  stage "6. benchmark with torch.compile"
+  $PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --rounds 5 --compile \
+    --out "$OUT/bench_compile.json" || true
+fi
 stage "done"
 exit $status
