@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/outputs/gpu_check}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# (tokenizers keeps its threads: tokenising the corpus on every core is most of the data step)
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export HF_HOME=${HF_HOME:-$(mktemp -d)} MPLCONFIGDIR=${MPLCONFIGDIR:-$(mktemp -d)}
 PY=${PYTHON:-python3}
 RUNS=${RUNS:-/tmp/gpu_outputs}
@@ -23,7 +24,7 @@ stage() { echo "=== [$(date +%T), ${SECONDS}s] $*"; }
 stage "1. packages"
 if compgen -G ".gpu/whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=/tmp/site:$PWD JUPYTER_PATH=/tmp/site/share/jupyter  # nbconvert's HTML templates
 else
   export PYTHONPATH=$PWD
 fi
