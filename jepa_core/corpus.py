@@ -399,7 +399,7 @@ def hub_reachable(timeout: float = 2.0) -> tuple[bool, str]:
         try:
             socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
             result.append(None)
-        except OSError as exc:
+        except Exception as exc:  # any failure means unreachable; one escaping the thread would only be printed
             result.append(f"{HUB_HOST} unreachable: {exc}")
 
     probe = threading.Thread(target=connect, daemon=True)

@@ -67,7 +67,7 @@ def _figure(n_panels: int, ncols: int = 3, panel: tuple[float, float] = (4.2, 3.
 
 
 def _ordered(values, reference: Sequence[str] = (*TASKS, "wiki", *POOLINGS)) -> list:
-    """Distinct values, known names in the project's order (tasks as in SPEC, then wiki; poolings)."""
+    """Distinct values, known names in the project's order (tasks as in docs/PROTOCOL.md §5.1, then wiki; poolings)."""
     values = list(dict.fromkeys(v for v in values if pd.notna(v)))
     rank = {name: i for i, name in enumerate(reference)}
     return sorted(values, key=lambda v: (rank.get(v, len(rank)), str(v)))

@@ -1,7 +1,7 @@
 """Analytic training FLOPs per optimizer step, so the two objectives can get equal compute.
 
 The paper compared the hybrid and the MLM model at equal *steps* although a hybrid step does
-several encoder passes (SPEC §1, defect 5). This module counts what a step costs, per objective,
+several encoder passes (docs/PROTOCOL.md, defect 5). This module counts what a step costs, per objective,
 with the usual matmul convention (Kaplan et al. 2020; nanoGPT's `estimate_mfu`):
 
     a matmul (n×k)·(k×m) costs 2·n·k·m FLOPs; the backward pass costs twice the forward

@@ -4,7 +4,7 @@ Every function takes X of shape (n, d) (one embedding per row) and works in floa
 Pairwise quantities are computed from one (n, n) matrix product, which is cheap for the
 n ≤ 2000 dev subsamples the evaluation uses.
 
-Conventions (SPEC §3):
+Conventions (docs/PROTOCOL.md §5.5):
 - uniformity, alignment, anisotropy and the class-distance ratio are measured on
   L2-normalised vectors, so two encoders whose embeddings differ only in scale compare equal;
 - the spectrum is that of the covariance of the centred, UNnormalised embeddings;
@@ -106,7 +106,7 @@ def uniformity(X, t: float = 2.0, centre: bool = False) -> float:
 
     Lower is more uniform (bounded below by about −4 for t=2 in high dimension); 0 means all
     points coincide. centre=True subtracts the mean embedding before normalising, which removes
-    the common direction that makes raw transformer embeddings look non-uniform (SPEC defect 7:
+    the common direction that makes raw transformer embeddings look non-uniform (docs/PROTOCOL.md, defect 7:
     the paper only reported the uncentred version).
     """
     return uniformity_from_sqdist(sqdist_normalised(X, centre), t=t)
@@ -115,7 +115,7 @@ def uniformity(X, t: float = 2.0, centre: bool = False) -> float:
 def alignment(X, Y, alpha: float = 2.0) -> float:
     """Wang & Isola alignment: mean ‖x̂_i − ŷ_i‖^alpha over positive pairs (row i of X with row i of Y).
 
-    alpha = 2 as in Wang & Isola 2020; the paper's public code used ‖x − y‖⁴ (SPEC defect 7).
+    alpha = 2 as in Wang & Isola 2020; the paper's public code used ‖x − y‖⁴ (docs/PROTOCOL.md, defect 7).
     """
     X, Y = _as_matrix(X, "X", 1), _as_matrix(Y, "Y", 1)
     if X.shape != Y.shape:

@@ -1,4 +1,4 @@
-"""Lexical probe targets and the semantic-to-lexical balance (SPEC §3, claims C3/C4).
+"""Lexical probe targets and the semantic-to-lexical balance (docs/PROTOCOL.md §5.5, claims C3/C4).
 
 Two targets, both built from the sentence text (not from a tokenizer, so the hybrid, the MLM
 encoder and any other checkpoint are probed on the same labels):

@@ -38,7 +38,7 @@ class LossBalancer(nn.Module):
     """Combines the two losses: `forward(l_jepa, l_mlm) -> (total, lam)`, lam detached for logging.
 
     learned      λ = sigmoid(w), w₀ = 0, total = λ·L_jepa + (1−λ)·L_mlm — the paper's rule, kept for
-                 fidelity. SPEC defect 4: ∂total/∂w = λ(1−λ)(L_jepa − L_mlm), so minimising total
+                 fidelity. docs/PROTOCOL.md, defect 4: ∂total/∂w = λ(1−λ)(L_jepa − L_mlm), so minimising total
                  drives λ toward whichever loss is numerically smaller (1 − cos ≤ 2 ≪ CE ≈ ln V), not
                  toward usefulness; we log λ every step so the drift is visible, and keep w out of
                  weight decay (`no_decay_parameters`).

@@ -5,7 +5,7 @@ of (seed, epoch, i, stream). Masks therefore do not depend on batch composition,
 or resume point (for rows of equal padded length, as packed blocks are), and the MLM masks of the hybrid run equal those of the MLM-only run (the MLM and
 JEPA draws use separate streams, so adding JEPA masks does not shift the MLM draws).
 
-JEPA mask layout (SPEC §2, 1-D multi-block, per sequence of real length n):
+JEPA mask layout (docs/PROTOCOL.md §4, 1-D multi-block, per sequence of real length n):
   - position 0 ([CLS]) is never a target and is ALWAYS in the context: the student input then starts
     with [CLS] like every downstream input, and [CLS] has no local span to predict;
   - `num_targets` contiguous target blocks, each round(U(target_scale)·n) tokens inside [1, n);

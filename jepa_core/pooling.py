@@ -5,7 +5,7 @@ sentences into a dense (B, L, H) tensor with a mask, so mean and max run over re
 ([CLS]/[SEP] included, the attention-mask convention of sentence-transformers and SimCSE;
 `include_special=False` leaves them out). Siamese pairs give [u, v, |u-v|, u*v].
 
-The two learned poolings are TRAINED, unlike the paper's code (SPEC defect 6: its "weighted" was
+The two learned poolings are TRAINED, unlike the paper's code (docs/PROTOCOL.md, defect 6: its "weighted" was
 exactly mean pooling and its "attention" a random query drawn per model):
 - `weighted`: a learned softmax weight per position, softmax(w[pos]) over the real tokens;
 - `attention`: a learned query q, softmax(q . z_t / sqrt(H)) over the real tokens, where z_t are the

@@ -2,7 +2,7 @@
 
 `fit_probe` = StandardScaler + logistic regression (multinomial, L2; C chosen by stratified CV on
 the TRAIN split, log-loss) or, for STS-B, ridge regression (alpha chosen by CV on the train split).
-The dev split is only ever predicted (SPEC defect 8: the paper's code chose epochs and ran CV on
+The dev split is only ever predicted (docs/PROTOCOL.md, defect 8: the paper's code chose epochs and ran CV on
 the dev split it reported). `task_metrics` uses sklearn/scipy; the per-example predictions are
 kept by the caller so that `stats.py` can bootstrap CIs and paired differences with `METRICS`.
 """

@@ -1,4 +1,4 @@
-"""summary.md: the paper's claims C1–C5 (SPEC §1), this run's numbers, and a verdict for each.
+"""summary.md: the paper's claims C1–C5 (docs/PROTOCOL.md §2), this run's numbers, and a verdict for each.
 
 Every verdict is decided from bootstrap CIs of hybrid − MLM differences (results/differences.csv,
 paired over dev examples), never from point estimates, with the rule written next to it:
@@ -24,7 +24,7 @@ import pandas as pd
 
 from jepa_core.config import POOLINGS, TASKS
 
-# Headline metric of each GLUE task (SPEC §3).
+# Headline metric of each GLUE task (docs/PROTOCOL.md §5.1).
 TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 LEXICAL_METRIC = "lexical_mfw"  # most-frequent-word probe accuracy (the paper's lexical probe)
 BALANCE_METRIC = "balance_diff"  # semantic − lexical (the paper's balance)
@@ -321,7 +321,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     run_dir = Path(run_dir)
     ctx = run_context(run_dir) if context is None else context
     out = [f"# Summary of run `{run_dir.name}`", "",
-           "Claims of arXiv 2606.05173 (SPEC §1), this run's numbers (hybrid − MLM, paired bootstrap 95% CIs over "
+           "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers (hybrid − MLM, paired bootstrap 95% CIs over "
            "dev examples) and a verdict decided from the CIs by the rule stated under each claim.", ""]
     vs = verdicts(metrics_df, differences_df)
     out += ["| claim | paper | verdict |", "|---|---|---|"]

@@ -103,7 +103,7 @@ class RunPaths:
 
     @classmethod
     def for_run(cls, run_dir: str | os.PathLike, objective: str, seed: int | None = None) -> "RunPaths":
-        """DESIGN.md's run folder: models/<name>/, checkpoints/<name>/, logs/<name>.jsonl,
+        """docs/DESIGN.md's run folder: models/<name>/, checkpoints/<name>/, logs/<name>.jsonl,
         name = objective, or objective-s<seed> when `seed` is given (several seeds per run)."""
         run, name = Path(run_dir), objective if seed is None else f"{objective}-s{seed}"
         model_dir = run / "models" / name

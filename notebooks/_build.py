@@ -138,7 +138,7 @@ display(fig)'''),
   has not yet learned to use context.
 - *JEPA loss* (1 − cosine between predicted and EMA-target token latents) falls as the predictor learns.
 - *λ* is the learned weight of the JEPA loss. With the paper's rule it drifts toward whichever loss is numerically
-  smaller, not toward usefulness (SPEC defect 4) — watch its trajectory here.
+  smaller, not toward usefulness (docs/PROTOCOL.md, defect 4) — watch its trajectory here.
 - *EMA momentum* rises linearly 0.996 → 1.0: the target encoder freezes progressively.
 - *Collapse signals*: a target spread near 0 or a batch effective rank near 1 means the latents collapsed to a
   point or a line; the summary repeats any warning."""),

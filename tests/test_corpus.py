@@ -4,6 +4,7 @@ import gzip
 import json
 import random
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -239,6 +240,34 @@ def test_hub_reachable_honours_offline_env_and_never_hangs(monkeypatch):
         raise ConnectionRefusedError("refused")
     monkeypatch.setattr(socket, "create_connection", refuse)
     assert hub_reachable(timeout=0.2) == (False, "huggingface.co unreachable: refused")
+
+
+def test_hub_probe_threads_end_quietly_whatever_the_connect_does(monkeypatch):
+    """A probe thread that outlives its timeout or fails with a non-OSError must not raise: an exception
+    escaping it reaches threading.excepthook (pytest: PytestUnhandledThreadExceptionWarning), not the caller."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    release = threading.Event()
+
+    def late_and_not_a_socket(*a, **k):
+        release.wait(10)
+        return None  # .close() on it raises AttributeError, after hub_reachable has returned
+
+    monkeypatch.setattr(socket, "create_connection", late_and_not_a_socket)
+    before = set(threading.enumerate())
+    assert hub_reachable(timeout=0.05)[0] is False
+    probes = set(threading.enumerate()) - before
+    release.set()
+    for thread in probes:
+        thread.join(10)
+
+    def broken(*a, **k):
+        raise ValueError("bad host")
+    monkeypatch.setattr(socket, "create_connection", broken)
+    assert hub_reachable(timeout=5) == (False, "huggingface.co unreachable: bad host")
+    assert probes and escaped == []
 
 
 # ---------------------------------------------------------------- split

@@ -79,7 +79,7 @@ def test_learned_lambda_gradient_is_lam_1_minus_lam_times_loss_gap(w):
     assert lam.item() == pytest.approx(lam_expected, rel=1e-6)
     assert total.item() == pytest.approx(lam_expected * 0.7 + (1 - lam_expected) * 6.2, rel=1e-6)
     total.backward()
-    # Negative whenever L_jepa < L_mlm: gradient descent raises λ toward the smaller loss (SPEC defect 4).
+    # Negative whenever L_jepa < L_mlm: gradient descent raises λ toward the smaller loss (docs/PROTOCOL.md, defect 4).
     assert bal.lambda_logit.grad.item() == pytest.approx(lam_expected * (1 - lam_expected) * (0.7 - 6.2), rel=1e-5)
     assert not lam.requires_grad
 
