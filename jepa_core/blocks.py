@@ -7,7 +7,8 @@ longer than L simply spans several blocks). Files in cache_dir (the run's data/ 
 
   tokens-<corpus fp>-<tokenizer fp>-<split>.npy   the int32 stream (reused when only L changes)
   blocks_<split>.npy                              int32 (N, L), memory-mapped when loaded
-  blocks.json                                     what the blocks were built from, and counts
+  blocks.json                                     what the blocks were built from, counts, and the
+                                                  MLM unigram entropy of each split (`mlm_unigram_entropy`)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import entropy
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -79,6 +81,36 @@ def _stream_counts(stream: np.ndarray, tokenizer) -> dict[str, int]:
             "unk_tokens": int(np.count_nonzero(stream == tokenizer.unk_token_id))}
 
 
+def mlm_unigram_entropy(blocks: np.ndarray, special_ids: list[int] | tuple[int, ...]) -> float:
+    """Shannon entropy (nats) of the empirical unigram distribution of the tokens MLM can mask: every
+    token of `blocks` whose id is not special. It is the MLM loss of a model that predicts exactly
+    these token frequencies and ignores the context: the plateau an encoder sits on before it uses
+    context. (scipy's `entropy` normalises the counts.)"""
+    counts = np.bincount(np.asarray(blocks, dtype=np.int64).ravel())
+    special = [i for i in special_ids if i < len(counts)]
+    counts[special] = 0
+    if not counts.any():
+        raise ValueError("no maskable tokens: every token of the blocks is a special token")
+    return float(entropy(counts))
+
+
+def _with_entropy(meta: dict, arrays: dict[str, np.ndarray], tokenizer) -> tuple[dict, bool]:
+    """meta with `mlm_unigram_entropy` for every split (computed where a cached record lacks it)."""
+    missing = [s for s in arrays if "mlm_unigram_entropy" not in meta.get(s, {})]
+    for split in missing:
+        meta[split]["mlm_unigram_entropy"] = mlm_unigram_entropy(arrays[split], tokenizer.all_special_ids)
+    return meta, bool(missing)
+
+
+def validation_unigram_entropy(blocks: dict[str, np.ndarray], tokenizer) -> float:
+    """The validation split's MLM unigram entropy: from `build_blocks`'s record when `blocks` is a
+    `Blocks`, else computed from the array (one pass; e.g. blocks read by `load_prepared_data`)."""
+    recorded = getattr(blocks, "meta", {}).get("validation", {}).get("mlm_unigram_entropy")
+    if recorded is not None:
+        return recorded
+    return mlm_unigram_entropy(blocks["validation"], tokenizer.all_special_ids)
+
+
 def pack_blocks(stream: np.ndarray, seq_len: int, cls_id: int) -> np.ndarray:
     """(N, seq_len) int32: [CLS] + consecutive seq_len-1 slices of the stream; tail dropped."""
     body = seq_len - 1
@@ -104,8 +136,11 @@ def build_blocks(corpus: Corpus, tokenizer, cfg: DataConfig, cache_dir: str | os
         recorded = json.loads(meta_path.read_text())
         if {k: recorded.get(k) for k in built_from} == built_from and all(
                 (cache_dir / f"blocks_{s}.npy").is_file() for s in splits):
-            return Blocks({s: np.load(cache_dir / f"blocks_{s}.npy", mmap_mode="r") for s in splits},
-                          recorded["splits"])
+            arrays = {s: np.load(cache_dir / f"blocks_{s}.npy", mmap_mode="r") for s in splits}
+            meta, added = _with_entropy(recorded["splits"], arrays, tokenizer)
+            if added:  # a record written before the entropy was: complete it once
+                meta_path.write_text(json.dumps({**recorded, "splits": meta}, indent=2))
+            return Blocks(arrays, meta)
 
     meta_path.unlink(missing_ok=True)  # the blocks below are about to change
     meta: dict[str, dict] = {}
@@ -125,7 +160,8 @@ def build_blocks(corpus: Corpus, tokenizer, cfg: DataConfig, cache_dir: str | os
         blocks = pack_blocks(stream, cfg.seq_len, tokenizer.cls_token_id)
         _save_npy(cache_dir / f"blocks_{split}.npy", blocks)
         meta[split] = {"documents": len(docs), **_stream_counts(stream, tokenizer),
-                       "blocks": len(blocks), "dropped_tail_tokens": len(stream) - blocks.shape[0] * (cfg.seq_len - 1)}
+                       "blocks": len(blocks), "dropped_tail_tokens": len(stream) - blocks.shape[0] * (cfg.seq_len - 1),
+                       "mlm_unigram_entropy": mlm_unigram_entropy(blocks, tokenizer.all_special_ids)}
     meta_path.write_text(json.dumps({**built_from, "splits": meta}, indent=2))
     return Blocks({s: np.load(cache_dir / f"blocks_{s}.npy", mmap_mode="r") for s in splits}, meta)
 
@@ -144,8 +180,8 @@ class BlockDataset(Dataset):
 
 
 def corpus_statistics(corpus: Corpus, tokenizer, blocks: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per split: documents, words, tokens, blocks, tokens per word, [UNK] rate. Token counts
-    come from `build_blocks`'s record; a plain dict of arrays makes it tokenise again."""
+    """Per split: documents, words, tokens, blocks, tokens per word, [UNK] rate, MLM unigram entropy
+    (nats). Counts come from `build_blocks`'s record; a plain dict of arrays makes it tokenise again."""
     rows = []
     for split, docs in corpus.splits().items():
         if isinstance(blocks, Blocks):
@@ -153,8 +189,10 @@ def corpus_statistics(corpus: Corpus, tokenizer, blocks: dict[str, np.ndarray]) 
         else:
             m = _stream_counts(join_stream(tokenize_split(docs, tokenizer), tokenizer.sep_token_id), tokenizer)
             m["blocks"] = len(blocks[split])
+            m["mlm_unigram_entropy"] = mlm_unigram_entropy(blocks[split], tokenizer.all_special_ids)
         words = sum(len(d.text.split()) for d in docs)
         rows.append({"split": split, "documents": len(docs), "words": words, "tokens": m["tokens"],
                      "blocks": m["blocks"], "tokens_per_word": m["tokens"] / max(words, 1),
-                     "unk_rate": m["unk_tokens"] / max(m["tokens"], 1)})
+                     "unk_rate": m["unk_tokens"] / max(m["tokens"], 1),
+                     "mlm_unigram_entropy": m["mlm_unigram_entropy"]})
     return pd.DataFrame(rows).set_index("split")

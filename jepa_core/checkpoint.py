@@ -14,6 +14,7 @@ Atomicity: everything is written into a sibling temp folder and fsynced, then sw
 renames (current → `.old`, temp → current) and the old copy is deleted. Whatever moment a process
 dies, one complete checkpoint survives: the previous one stays in place until the new one is
 complete, and if the process died between the two renames `resolve_checkpoint` finds it at `.old`.
+A checkpoint that must not be resumed is moved aside (`set_aside`), never deleted.
 """
 from __future__ import annotations
 
@@ -87,6 +88,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path | None:
         if (candidate / META).is_file():
             return candidate
     return None
+
+
+def set_aside(found: str | os.PathLike, name: str | os.PathLike) -> Path:
+    """Move the checkpoint folder `found` to a new sibling `<name>.stale-<YYYYmmdd-HHMMSS>[-n]` and
+    return it: a checkpoint that must not be resumed is kept, never deleted, and an earlier stale
+    copy is never overwritten (a counter is appended when the name is taken)."""
+    found, name = Path(found), Path(name)
+    stem = f"{name.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = name.with_name(stem), 1
+    while target.exists():
+        target, n = name.with_name(f"{stem}-{n}"), n + 1
+    os.replace(found, target)
+    _fsync(target.parent)
+    return target
 
 
 def save_encoder(directory: str | os.PathLike, encoder: Any, tokenizer: Any = None) -> None:

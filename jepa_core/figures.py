@@ -137,8 +137,15 @@ TRAINING_PANELS = [
 ]
 
 
-def training_curves(logs: pd.DataFrame) -> Figure:
-    """Both losses (train lines, validation dots), λ, EMA momentum and two collapse signals vs step."""
+UNIGRAM_LABEL = "unigram entropy {:.2f} (token frequencies only)"
+
+
+def training_curves(logs: pd.DataFrame, unigram_entropy: float | None = None) -> Figure:
+    """Both losses (train lines, validation dots), λ, EMA momentum and two collapse signals vs step.
+
+    unigram_entropy: the validation tokens' unigram entropy (nats; the `learning` section of
+    train_summary.json), drawn as a dashed reference line on the MLM-loss panel: the loss of a
+    model that ignores context, so an MLM curve flat at the line has learned only token frequencies."""
     _require(logs, ["objective", "step"], "training_curves")
     if "seed" not in logs:
         logs = logs.assign(seed=0)
@@ -159,6 +166,9 @@ def training_curves(logs: pd.DataFrame) -> Figure:
             v = logs.dropna(subset=[val])
             for obj, g in v.groupby("objective"):
                 ax.plot(g["step"], g[val], "o", ms=4, color=colours[obj], label=f"{obj} (validation)")
+        if col == "mlm_loss" and unigram_entropy is not None:
+            ax.axhline(unigram_entropy, color="0.3", linestyle="--", linewidth=1.0,
+                       label=UNIGRAM_LABEL.format(unigram_entropy))
         if log and (train[col] > 0).all():
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)

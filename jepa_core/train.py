@@ -13,7 +13,8 @@
      "seconds" — each runs budget_seconds of wall-clock: the first steps are timed, then the LR /
      EMA schedules are given the step count that fits (the run also stops when time is up)
   4. the loop: forward → backward → clip → step → EMA update → JSONL log, validation, checkpoints
-  5. the HF encoder + tokenizer in `model/`, a `train_summary.json`
+  5. the HF encoder + tokenizer in `model/`, a `train_summary.json` (with a `learning` section: the final
+     validation MLM loss, the validation tokens' unigram entropy, and their gap)
 
 Output layout (`RunPaths`): by default everything under one folder —
     out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
@@ -33,6 +34,11 @@ targets), batch_effective_rank (RankMe of the batch's context embeddings), flops
 elapsed_s, and "warning" when a collapse signal fires; MLM runs write null for the JEPA-only fields.
 Every train.eval_every steps: {"split": "validation", step, mlm_loss, jepa_loss} on fixed batches.
 
+Resume (`claim_checkpoint`, shared with the workbook): a checkpoint is continued when its objective, seed
+and every weight-changing parameter match (all keys of data/model/mask/objective/train except
+NON_WEIGHT_KEYS: log/eval/checkpoint intervals, workers, compile, ...); otherwise it is moved aside to
+`<checkpoint>.stale-<time>/` (with its log) with a message naming the changed keys. Nothing is deleted.
+
 Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` (the last checkpoint is
 left untouched); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
@@ -45,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -63,7 +70,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .blocks import BlockDataset
+from .blocks import BlockDataset, validation_unigram_entropy
 from .config import OBJECTIVES, Params, ParamsError, load_params, parse_overrides, save_params
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
@@ -353,17 +360,84 @@ def _plan_steps(params: Params, objective: str, flops: dict[str, float]) -> tupl
     return t.steps, f"provisional ({t.steps}) until the timed warm-up of budget_seconds={t.budget_seconds}"
 
 
-def _run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed by this run."""
-    return {"objective": objective, "seed": seed, "params": params.fingerprint("data", "model", "mask", "objective"),
-            "batch_size": params.train.batch_size}
+# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
+# checkpoint stays resumable when only these change; every other key of WEIGHT_SECTIONS is part of the
+# run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
+NON_WEIGHT_KEYS = {
+    "train.log_every": "only how often the log is written",
+    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
+    "train.eval_batches": "only how many fixed batches validation averages over",
+    "train.checkpoint_every": "when the state is saved, not what it is",
+    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
+    "train.compile": "the same computation, compiled (equal up to float rounding)",
+    "train.collapse_std": "only when a collapse warning is printed",
+}
+WEIGHT_SECTIONS = ("data", "model", "mask", "objective", "train")
 
 
-def _check_identity(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
-    diff = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in now.items() if saved.get(k) != v]
-    if diff:
-        raise ValueError(f"cannot resume from {where}: it belongs to a different run ({'; '.join(diff)}); "
-                         "use another output folder or resume=False")
+def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: the objective, the seed and every key of
+    WEIGHT_SECTIONS except NON_WEIGHT_KEYS, stored key by key so that a mismatch can be named."""
+    d = params.to_dict()
+    keys = {f"{section}.{k}": v for section in WEIGHT_SECTIONS for k, v in d[section].items()}
+    return {"objective": objective, "seed": seed,
+            "weight_keys": {k: v for k, v in keys.items() if k not in NON_WEIGHT_KEYS}}
+
+
+def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) -> list[str]:
+    """'key: checkpoint value -> now value' for every identity key that differs."""
+    if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
+        legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
+                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
+        saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
+        return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
+    old, new = saved["weight_keys"], now["weight_keys"]
+    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
+    return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+                      for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]
+
+
+def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> Path | None:
+    """Move the run's checkpoint (with its log and summary) to a new `<checkpoint>.stale-<time>` folder
+    and say so; nothing is deleted. Returns where it went (None: there was no checkpoint)."""
+    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+    if found is None:
+        return None
+    stale = ckpt.set_aside(found, paths.checkpoint_dir)
+    if paths.log_path.is_file():  # the new run starts a new log: keep the old one with its checkpoint
+        os.replace(paths.log_path, stale / "log.jsonl")
+    if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
+        shutil.copy2(paths.summary_path, stale / "train_summary.json")
+    say(f"[train] {why}; the previous checkpoint (step {ckpt.load_checkpoint(stale)['step']}) was moved to "
+        f"{stale}, nothing was deleted")
+    return stale
+
+
+def claim_checkpoint(paths: RunPaths, params: Params, objective: str, seed: int,
+                     say: Callable[[str], None] = print, is_main: bool = True,
+                     barrier: Callable[[], None] = lambda: None) -> bool:
+    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when its
+    run identity matches this run's; else move it aside (`set_aside`), naming the changed keys.
+    Returns whether to resume. Only the main process moves files; all agree on the answer."""
+    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+    if found is None:
+        return False
+    changed = _changed_keys(ckpt.load_checkpoint(found)["extra"], run_identity(params, objective, seed), params)
+    barrier()  # every process has read the checkpoint before it moves
+    if changed and is_main:
+        set_aside(paths, f"{found} belongs to other weight-changing parameters ({'; '.join(changed)}): "
+                         "training from scratch", say)
+    barrier()
+    return not changed
+
+
+def learning_check(final_validation: dict[str, Any] | None, unigram_entropy: float) -> dict[str, Any]:
+    """The summary's `learning` section: the final validation MLM loss next to the unigram entropy of
+    the validation tokens (the loss of a model that knows only token frequencies); gap = entropy - loss
+    is how far below that plateau the encoder got by using context (<= 0: it learned no more than that)."""
+    loss = (final_validation or {}).get("mlm_loss")
+    return {"validation_mlm_loss": loss, "unigram_entropy": unigram_entropy,
+            "gap": None if loss is None else unigram_entropy - loss}
 
 
 def _check_due(step: int, t: Any, total_steps: int) -> bool:
@@ -432,7 +506,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     """Pre-train one model; returns the summary also written to train_summary.json.
 
     out_dir: a folder (RunPaths.in_folder layout) or a RunPaths. resume: continue from the checkpoint
-    if one exists, else start fresh (without resume, an existing checkpoint is an error). seed:
+    if one exists and its run identity matches (`claim_checkpoint`: else it is moved aside, never
+    deleted, and the run starts fresh); without resume, an existing checkpoint is an error. seed:
     defaults to params.seed. data: PretrainData or (tokenizer, blocks[, source]) from the workbook's
     data step; None builds it in paths.data_dir.
     """
@@ -473,11 +548,10 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     model, optimizer = acc.prepare(model, optimizer)  # not the scheduler: Accelerate would step it per process
     core: PretrainModel = acc.unwrap_model(model)
 
-    identity = _run_identity(params, objective, seed)
+    identity = run_identity(params, objective, seed)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     tokens_done, flops_done, stopped_by, resumed_from, warned = 0, 0.0, "steps", None, False
-    if resume and ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:
-        _check_identity(ckpt.load_checkpoint(paths.checkpoint_dir)["extra"], identity, paths.checkpoint_dir)
+    if resume and claim_checkpoint(paths, params, objective, seed, say, main, acc.wait_for_everyone):
         state = ckpt.load_checkpoint(paths.checkpoint_dir, core, optimizer, scheduler, map_location=acc.device)
         extra = state["extra"]
         step = resumed_from = state["step"]
@@ -644,6 +718,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     if not last and step > 0:  # resumed an already finished run: the final record is in the log
         records = [json.loads(ln) for ln in paths.log_path.read_text().splitlines() if ln.strip()]
         last = next((r for r in reversed(records) if "loss" in r and "split" not in r), {})
+    final_validation = validate(step) if val_batches else None
     summary = {
         "objective": objective, "seed": seed, "steps": step, "planned_steps": total_steps,
         "tokens": tokens_done, "flops_per_step": flops[objective], "flops_per_step_parts": flops_parts[objective],
@@ -654,7 +729,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
                    "budget_seconds": t.budget_seconds},
         "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
                                            "batch_effective_rank")},
-        "final_validation": validate(step) if val_batches else None, "data_source": data.source,
+        "final_validation": final_validation, "data_source": data.source,
+        "learning": learning_check(final_validation, validation_unigram_entropy(data.blocks, tokenizer)),
         "precision": acc.mixed_precision, "device": str(acc.device),
         "target_precision": target_precision, "num_processes": acc.num_processes,
         "resumed_from_step": resumed_from, "params": params.to_dict(),
@@ -685,7 +761,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", required=True, help="YAML profile, e.g. parameters/smoke.yaml")
     ap.add_argument("--objective", required=True, choices=OBJECTIVES)
     ap.add_argument("--out", required=True, help="output folder: model/, checkpoint/, log.jsonl, train_summary.json")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists; one written with other weight-changing "
+                    "parameters is moved aside to OUT/checkpoint.stale-<time>/ instead")
     ap.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
     ap.add_argument("--data", default=None, help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

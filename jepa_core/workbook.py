@@ -93,22 +93,17 @@ def model_name(params: Params, objective: str, seed: int) -> str:
 
 
 def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any, resume: bool = True) -> dict:
-    """train() into the run folder layout; resume an interrupted run of the SAME parameters.
-
-    A stamp next to the checkpoint records which parameters it belongs to: a checkpoint of other
-    parameters (the profile changed since) is not resumed but trained over from scratch."""
-    from jepa_core.train import RunPaths, train
+    """train() into the run folder layout. resume=True: continue the run's checkpoint when it was
+    written with the same weight-changing parameters, else move it aside and start over
+    (`train.claim_checkpoint`, the rule the CLI's --resume follows too). resume=False (workbook
+    --force): move any checkpoint aside and start over. No checkpoint is ever deleted."""
+    from jepa_core.train import RunPaths, set_aside, train
 
     name = model_name(params, objective, seed)
     paths = RunPaths.for_run(run_dir, objective, None if name == objective else seed)
-    stamp = run_dir / "checkpoints" / f"{name}.params"
-    fingerprint = f"{params.fingerprint('data', 'model', 'mask', 'objective', 'train')}-{seed}"
-    same = stamp.is_file() and stamp.read_text() == fingerprint
-    if not (resume and same):  # a stale checkpoint must not be picked up by a later resume
-        shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
-    return train(params, objective, paths, resume=resume and same, seed=seed, data=data)
+    if not resume:
+        set_aside(paths, f"{name}: --force re-trains from scratch")
+    return train(params, objective, paths, resume=resume, seed=seed, data=data)
 
 
 # ---------------------------------------------------------------- fingerprints and markers

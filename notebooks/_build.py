@@ -74,10 +74,12 @@ tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
 blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
 stats = corpus_statistics(corpus, tokenizer, blocks)
 stats.to_csv(data_dir / "corpus_statistics.csv")
-stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}"}, thousands=",")'''),
+stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"}, thousands=",")'''),
         md("**Corpus statistics.** `tokens_per_word` shows how finely the tokenizer splits words (≈1.2–1.5 is "
            "typical for a WordPiece vocabulary trained on the same text); `unk_rate` should be near 0. Every block "
-           "is exactly `data.seq_len` tokens, so pre-training spends no compute on padding."),
+           "is exactly `data.seq_len` tokens, so pre-training spends no compute on padding. `mlm_unigram_entropy` "
+           "(nats) is the entropy of the token frequencies MLM can mask: the MLM loss of a model that ignores "
+           "context, the reference line of the training curves in notebook 02."),
         code('''
 import pandas as pd
 
@@ -102,7 +104,9 @@ for s in wiki[:3]:
 Trains one encoder per objective (and seed) on the packed blocks of notebook 01: the **hybrid**
 (L = λ·L_JEPA + (1−λ)·L_MLM on one shared encoder, targets from an EMA copy, λ = sigmoid(w)
 learned) and the **MLM-only baseline** with the same data order, MLM masks and optimizer.
-An interrupted run resumes from its last checkpoint when the parameters are unchanged.""",
+An interrupted run resumes from its last checkpoint when no weight-changing parameter changed
+(log, validation and checkpoint intervals, workers and `compile` do not count); a checkpoint of
+other parameters is moved aside to `checkpoints/<name>.stale-<time>/`, never deleted.""",
         "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
         code('''
 require(run_dir, "data/blocks_train.npy", "data/tokenizer", step="01_data_prep")
@@ -121,21 +125,26 @@ rows = {name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps
                "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
                "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
                "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
-               "val MLM loss": (s["final_validation"] or {}).get("mlm_loss"), "budget": s["budget"]["note"]}
+               "val MLM loss": s["learning"]["validation_mlm_loss"], "unigram entropy": s["learning"]["unigram_entropy"],
+               "below unigram": s["learning"]["gap"], "budget": s["budget"]["note"]}
         for name, s in summaries.items()}
 pd.DataFrame.from_dict(rows, orient="index").round(3)'''),
         md("**Budget.** `GFLOPs/step` counts each objective's real work: a hybrid step also runs the EMA target "
            "encoder and the predictor, so equal steps (the paper's parity, `train.budget: steps`) is NOT equal "
-           "compute; `train.budget: flops` gives the MLM baseline the hybrid's FLOPs instead."),
+           "compute; `train.budget: flops` gives the MLM baseline the hybrid's FLOPs instead. `below unigram` = "
+           "unigram entropy − validation MLM loss: how far the encoder got below the loss of a model that knows "
+           "only token frequencies (≤ 0: it learned nothing more than those)."),
         code('''
 logs = figures.read_logs({name: run_dir / "logs" / f"{name}.jsonl" for name in summaries})
-fig = figures.training_curves(logs)
+unigram = next(iter(summaries.values()))["learning"]["unigram_entropy"]  # same validation data for every run
+fig = figures.training_curves(logs, unigram_entropy=unigram)
 figures.save(fig, run_dir, "training_curves")
 display(fig)'''),
         md("""**Training curves.** Lines: training values per logged step; dots: validation (held-out documents).
 - *MLM loss* (nats per masked token) should fall for both models; the gap between them at equal steps is what the
-  JEPA term costs (or gives) the MLM objective. A long flat stretch near 7 nats is the unigram plateau: the encoder
-  has not yet learned to use context.
+  JEPA term costs (or gives) the MLM objective. The dashed line is the unigram entropy of the validation tokens:
+  the loss of a model that knows only token frequencies. A long flat stretch at that line is the unigram plateau:
+  the encoder has not yet learned to use context.
 - *JEPA loss* (1 − cosine between predicted and EMA-target token latents) falls as the predictor learns.
 - *λ* is the learned weight of the JEPA loss. With the paper's rule it drifts toward whichever loss is numerically
   smaller, not toward usefulness (docs/PROTOCOL.md, defect 4) — watch its trajectory here.

@@ -120,3 +120,52 @@ def test_embedded_excerpt_end_to_end(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.glob("blocks*")) == ["blocks.json", "blocks_train.npy", "blocks_validation.npy"]
     stats = corpus_statistics(c, tok, blocks)
     assert 1.0 < stats.loc["train", "tokens_per_word"] < 2.5
+
+
+def test_mlm_unigram_entropy_known_answers():
+    cls, sep, unk = 1, 2, 3
+    # uniform over k = 4 maskable tokens; [CLS]/[SEP]/[UNK] are never masked, so they do not count
+    uniform = np.array([[cls, 10, 11, 12, 13, sep, 10, 11], [cls, 12, 13, unk, unk, sep, sep, sep]], np.int32)
+    assert blocks_mod.mlm_unigram_entropy(uniform, [cls, sep, unk]) == pytest.approx(np.log(4), abs=1e-12)
+    # frequencies (1/2, 1/4, 1/4): H = ln 2 / 2 + 2 · ln 4 / 4 = 1.5 ln 2
+    skewed = np.array([[cls, 7, 7, 8, 9, sep]], np.int32)
+    assert blocks_mod.mlm_unigram_entropy(skewed, [cls, sep]) == pytest.approx(1.5 * np.log(2), abs=1e-12)
+    assert blocks_mod.mlm_unigram_entropy(np.array([[cls, 5, 5, 5]]), [cls]) == 0.0  # one token: no uncertainty
+    assert blocks_mod.mlm_unigram_entropy(skewed, [cls, sep, 99]) == pytest.approx(1.5 * np.log(2))  # id beyond the data
+    with pytest.raises(ValueError, match="no maskable tokens"):
+        blocks_mod.mlm_unigram_entropy(np.array([[cls, sep, sep]]), [cls, sep])
+
+
+def _entropy_by_counting(blocks: np.ndarray, special: set[int]) -> float:
+    """Independent of the implementation: Counter + the definition -Σ p ln p."""
+    import math
+    from collections import Counter
+
+    counts = Counter(int(t) for t in np.asarray(blocks).ravel() if int(t) not in special)
+    n = sum(counts.values())
+    return -sum(c / n * math.log(c / n) for c in counts.values())
+
+
+def test_unigram_entropy_is_recorded_cached_and_exposed(corpus, tok, tmp_path):
+    import json
+
+    blocks = build_blocks(corpus, tok, DataConfig(seq_len=16), tmp_path)
+    special = set(tok.all_special_ids)
+    expected = {s: _entropy_by_counting(blocks[s], special) for s in ("train", "validation")}
+    record = json.loads((tmp_path / "blocks.json").read_text())["splits"]
+    for split, h in expected.items():
+        assert record[split]["mlm_unigram_entropy"] == pytest.approx(h, rel=1e-12)
+    assert 0 < expected["validation"] < np.log(len(tok))
+    # exposed the same way whether the blocks come with their record or as plain arrays
+    assert blocks_mod.validation_unigram_entropy(blocks, tok) == pytest.approx(expected["validation"], rel=1e-12)
+    assert blocks_mod.validation_unigram_entropy(dict(blocks), tok) == pytest.approx(expected["validation"], rel=1e-12)
+    assert corpus_statistics(corpus, tok, blocks).loc["validation", "mlm_unigram_entropy"] == \
+        pytest.approx(expected["validation"], rel=1e-12)
+    # a record written before the entropy existed is completed on the next (cached) read
+    for split in record:
+        del record[split]["mlm_unigram_entropy"]
+    full = json.loads((tmp_path / "blocks.json").read_text())
+    (tmp_path / "blocks.json").write_text(json.dumps({**full, "splits": record}))
+    again = build_blocks(corpus, tok, DataConfig(seq_len=16), tmp_path)
+    assert again.meta["validation"]["mlm_unigram_entropy"] == pytest.approx(expected["validation"], rel=1e-12)
+    assert "mlm_unigram_entropy" in json.loads((tmp_path / "blocks.json").read_text())["splits"]["train"]

@@ -134,3 +134,21 @@ def test_incomplete_or_mismatched_checkpoints_are_refused(tmp_path):
     mlm_model = PretrainModel(PARAMS, "mlm", VOCAB, 0)
     with pytest.raises(RuntimeError, match="does not match the model.*predictor"):
         ckpt.load_checkpoint(tmp_path / "ck2", mlm_model)
+
+
+def test_set_aside_moves_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt.time, "strftime", lambda fmt: "20260101-000000")  # both moves in "the same second"
+    path = tmp_path / "checkpoints" / "mlm"
+    moved = []
+    for content in ("first", "second"):
+        path.mkdir(parents=True)
+        (path / ckpt.META).write_text(content)
+        moved.append(ckpt.set_aside(path, path))
+        assert not path.exists()
+    assert [m.name for m in moved] == ["mlm.stale-20260101-000000", "mlm.stale-20260101-000000-1"]
+    assert [(m / ckpt.META).read_text() for m in moved] == ["first", "second"]
+    # a checkpoint found at its `.old` sibling (crash mid-swap) is named after the checkpoint it stands for
+    old = tmp_path / "checkpoints" / ".mlm.old"
+    old.mkdir()
+    (old / ckpt.META).write_text("third")
+    assert ckpt.set_aside(ckpt.resolve_checkpoint(path), path).name == "mlm.stale-20260101-000000-2"

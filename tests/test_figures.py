@@ -62,6 +62,15 @@ def test_training_curves_reads_jsonl_and_plots_all_panels(tmp_path):
     _assert_labelled(fig, len(figures.TRAINING_PANELS))
     mlm_panel = _visible_axes(fig)[0]
     assert len(mlm_panel.get_lines()) >= 2  # one line per objective (+ validation markers)
+    assert not [ln for ln in mlm_panel.get_lines() if ln.get_label().startswith("unigram")]  # none unless given
+
+    with_h = figures.training_curves(logs, unigram_entropy=6.88)
+    panels = _visible_axes(with_h)
+    assert panels[0].get_title().startswith("MLM loss")
+    (line,) = [ln for ln in panels[0].get_lines() if ln.get_label().startswith("unigram entropy 6.88")]
+    assert list(line.get_ydata()) == [6.88, 6.88] and line.get_linestyle() == "--"  # horizontal, at H
+    assert any(t.get_text().startswith("unigram entropy 6.88") for t in panels[0].get_legend().get_texts())
+    assert all(not ln.get_label().startswith("unigram") for ax in panels[1:] for ln in ax.get_lines())
 
 
 def test_document_lengths():

@@ -3,6 +3,8 @@ import json
 import math
 import os
 import signal
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from jepa_core import checkpoint as ckpt
 from jepa_core.config import load_params
 from jepa_core.model import PretrainModel
 
-from _train_helpers import REPO, deterministic, one_thread, read_log, tiny_data, tiny_params
+from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 
 STEP_FIELDS = {"step", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
                "target_std", "batch_effective_rank", "flops", "elapsed_s"}
@@ -94,6 +96,23 @@ def test_summary_and_exported_model(runs):
     assert summaries["hybrid"]["hybrid_mlm_flops_ratio"] == summaries["mlm"]["hybrid_mlm_flops_ratio"] > 1.5
 
 
+def test_summary_learning_section_compares_validation_loss_with_the_unigram_entropy(runs):
+    root, summaries = runs
+    validation = tiny_data().blocks["validation"]
+    special = set(tiny_data().tokenizer.all_special_ids)
+    counts = Counter(int(t) for t in validation.ravel() if int(t) not in special)  # independent of blocks.py
+    n = sum(counts.values())
+    entropy = -sum(c / n * math.log(c / n) for c in counts.values())
+    for objective, s in summaries.items():
+        on_disk = json.loads((root / objective / "train_summary.json").read_text())
+        learning = on_disk["learning"]
+        assert learning == s["learning"] and list(learning) == ["validation_mlm_loss", "unigram_entropy", "gap"]
+        assert learning["validation_mlm_loss"] == s["final_validation"]["mlm_loss"]
+        assert learning["unigram_entropy"] == pytest.approx(entropy, rel=1e-12)
+        assert learning["gap"] == pytest.approx(entropy - learning["validation_mlm_loss"], abs=1e-12)
+    assert T.learning_check(None, 6.9) == {"validation_mlm_loss": None, "unigram_entropy": 6.9, "gap": None}
+
+
 def test_interrupt_then_resume_reproduces_every_step(runs, tmp_path, monkeypatch):
     """SIGINT (in-process) after step 14 → checkpoint at 14 → resume: all 30 steps equal the
     uninterrupted run's to 1e-6, with dropout on (the RNG state travels in the checkpoint)."""
@@ -135,13 +154,6 @@ def test_existing_checkpoint_needs_resume(runs):
         T.train(tiny_params(), "mlm", root / "mlm", data=tiny_data())
 
 
-def test_resume_refuses_a_checkpoint_of_another_run(runs, tmp_path):
-    root, _ = runs
-    with pytest.raises(ValueError, match="different run.*objective"):
-        T.train(tiny_params(), "mlm", T.RunPaths(tmp_path / "m", root / "hybrid" / "checkpoint", tmp_path / "l.jsonl",
-                                                tmp_path / "s.json", tmp_path), data=tiny_data(), resume=True)
-
-
 def test_same_seed_same_log_other_seed_other_log(tmp_path):
     """Seeded end to end: data order, masks (in worker processes too), init, dropout."""
     data, params = tiny_data(), tiny_params(train__steps=5, train__warmup_steps=1, train__eval_every=5)
@@ -152,6 +164,46 @@ def test_same_seed_same_log_other_seed_other_log(tmp_path):
         logs[name] = deterministic(sum(read_log(tmp_path / name / "log.jsonl"), []))
     assert logs["a"] == logs["b"]  # also with DataLoader worker processes drawing the masks
     assert [r["loss"] for r in logs["a"][:5]] != [r["loss"] for r in logs["c"][:5]]
+
+
+def test_seeds_differ_in_init_order_and_masks_objectives_share_them(tmp_path, monkeypatch):
+    """What train() itself builds: per seed, one initial encoder + MLM head and one sequence of MLM
+    masks shared by both objectives; another seed changes the init, the batch order and the masks."""
+    inits, first_batches = {}, {}
+    real_model, real_step = T.PretrainModel, T.forward_backward
+
+    def model(params, objective, *args):
+        m = real_model(params, objective, *args)
+        inits[run] = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("encoder.", "mlm_head."))}
+        return m
+
+    def step(model, batch, *args):
+        first_batches.setdefault(run, {k: v.clone() for k, v in batch.items()})
+        return real_step(model, batch, *args)
+
+    monkeypatch.setattr(T, "PretrainModel", model)
+    monkeypatch.setattr(T, "forward_backward", step)
+    data, params = tiny_data(), tiny_params(train__steps=1, train__warmup_steps=0, train__eval_every=100)
+    assert params.objective.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
+    for run in (("hybrid", 0), ("mlm", 0), ("hybrid", 1), ("mlm", 1)):
+        T.train(params, run[0], tmp_path / f"{run[0]}-{run[1]}", seed=run[1], data=data)
+
+    def same(a, b, keys):
+        return all(torch.equal(a[k], b[k]) for k in keys)
+
+    weights = list(inits["hybrid", 0])
+    assert len(weights) > 10 and "encoder.embeddings.word_embeddings.weight" in weights
+    shared = ("input_ids", "mlm_input_ids", "mlm_labels")  # batch order (rows) and MLM masks
+    for seed in (0, 1):  # within a seed: the same initial encoder + head, batches and MLM masks
+        assert same(inits["hybrid", seed], inits["mlm", seed], weights)
+        assert same(first_batches["hybrid", seed], first_batches["mlm", seed], shared)
+    for objective in ("hybrid", "mlm"):  # across seeds: every one of them differs
+        for key in weights:
+            if inits[objective, 0][key].std() > 0:  # (LayerNorm weights start at 1, biases at 0 in every seed)
+                assert not torch.equal(inits[objective, 0][key], inits[objective, 1][key]), key
+        for key in shared:
+            assert not torch.equal(first_batches[objective, 0][key], first_batches[objective, 1][key]), key
+    assert not torch.equal(first_batches["hybrid", 0]["target_idx"], first_batches["hybrid", 1]["target_idx"])
 
 
 def test_flops_budget_gives_the_mlm_run_more_steps(tmp_path):
@@ -243,3 +295,70 @@ def test_run_paths_layouts(tmp_path):
 def test_cli_rejects_bad_overrides(tmp_path, capsys):
     code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path), "--set", "train.lr=-1"])
     assert code == 2 and "train.lr=-1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- which checkpoint is resumed
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
+    """NON_WEIGHT_KEYS is a claim about the trainer: changing all of them at once (but compile, which
+    only changes float rounding) gives the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    data = tiny_data()
+    base = T.train(tiny_params(train__steps=12), "hybrid", tmp_path / "a", data=data)
+    with pytest.warns(RuntimeWarning, match="collapse"):  # collapse_std=0.99 makes the warning fire
+        other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
+                                    train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
+                        "hybrid", tmp_path / "b", data=data)
+    changed = {k for k in T.NON_WEIGHT_KEYS if k != "train.compile"}
+    assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
+    a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert set(T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(T.NON_WEIGHT_KEYS)
+    assert "train.lr" in T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
+
+
+def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
+    out = tmp_path / "run"
+    run = lambda *sets: T.main(cli_args("--objective", "mlm", "--out", str(out), "--resume", "--set=train.steps=4",
+                                        *[f"--set={s}" for s in sets]))
+    assert run() == 0
+    first = _files(out / "checkpoint")
+    # a key that does not change the weights: the checkpoint is resumed, nothing moves
+    assert run("train.log_every=2", "train.checkpoint_every=3") == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_step"] == 4 and summary["params"]["train"]["log_every"] == 2
+    assert "resumed mlm" in capsys.readouterr().out and not list(tmp_path.glob("run/checkpoint.stale-*"))
+    # a key that does: the old checkpoint (with its log) is moved aside, named in the message, intact
+    assert run("model.hidden=16") == 0
+    message = capsys.readouterr().out
+    (stale,) = out.glob("checkpoint.stale-*")
+    assert "model.hidden: 32 -> 16" in message and str(stale) in message and "nothing was deleted" in message
+    kept = _files(stale)
+    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")} == first
+    assert [r["step"] for r in read_log(stale / "log.jsonl")[0]] == [1, 2, 3, 4]
+    assert json.loads(kept["train_summary.json"])["params"]["model"]["hidden"] == 32
+    new = json.loads((out / "train_summary.json").read_text())
+    assert new["resumed_from_step"] is None and new["params"]["model"]["hidden"] == 16
+    # back to the first parameters: the 16-wide checkpoint goes aside too, next to (not over) the first
+    assert run() == 0
+    stales = sorted(out.glob("checkpoint.stale-*"))
+    assert len(stales) == 2 and stale in stales and _files(stale) == kept
+    assert all(ckpt.load_checkpoint(s)["step"] == 4 for s in stales)
+
+
+def test_legacy_checkpoint_identity_follows_the_old_rule():
+    params = tiny_params()
+    legacy = {"objective": "mlm", "seed": 0, "params": params.fingerprint("data", "model", "mask", "objective"),
+              "batch_size": params.train.batch_size}
+    now = T.run_identity(params, "mlm", 0)
+    assert T._changed_keys(legacy, now, params) == []
+    other = tiny_params(model__hidden=16)
+    (changed,) = T._changed_keys(legacy, T.run_identity(other, "mlm", 0), other)
+    assert changed.startswith("params (data/model/mask/objective")
+    assert T._changed_keys(now, T.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
+                                                                                 "seed: 0 -> 1"]

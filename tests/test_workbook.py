@@ -12,6 +12,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from jepa_core import workbook as wb
 from jepa_core.config import ParamsError, load_params, parse_overrides
 
+from _train_helpers import one_thread, tiny_data, tiny_params
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
 
@@ -202,28 +204,39 @@ def test_papermill_failure_names_error_and_partial_notebook(tmp_path):
     assert any("02_pretrain: running" in s for s in lines)
 
 
-def test_pretrain_resumes_only_checkpoints_of_the_same_parameters(tmp_path, monkeypatch):
-    import jepa_core.train as train_module
+single_thread = pytest.fixture(one_thread)
 
-    calls = []
 
-    def fake_train(params, objective, paths, resume, seed, data):
-        calls.append(resume)
-        paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # as if a checkpoint was written
-        return {"objective": objective}
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
-    monkeypatch.setattr(train_module, "train", fake_train)
-    params = load_params(SMOKE)
-    ckpt = tmp_path / "checkpoints" / "hybrid"
-    wb.pretrain(params, tmp_path, "hybrid", 0, data=None)  # nothing to resume yet
-    wb.pretrain(params, tmp_path, "hybrid", 0, data=None)  # interrupted/finished run of the same parameters
-    assert calls == [False, True] and ckpt.is_dir()
-    (ckpt / "state.pt").write_text("old")
-    wb.pretrain(load_params(SMOKE, {"train.steps": 50}), tmp_path, "hybrid", 0, data=None)
-    assert calls[-1] is False and not (ckpt / "state.pt").exists()  # other parameters: stale checkpoint removed
-    wb.pretrain(params, tmp_path, "hybrid", 0, data=None, resume=False)
-    assert calls[-1] is False  # ... and --force never resumes
-    assert wb.model_name(params, "mlm", 0) == "mlm"
+
+def test_pretrain_resumes_same_weights_and_moves_other_checkpoints_aside(tmp_path, capsys, single_thread):
+    """Real (tiny) pre-training through the workbook: a non-weight key change resumes, a weight key
+    change or --force moves the checkpoint aside with a message; no checkpoint file is ever deleted."""
+    data, ckpt_dir = tiny_data(), tmp_path / "checkpoints" / "mlm"
+    wb.pretrain(tiny_params(train__steps=4), tmp_path, "mlm", 0, data)
+    first = _files(ckpt_dir)
+    assert "model.safetensors" in first and "state.pt" in first
+
+    again = wb.pretrain(tiny_params(train__steps=4, train__log_every=2), tmp_path, "mlm", 0, data)
+    assert again["resumed_from_step"] == 4 and _files(ckpt_dir) == first
+    assert not list(ckpt_dir.parent.glob("mlm.stale-*"))
+
+    capsys.readouterr()
+    other = wb.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data)
+    message = capsys.readouterr().out
+    (stale,) = ckpt_dir.parent.glob("mlm.stale-*")
+    assert "model.hidden: 32 -> 16" in message and str(stale) in message
+    assert other["resumed_from_step"] is None and other["params"]["model"]["hidden"] == 16
+    kept = _files(stale)
+    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")} == first
+    assert (tmp_path / "logs" / "mlm.jsonl").is_file() and "log.jsonl" in kept  # the new run's log, the old one's
+
+    wb.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data, resume=False)  # --force
+    assert "--force" in capsys.readouterr().out
+    assert len(list(ckpt_dir.parent.glob("mlm.stale-*"))) == 2 and _files(stale) == kept
+    assert wb.model_name(load_params(SMOKE), "mlm", 0) == "mlm"
     assert wb.model_name(load_params(SMOKE, {"seeds": [0, 1]}), "mlm", 1) == "mlm-s1"
 
 
