@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +66,6 @@ def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) ->
         )
         return ModernBertModel(config)
     raise ValueError(f"model.architecture={m.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
-
-
-def takes_token_type_ids(encoder: nn.Module) -> bool:
-    """Whether the encoder has segment embeddings (BERT) or none (ModernBERT: pass no token_type_ids,
-    which its forward would hand on to the attention function unread)."""
-    return "token_type_ids" in inspect.signature(encoder.forward).parameters
 
 
 def _init_bert_like(module: nn.Module) -> None:

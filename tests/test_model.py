@@ -9,7 +9,8 @@ from jepa_core.config import params_from_dict
 from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import (ROPE_THETA, Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
-                             gather_positions, takes_token_type_ids)
+                             gather_positions)
+from jepa_core.encode import takes_token_type_ids
 
 VOCAB, L = 300, 32
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
