@@ -15,7 +15,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel, PreTrainedModel
+from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel, PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHeadTransform
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
@@ -28,34 +28,30 @@ INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built out
 ROPE_THETA = 10_000.0  # modernbert: rotary base (build_encoder says why)
 
 
-def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PreTrainedModel:
-    """A randomly initialised encoder of `model_cfg.architecture` that `save_pretrained` exports and
-    `AutoModel.from_pretrained` loads back.
+def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
+    """The transformers config of a `model_cfg.architecture` encoder (build_encoder says what each is).
 
-    bert        BertModel (no pooler). Training runs on kernels.py's CPU-fast dropout and attention
-                (SDPA whenever dropout is off); the weights and the exported config are a plain SDPA
-                BertModel's.
-    modernbert  ModernBertModel with stock modules and SDPA (kernels.py's dropout and attention are
-                written against BERT's modules and measured there; ModernBERT runs without dropout in
-                its own recipe). Every layer is global attention: ModernBERT's sliding-window layers
-                measure the window in sequence slots, which in the token-dropped context pass are not
-                positions, and our sequences (<= max_position) are short anyway. Rotary base 10,000
-                (RoFormer's, and ModernBERT's own for its 1,024-token pre-training; its 160,000 is for
-                the 8,192-token context extension). [CLS]/[SEP] ids stay unset: the model never reads
-                them and the tokenizer, saved next to it, carries them.
+    bert        BertConfig; attention = kernels.py's (exported as plain SDPA).
+    modernbert  ModernBertConfig, stock modules, SDPA. Every layer is global attention: ModernBERT's
+                sliding-window layers measure the window in sequence slots, which in the token-dropped
+                context pass are not positions, and our sequences (<= max_position) are short anyway.
+                Rotary base 10,000 (RoFormer's, and ModernBERT's own for its 1,024-token pre-training;
+                its 160,000 is for the 8,192-token context extension). model.dropout goes to its
+                embedding, attention and MLP dropout. [CLS]/[SEP]/BOS/EOS ids stay unset: the model
+                never reads them (its defaults point outside small vocabularies) and the tokenizer,
+                saved next to it, carries them.
     """
     m = model_cfg
     if m.architecture == "bert":
-        config = BertConfig(
+        return BertConfig(
             vocab_size=vocab_size, hidden_size=m.hidden, num_hidden_layers=m.layers,
             num_attention_heads=m.heads, intermediate_size=m.ffn,
             hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout,
             max_position_embeddings=m.max_position, type_vocab_size=2, pad_token_id=pad_token_id,
             initializer_range=INIT_STD, attn_implementation=ATTENTION,
         )
-        return use_fast_dropout(BertModel(config, add_pooling_layer=False))
     if m.architecture == "modernbert":
-        config = ModernBertConfig(
+        return ModernBertConfig(
             vocab_size=vocab_size, hidden_size=m.hidden, num_hidden_layers=m.layers,
             num_attention_heads=m.heads, intermediate_size=m.ffn, max_position_embeddings=m.max_position,
             layer_types=["full_attention"] * m.layers,
@@ -64,8 +60,24 @@ def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) ->
             pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None, cls_token_id=None, sep_token_id=None,
             initializer_range=INIT_STD, attn_implementation="sdpa",
         )
-        return ModernBertModel(config)
     raise ValueError(f"model.architecture={m.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
+
+
+def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PreTrainedModel:
+    """A randomly initialised encoder of `model_cfg.architecture` that `save_pretrained` exports and
+    `AutoModel.from_pretrained` loads back (docs/DESIGN.md compares the two).
+
+    bert        BertModel (no pooler, post-LN, learned absolute positions). Training runs on kernels.py's
+                CPU-fast dropout and attention (SDPA whenever dropout is off); the weights and the
+                exported config are a plain SDPA BertModel's.
+    modernbert  ModernBertModel (pre-LN, rotary positions, GeGLU FFN, no biases) with its stock dropout
+                and SDPA: kernels.py's versions are written against BERT's modules and measured there,
+                and ModernBERT's own recipe trains without dropout.
+    """
+    config = encoder_config(model_cfg, vocab_size, pad_token_id)
+    if model_cfg.architecture == "bert":
+        return use_fast_dropout(BertModel(config, add_pooling_layer=False))
+    return ModernBertModel(config)
 
 
 def _init_bert_like(module: nn.Module) -> None:
