@@ -25,7 +25,7 @@ from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
 
 INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
-ROPE_THETA = 10_000.0  # modernbert: rotary base (build_encoder says why)
+ROPE_THETA = 10_000.0  # modernbert: rotary base (encoder_config says why)
 
 
 def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
