@@ -6,8 +6,9 @@
 
 In ONE process, with the same encoder config, batch, sequence length, vocabulary and data:
 
-  hf      transformers BertForMaskedLM + DataCollatorForLanguageModeling, the naive loop: logits over
-          the whole vocabulary at every position, torch AdamW over all parameters
+  hf      transformers BertForMaskedLM (ModernBertForMaskedLM with --architecture modernbert) +
+          DataCollatorForLanguageModeling, the naive loop: logits over the whole vocabulary at every
+          position, torch AdamW over all parameters
   mlm     our MLM-only step: PretrainCollator + PretrainModel("mlm") (vocab projection at masked
           positions only) + the trainer's optimizer (train.build_optimizer) and schedule
   hybrid  our hybrid step as in the paper: MLM pass + student pass on context tokens + EMA target pass
@@ -44,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import DataConfig, Params, load_params
+from .config import ARCHITECTURES, DataConfig, Params, load_params
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first key
 # found as a word in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
@@ -66,6 +67,7 @@ TRAINING = ("hf", "mlm", "hybrid", "shared")
 
 @dataclass
 class BenchConfig:
+    architecture: str = "bert"  # model.architecture: bert | modernbert
     layers: int = 4
     hidden: int = 256
     heads: int = 4
@@ -100,6 +102,8 @@ class BenchConfig:
                     "encode_batch", "encode_max_length", "documents"):
             if getattr(self, key) < 1:
                 raise ValueError(f"bench {key}={getattr(self, key)!r} is invalid: allowed a positive integer")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"bench architecture={self.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
         if self.warmup < 0:
             raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
         if self.hidden % self.heads:
@@ -169,7 +173,7 @@ def _sync(device: torch.device) -> None:
 def bench_params(cfg: BenchConfig) -> Params:
     """The Params our model and trainer would get for this benchmark config."""
     return load_params(None, {
-        "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
+        "model.architecture": cfg.architecture, "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
         "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
         "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
         "model.predictor_heads": cfg.predictor_heads,
@@ -289,16 +293,15 @@ def _num_threads(n: int):
 
 
 def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool) -> Workload:
-    """transformers' own MLM path, as a tutorial or Trainer script runs it."""
-    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+    """transformers' own MLM path (the architecture's stock *ForMaskedLM, SDPA), as a tutorial or
+    Trainer script runs it."""
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
-    from .flops import encoder_forward_flops, mlm_head_forward_flops
+    from .flops import FFN_MATRICES, encoder_forward_flops, mlm_head_forward_flops
+    from .model import encoder_config
 
-    config = BertConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-                        num_attention_heads=cfg.heads, intermediate_size=cfg.ffn,
-                        max_position_embeddings=bench_params(cfg).model.max_position,
-                        pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
-    model = BertForMaskedLM(config).to(device).train()
+    config = encoder_config(bench_params(cfg).model, cfg.vocab, tokenizer.pad_token_id)
+    model = AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)  # torch defaults
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     batches = batch_source(lambda items: collator([{"input_ids": it["input_ids"]} for it in items]), cycle, device)
@@ -313,9 +316,9 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
         optimizer.zero_grad(set_to_none=True)
 
     # Same convention as flops.py; the head (transform + tied decoder) runs at all L positions.
-    per_seq = 3 * (encoder_forward_flops(cfg.seq, cfg.layers, cfg.hidden, cfg.ffn)
+    per_seq = 3 * (encoder_forward_flops(cfg.seq, cfg.layers, cfg.hidden, cfg.ffn, FFN_MATRICES[cfg.architecture])
                    + mlm_head_forward_flops(cfg.seq, cfg.hidden, cfg.vocab))
-    return Workload("hf", "HF BertForMaskedLM, naive loop", step, per_seq * cfg.batch, cfg.batch * cfg.seq,
+    return Workload("hf", f"HF {type(model).__name__}, naive loop", step, per_seq * cfg.batch, cfg.batch * cfg.seq,
                     (model,), optimizer)
 
 
@@ -594,11 +597,12 @@ def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device
     loop; the modes are interleaved `encode_repeats` times."""
     from tqdm.auto import tqdm
 
-    from .encode import encode
+    from .encode import encode, takes_token_type_ids
     from .model import build_encoder
 
     params = bench_params(cfg)
     model = build_encoder(params.model, cfg.vocab, tokenizer.pad_token_id).to(device).eval()
+    segments = takes_token_type_ids(model)
     L, B = cfg.encode_max_length, cfg.encode_batch
 
     @torch.inference_mode()
@@ -608,7 +612,7 @@ def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device
         for start in range(0, len(sentences), B):
             enc = tokenizer(sentences[start:start + B], padding="max_length", truncation=True, max_length=L,
                             return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
+            enc = {k: v.to(device) for k, v in enc.items() if k != "token_type_ids" or segments}
             h = model(**enc).last_hidden_state
             h[enc["attention_mask"].bool()].float().cpu().numpy()
 

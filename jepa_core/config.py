@@ -23,6 +23,7 @@ import yaml
 TASKS = ("sst2", "mrpc", "mnli", "cola", "stsb")
 POOLINGS = ("mean", "max", "weighted", "attention", "cls")
 OBJECTIVES = ("hybrid", "mlm")
+ARCHITECTURES = ("bert", "modernbert")
 SOURCES = ("auto", "hub", "wiki_dump", "wikiextractor", "text", "parquet", "jsonl")
 
 
@@ -45,12 +46,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    architecture: str = "bert"  # bert: HF BertModel (post-LN, learned absolute positions, GELU FFN) |
+    #   modernbert: HF ModernBertModel (pre-LN, rotary positions, GeGLU FFN, no biases; every layer global
+    #   attention). Exported encoders of both load with AutoModel (docs/DESIGN.md)
     layers: int = 4  # encoder depth
     hidden: int = 256  # encoder width
     heads: int = 4
-    ffn: int = 1024  # feed-forward width
-    max_position: int = 128  # position embeddings; must cover data.seq_len and eval.max_length
-    dropout: float = 0.1
+    ffn: int = 1024  # feed-forward width (modernbert: the GLU's width; its input matrix is hidden x 2*ffn)
+    max_position: int = 128  # longest input (bert: size of the position table); must cover data.seq_len and eval.max_length
+    dropout: float = 0.1  # bert: hidden and attention-probability dropout; modernbert: embedding, attention and MLP dropout
     predictor_layers: int = 2  # JEPA predictor: a narrow transformer
     predictor_hidden: int = 128
     predictor_heads: int = 4
@@ -168,7 +172,10 @@ def _validate_ranges(p: Params) -> None:
     _check(16 <= d.seq_len <= m.max_position, "data.seq_len", d.seq_len, f"an integer in [16, model.max_position={m.max_position}]")
     for key in ("layers", "hidden", "heads", "ffn", "predictor_layers", "predictor_hidden", "predictor_heads"):
         _check(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "a positive integer")
+    _check(m.architecture in ARCHITECTURES, "model.architecture", m.architecture, "one of " + ", ".join(ARCHITECTURES))
     _check(m.hidden % m.heads == 0, "model.heads", m.heads, f"a divisor of model.hidden={m.hidden}")
+    _check(m.architecture != "modernbert" or (m.hidden // m.heads) % 2 == 0, "model.heads", m.heads,
+           f"a divisor of model.hidden={m.hidden} giving an even head size (rotary positions rotate pairs of dims)")
     _check(m.predictor_hidden % m.predictor_heads == 0, "model.predictor_heads", m.predictor_heads,
            f"a divisor of model.predictor_hidden={m.predictor_hidden}")
     _check(0 <= m.dropout < 1, "model.dropout", m.dropout, "a number in [0, 1)")

@@ -4,7 +4,8 @@
 `torch.inference_mode`, in length-bucketed batches (sorted by length, padded only to the longest
 sentence of the batch) and returns the states in the input order as a `TokenStates`: one flat
 (total_tokens, H) array plus offsets, so nothing is stored for padding. Pairs are one sequence
-`[CLS] a [SEP] b [SEP]` with segment ids (`pair_encoding="joint"`, the paper's way) or two
+`[CLS] a [SEP] b [SEP]` with segment ids where the architecture has them (`pair_encoding="joint"`,
+the paper's way; ModernBERT has none and sees the [SEP] alone) or two
 sentences encoded on their own (`"siamese"`, side b in `TokenStates.second`).
 
 Cache: `cache_dir/<cache_name>-<key>.npz`, key = hash of (checkpoint fingerprint, tokenizer,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import os
@@ -106,6 +108,12 @@ def load_encoder(path: str | os.PathLike, random_init: bool = False, seed: int =
     return model.eval(), tokenizer
 
 
+def takes_token_type_ids(model: torch.nn.Module) -> bool:
+    """Whether the encoder has segment embeddings (BERT) or none (ModernBERT, whose forward would pass
+    token_type_ids on to its attention function unread). Pairs stay [CLS] a [SEP] b [SEP] either way."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
 def fingerprint(model: torch.nn.Module, tokenizer) -> str:
     """Hash of the weights, the config and the tokenizer: keys the encoding cache."""
     h = hashlib.sha256()
@@ -182,6 +190,7 @@ def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size,
     # shows at once whether memory suffices
     order = np.argsort(-lengths, kind="stable") if bucket else np.arange(len(lengths))
     device = next(model.parameters()).device
+    segments = takes_token_type_ids(model)
     was_training = model.training
     model.eval()
     with torch.inference_mode(), tqdm(total=len(order), desc=f"encode {desc}", unit="sent", leave=False,
@@ -194,7 +203,8 @@ def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size,
             ids[rows, cols] = torch.from_numpy(input_ids[src].astype(np.int64))
             types[rows, cols] = torch.from_numpy(token_type_ids[src].astype(np.int64))
             mask[rows, cols] = 1
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), token_type_ids=types.to(device))
+            extra = {"token_type_ids": types.to(device)} if segments else {}
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra)
             states[src] = out.last_hidden_state[rows, cols].float().cpu().numpy()
             bar.update(len(idx))
     model.train(was_training)

@@ -11,7 +11,9 @@ with the usual matmul convention (Kaplan et al. 2020; nanoGPT's `estimate_mfu`):
 Forward cost of the pieces, for a sequence of T tokens (d = hidden, f = ffn, V = vocab,
 dp / fp = predictor width / FFN width, n / np = encoder / predictor layers):
 
-    enc(T)     = n · [ 2·T·(4d² + 2·d·f)      Q, K, V, O projections and the two FFN matmuls
+    enc(T)     = n · [ 2·T·(4d² + k·d·f)      Q, K, V, O projections and the k FFN matmuls:
+                                              k = 2 for BERT (in, out), 3 for ModernBERT's GLU
+                                              (in and gate, one d×2f matrix, then out)
                      + 4·T²·d ]               attention scores QKᵀ and the weighted sum of V
     head(M)    = 2·M·(d² + d·V)               MLM transform + tied decoder, ONLY at the M masked tokens
     pred(C, G) = 2·C·d·dp                     context states projected into the predictor
@@ -29,8 +31,8 @@ Per sequence, with L tokens, M masked tokens, C context tokens, G target tokens:
                         (one student pass over the MLM-corrupted context; M_C = masked tokens
                          inside the context)
 
-Ignored as small (O(T·d) or O(d)): embedding lookups, LayerNorms, softmax, GELU, biases, the
-loss itself, λ, the EMA update and the optimizer. C and G are the sizes the model actually
+Ignored as small (O(T·d) or O(d)): embedding lookups, LayerNorms, softmax, GELU, the GLU's
+product, rotary position rotations, biases, the loss itself, λ, the EMA update and the optimizer. C and G are the sizes the model actually
 computes on (padded widths of the index tensors), so `measure_token_counts` reads them from real
 collator batches; `expected_token_counts` is the analytic expectation used when no batch is
 at hand.
@@ -45,6 +47,7 @@ import torch
 from .config import Params
 
 PREDICTOR_FFN_MULT = 4  # the predictor's FFN is 4× its width (standard transformer layer)
+FFN_MATRICES = {"bert": 2, "modernbert": 3}  # d×f matmuls per FFN, by model.architecture (GLU: +1)
 
 
 @dataclass
@@ -58,9 +61,10 @@ class TokenCounts:
     masked_in_context: float = 0.0  # M_C: masked tokens inside the context (shared_pass)
 
 
-def encoder_forward_flops(tokens: float, layers: int, hidden: int, ffn: int) -> float:
-    """Forward FLOPs of a transformer encoder stack over one sequence of `tokens` tokens."""
-    dense = 2 * tokens * (4 * hidden * hidden + 2 * hidden * ffn)
+def encoder_forward_flops(tokens: float, layers: int, hidden: int, ffn: int, ffn_matrices: int = 2) -> float:
+    """Forward FLOPs of a transformer encoder stack over one sequence of `tokens` tokens
+    (`ffn_matrices`: 2 for a plain FFN, 3 for a GLU)."""
+    dense = 2 * tokens * (4 * hidden * hidden + ffn_matrices * hidden * ffn)
     attention = 4 * tokens * tokens * hidden
     return layers * (dense + attention)
 
@@ -127,7 +131,7 @@ def training_flops_per_step(params: Params, vocab_size: int, objective: str,
     shared = params.objective.shared_pass if shared_pass is None else shared_pass
 
     def enc(tokens: float) -> float:
-        return encoder_forward_flops(tokens, m.layers, m.hidden, m.ffn)
+        return encoder_forward_flops(tokens, m.layers, m.hidden, m.ffn, FFN_MATRICES[m.architecture])
 
     def head(masked: float) -> float:
         return mlm_head_forward_flops(masked, m.hidden, vocab_size)

@@ -1,4 +1,4 @@
-"""The pre-training model: a HF BertModel encoder, a sparse tied MLM head, the JEPA predictor and EMA target.
+"""The pre-training model: a HF encoder (BERT or ModernBERT), a sparse tied MLM head, the JEPA predictor, EMA target.
 
 One training step, I-JEPA style (`PretrainModel.forward`):
   targets = target_forward(batch)    EMA encoder, no grad, eval mode, full clean sequence
@@ -15,29 +15,69 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel, PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHeadTransform
+from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
-from .config import ModelConfig, OBJECTIVES, Params
+from .config import ARCHITECTURES, ModelConfig, OBJECTIVES, Params
 from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
 
 INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
+ROPE_THETA = 10_000.0  # modernbert: rotary base (encoder_config says why)
 
 
-def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> BertModel:
-    """A randomly initialised BertModel (no pooler) that `save_pretrained` can export. Training runs on
-    kernels.py's CPU-fast dropout and attention (SDPA whenever dropout is off); the weights and the
-    exported config are a plain SDPA BertModel's."""
-    config = BertConfig(
-        vocab_size=vocab_size, hidden_size=model_cfg.hidden, num_hidden_layers=model_cfg.layers,
-        num_attention_heads=model_cfg.heads, intermediate_size=model_cfg.ffn,
-        hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout,
-        max_position_embeddings=model_cfg.max_position, type_vocab_size=2, pad_token_id=pad_token_id,
-        initializer_range=INIT_STD, attn_implementation=ATTENTION,
-    )
-    return use_fast_dropout(BertModel(config, add_pooling_layer=False))
+def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
+    """The transformers config of a `model_cfg.architecture` encoder (build_encoder says what each is).
+
+    bert        BertConfig; attention = kernels.py's (exported as plain SDPA).
+    modernbert  ModernBertConfig, stock modules, SDPA. Every layer is global attention: ModernBERT's
+                sliding-window layers measure the window in sequence slots, which in the token-dropped
+                context pass are not positions, and our sequences (<= max_position) are short anyway.
+                Rotary base 10,000 (RoFormer's, and ModernBERT's own for its 1,024-token pre-training;
+                its 160,000 is for the 8,192-token context extension). model.dropout goes to its
+                embedding, attention and MLP dropout. [CLS]/[SEP]/BOS/EOS ids stay unset: the model
+                never reads them (its defaults point outside small vocabularies) and the tokenizer,
+                saved next to it, carries them.
+    """
+    m = model_cfg
+    if m.architecture == "bert":
+        return BertConfig(
+            vocab_size=vocab_size, hidden_size=m.hidden, num_hidden_layers=m.layers,
+            num_attention_heads=m.heads, intermediate_size=m.ffn,
+            hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout,
+            max_position_embeddings=m.max_position, type_vocab_size=2, pad_token_id=pad_token_id,
+            initializer_range=INIT_STD, attn_implementation=ATTENTION,
+        )
+    if m.architecture == "modernbert":
+        return ModernBertConfig(
+            vocab_size=vocab_size, hidden_size=m.hidden, num_hidden_layers=m.layers,
+            num_attention_heads=m.heads, intermediate_size=m.ffn, max_position_embeddings=m.max_position,
+            layer_types=["full_attention"] * m.layers,
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": ROPE_THETA}},
+            embedding_dropout=m.dropout, attention_dropout=m.dropout, mlp_dropout=m.dropout,
+            pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None, cls_token_id=None, sep_token_id=None,
+            initializer_range=INIT_STD, attn_implementation="sdpa",
+        )
+    raise ValueError(f"model.architecture={m.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
+
+
+def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PreTrainedModel:
+    """A randomly initialised encoder of `model_cfg.architecture` that `save_pretrained` exports and
+    `AutoModel.from_pretrained` loads back (docs/DESIGN.md compares the two).
+
+    bert        BertModel (no pooler, post-LN, learned absolute positions). Training runs on kernels.py's
+                CPU-fast dropout and attention (SDPA whenever dropout is off); the weights and the
+                exported config are a plain SDPA BertModel's.
+    modernbert  ModernBertModel (pre-LN, rotary positions, GeGLU FFN, no biases) with its stock dropout
+                and SDPA: kernels.py's versions are written against BERT's modules and measured there,
+                and ModernBERT's own recipe trains without dropout.
+    """
+    config = encoder_config(model_cfg, vocab_size, pad_token_id)
+    if model_cfg.architecture == "bert":
+        return use_fast_dropout(BertModel(config, add_pooling_layer=False))
+    return ModernBertModel(config)
 
 
 def _init_bert_like(module: nn.Module) -> None:
@@ -64,18 +104,31 @@ def masked_mean(h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class SparseMLMHead(nn.Module):
-    """HF BertLMPredictionHead (dense → gelu → LayerNorm → decoder tied to the input embeddings + bias),
-    applied only to the gathered hidden states of masked tokens: (N, H) → (N, V). Computing logits for
-    ~15% of the tokens instead of all of them saves most of the vocab projection's cost."""
+    """The encoder architecture's own MLM head, applied only to the gathered hidden states of masked
+    tokens: (N, H) → (N, V). Computing logits for ~15% of the tokens instead of all of them saves most
+    of the vocab projection's cost.
+      bert        BertLMPredictionHead: dense → gelu → LayerNorm → decoder tied to the input embeddings + bias
+      modernbert  ModernBertPredictionHead: dense → gelu → LayerNorm (no biases) → the same tied decoder + bias
+    Initialised as the stock *ForMaskedLM initialises it."""
 
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, encoder: PreTrainedModel):
         super().__init__()
-        self.transform = BertPredictionHeadTransform(config)
+        config = encoder.config
+        self.model_type = config.model_type
+        if self.model_type == "bert":
+            self.transform = BertPredictionHeadTransform(config)
+            _init_bert_like(self.transform)
+        elif self.model_type == "modernbert":
+            self.transform = ModernBertPredictionHead(config)
+            # ModernBERT's own init (truncated normal, dense scaled by 1/sqrt(2·layers)); apply() visits
+            # children first, as post_init does, so the head's rule has the last word over the Linear's
+            self.transform.apply(encoder._init_weights)
+        else:
+            raise ValueError(f"SparseMLMHead: no head for model_type={self.model_type!r}")
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        _init_bert_like(self.transform)
         # A tuple is not registered as a submodule: the tied weight belongs to the encoder alone, so
         # it appears once in parameters() and state_dict() (safetensors rejects aliased tensors).
-        self._tied = (word_embeddings,)
+        self._tied = (encoder.get_input_embeddings(),)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(hidden), self._tied[0].weight, self.bias)
@@ -85,11 +138,15 @@ class SparseMLMHead(nn.Module):
         return linear_cross_entropy(self.transform(hidden), self._tied[0].weight, self.bias, labels)
 
     @torch.no_grad()
-    def load_from_hf(self, bert_for_mlm: nn.Module) -> None:
-        """Copy the head of a transformers BertForMaskedLM (its decoder weight is the tied embedding)."""
-        head = bert_for_mlm.cls.predictions
-        self.transform.load_state_dict(head.transform.state_dict())
-        self.bias.copy_(head.decoder.bias)
+    def load_from_hf(self, for_masked_lm: nn.Module) -> None:
+        """Copy the head of a transformers BertForMaskedLM / ModernBertForMaskedLM (its decoder weight is
+        the tied embedding)."""
+        if self.model_type == "bert":
+            transform, decoder = for_masked_lm.cls.predictions.transform, for_masked_lm.cls.predictions.decoder
+        else:
+            transform, decoder = for_masked_lm.head, for_masked_lm.decoder
+        self.transform.load_state_dict(transform.state_dict())
+        self.bias.copy_(decoder.bias)
 
 
 class Predictor(nn.Module):
@@ -180,7 +237,7 @@ class PretrainModel(nn.Module):
         self.target_layers = o.target_layers
         self.target_precision = o.target_precision
         self.encoder = build_encoder(m, vocab_size, pad_token_id)
-        self.mlm_head = SparseMLMHead(self.encoder.config, self.encoder.get_input_embeddings())
+        self.mlm_head = SparseMLMHead(self.encoder)
         if objective == "hybrid":
             self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads, m.max_position)
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
@@ -262,7 +319,7 @@ class PretrainModel(nn.Module):
         if self.objective == "hybrid":
             ema_update(self.target_encoder, self.encoder, momentum)
 
-    def encoder_for_export(self) -> BertModel:
+    def encoder_for_export(self) -> PreTrainedModel:
         """The student encoder (the one the MLM head trains, comparable across objectives), unwrapped
         from torch.compile if needed, ready for `save_pretrained`."""
         return getattr(self.encoder, "_orig_mod", self.encoder)

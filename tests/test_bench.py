@@ -157,7 +157,20 @@ def test_sst2_dev_sentences(glue_dir):
 
 
 @pytest.mark.parametrize("bad, message", [(dict(heads=3), "divisor of hidden"), (dict(precision="fp16"), "precision"),
-                                          (dict(rounds=0), "rounds"), (dict(device="tpu"), "device")])
+                                          (dict(rounds=0), "rounds"), (dict(device="tpu"), "device"),
+                                          (dict(architecture="gpt2"), "architecture")])
 def test_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**bad)
+
+
+def test_modernbert_runs_every_workload(tmp_path):
+    """--architecture modernbert: the stock ModernBertForMaskedLM loop next to our steps (GLU FLOPs)."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--architecture", "modernbert", "--quiet", "--rounds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["architecture"] == "modernbert"
+    assert "ModernBertForMaskedLM" in result["results"]["hf"]["label"]
+    flops = {n: result["results"][n]["flops_per_step"] for n in bench.TRAINING}
+    assert flops["hf"] > flops["mlm"] and flops["hybrid"] > flops["mlm"]
+    assert result["encoding"]["bucketed"]["sentences_per_s"] > 0

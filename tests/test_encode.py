@@ -132,3 +132,34 @@ def test_encoders_exported_without_a_pooler_load_without_one(tmp_path, tokenizer
     torch.testing.assert_close(loaded(**ids).last_hidden_state, ours(**ids).last_hidden_state)
     minilm, _ = enc.load_encoder(MINILM)  # a checkpoint that has pooler weights keeps its pooler
     assert minilm.pooler is not None
+
+
+@pytest.mark.parametrize("architecture", ["bert", "modernbert"])
+def test_exported_encoders_of_each_architecture_load_and_encode(tmp_path, tokenizer, architecture):
+    """Our exported encoder loads through load_encoder (and its random-init twin is built from the
+    config); joint pairs are [CLS] a [SEP] b [SEP], with segment ids only where the model has them."""
+    from jepa_core.config import load_params
+    from jepa_core.model import build_encoder
+
+    params = load_params(None, {"model.architecture": architecture, "model.layers": 1, "model.hidden": 32,
+                                "model.heads": 2, "model.ffn": 64})
+    torch.manual_seed(0)
+    ours = build_encoder(params.model, tokenizer.vocab_size, tokenizer.pad_token_id).eval()
+    ours.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = enc.load_encoder(tmp_path)
+    assert type(loaded) is type(ours) and loaded.config.model_type == architecture
+    seen = []
+    loaded.register_forward_pre_hook(lambda m, args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    joint = enc.encode(loaded, tokenizer, SENTENCES, PAIRED, max_length=32, batch_size=2, progress=False)
+    segments = {"input_ids", "attention_mask"} | ({"token_type_ids"} if architecture == "bert" else set())
+    assert seen and all(keys == segments for keys in seen)
+    assert enc.takes_token_type_ids(loaded) is (architecture == "bert")
+    ids = tokenizer(SENTENCES[1], PAIRED[1], return_tensors="pt")  # [CLS] a [SEP] b [SEP]
+    assert joint.ids(1).tolist() == ids["input_ids"][0].tolist()
+    direct = ours(**{k: v for k, v in ids.items() if k in segments}).last_hidden_state[0]
+    np.testing.assert_allclose(joint.states[joint.offsets[1]:joint.offsets[2]], direct.detach().numpy(), atol=1e-5)
+    r1, _ = enc.load_encoder(tmp_path, random_init=True, seed=3)
+    r2, _ = enc.load_encoder(tmp_path, random_init=True, seed=3)
+    assert type(r1) is type(ours)
+    assert enc.fingerprint(r1, tokenizer) == enc.fingerprint(r2, tokenizer) != enc.fingerprint(ours, tokenizer)

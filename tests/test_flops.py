@@ -24,6 +24,8 @@ def test_hand_count_one_layer_toy():
     # enc(T) = 2T(4·16 + 2·4·8) + 4·T²·4 = 256T + 16T²  ->  enc(6) = 2112, enc(3) = 912
     assert encoder_forward_flops(6, 1, 4, 8) == 2112
     assert encoder_forward_flops(3, 1, 4, 8) == 912
+    # a GLU FFN has a third d×f matrix: + 2T·d·f = 64T  ->  enc(6) = 2112 + 384
+    assert encoder_forward_flops(6, 1, 4, 8, ffn_matrices=3) == 2496
     # head(1) = 2·1·(4·4 + 4·10) = 112
     assert mlm_head_forward_flops(1, 4, 10) == 112
     # pred: in-proj 2·3·4·2 = 48; 1 layer over 5 tokens: 2·5·(4·4 + 2·2·8) + 4·25·2 = 680; out 2·2·2·4 = 32
@@ -47,13 +49,15 @@ def _batch(objective, shared, params, n=4, L=32, seed=0):
     return PretrainCollator(IDS, params.mask, seed, objective, shared)(items)
 
 
+@pytest.mark.parametrize("architecture", ["bert", "modernbert"])
 @pytest.mark.parametrize("objective,shared", [("mlm", False), ("hybrid", False), ("hybrid", True)])
-def test_matches_torch_flop_counter_on_the_real_model(objective, shared):
+def test_matches_torch_flop_counter_on_the_real_model(objective, shared, architecture):
     """torch counts every matmul of one real forward + backward; eager attention so that the
     attention matmuls are visible to the counter (its CPU SDPA kernel is not registered)."""
     params = load_params(None, {"model.layers": 2, "model.hidden": 32, "model.heads": 2, "model.ffn": 64,
                                 "model.predictor_layers": 1, "model.predictor_hidden": 16, "model.predictor_heads": 2,
-                                "model.dropout": 0.0, "train.batch_size": 4, "objective.shared_pass": shared})
+                                "model.dropout": 0.0, "train.batch_size": 4, "objective.shared_pass": shared,
+                                "model.architecture": architecture})
     batch = _batch(objective, shared, params)
     model = PretrainModel(params, objective, VOCAB, IDS.pad_id)
     for module in model.modules():
@@ -68,6 +72,8 @@ def test_matches_torch_flop_counter_on_the_real_model(objective, shared):
 def test_ratios_behave():
     params = load_params(None)  # the default architecture
     h, m = (training_flops_per_step(params, 8000, o)["total"] for o in ("hybrid", "mlm"))
+    glu = load_params(None, {"model.architecture": "modernbert"})
+    assert training_flops_per_step(glu, 8000, "mlm")["total"] > m  # the GLU's extra matrix
     assert 1.5 < h / m < 3.5  # an extra context pass, a predictor and a no-grad target pass
     shared = training_flops_per_step(params, 8000, "hybrid", shared_pass=True)["total"]
     assert shared < h  # one student pass over the context instead of two passes (can undercut MLM)

@@ -3,13 +3,14 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModel, BertForMaskedLM
+from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
 from jepa_core.config import params_from_dict
 from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
-from jepa_core.model import (Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
+from jepa_core.model import (ROPE_THETA, Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
                              gather_positions)
+from jepa_core.encode import takes_token_type_ids
 
 VOCAB, L = 300, 32
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
@@ -17,6 +18,8 @@ TINY = {"data": {"seq_len": L},
         "model": {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_position": 64, "dropout": 0.0,
                   "predictor_layers": 1, "predictor_hidden": 16, "predictor_heads": 2},
         "mask": {"min_keep": 4}, "eval": {"max_length": 32}}
+ARCHITECTURES = ["bert", "modernbert"]
+FOR_MASKED_LM = {"bert": BertForMaskedLM, "modernbert": ModernBertForMaskedLM}
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +31,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_params(**overrides):
-    return params_from_dict(TINY, overrides)
+def tiny_params(architecture="bert", **overrides):
+    return params_from_dict(TINY, {"model.architecture": architecture, **overrides})
+
+
+def sharpen_attention(encoder, factor=8.0):
+    """Scale the query/key projections up: at init attention is nearly uniform, so positions barely
+    move the outputs; sharp attention makes a test that depends on positions able to fail."""
+    with torch.no_grad():
+        for name, q in encoder.named_parameters():
+            if any(k in name for k in (".query.", ".key.", ".Wqkv.")):
+                q.mul_(factor)
+    return encoder
 
 
 def make_batch(params, objective="hybrid", n=8, seed=0, padded=True, shared_pass=False):
@@ -54,7 +67,7 @@ def new_model(params, objective="hybrid", seed=0):
 # ---------------------------------------------------------------- encoder and head
 
 def test_build_encoder_config_and_attention_mask():
-    p = tiny_params()
+    p = tiny_params("bert")
     enc = build_encoder(p.model, VOCAB, 0).eval()
     c = enc.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 2, 64)
@@ -78,31 +91,99 @@ def test_build_encoder_config_and_attention_mask():
         outs.append(enc(input_ids=x, attention_mask=mask).last_hidden_state)
     torch.testing.assert_close(outs[0][:, :10], outs[1][:, :10], atol=1e-6, rtol=0)
     assert not torch.allclose(outs[0], enc.eval()(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-3)
+    assert takes_token_type_ids(enc)
 
 
-def test_sparse_mlm_head_matches_hf_bert_for_masked_lm():
-    p = tiny_params()
+def test_build_modernbert_config_dropout_and_attention_mask():
+    enc = build_encoder(tiny_params("modernbert").model, VOCAB, 0).eval()
+    c = enc.config
+    assert (c.model_type, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == \
+        ("modernbert", 2, 32, 2, 64)
+    assert enc.layers[0].mlp.Wi.out_features == 2 * 64  # GLU: input and gate halves
+    assert c.layer_types == ["full_attention"] * 2  # no sliding windows
+    assert c.rope_parameters["full_attention"]["rope_theta"] == ROPE_THETA
+    assert (c.max_position_embeddings, c.pad_token_id, c._attn_implementation) == (64, 0, "sdpa")
+    assert enc.embeddings.tok_embeddings.padding_idx == 0
+    assert not takes_token_type_ids(enc)  # no segment embeddings: encode.py must not pass segment ids
+    ids = torch.randint(5, VOCAB, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[:, 10:] = 0
+    other = ids.clone()
+    other[:, 10:] = 7
+    a = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(a[:, :10], enc(input_ids=other, attention_mask=mask).last_hidden_state[:, :10],
+                               atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, :10], enc(input_ids=ids).last_hidden_state[:, :10], atol=1e-4)
+    # dropout (stock nn.Dropout and SDPA dropout): active in train mode, seeded, off in eval
+    enc = build_encoder(tiny_params("modernbert", **{"model.dropout": 0.1}).model, VOCAB, 0)
+    assert (c := enc.config).embedding_dropout == c.attention_dropout == c.mlp_dropout == 0.1
+    enc.train()
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        outs.append(enc(input_ids=ids, attention_mask=mask).last_hidden_state)
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+    assert not torch.allclose(outs[0], enc.eval()(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-3)
+
+
+def test_modernbert_is_translation_invariant_in_position_ids():
+    """Rotary positions: only offsets between positions matter, so shifting every position id by a
+    constant changes nothing, while stretching them does (position_ids are read, not ignored)."""
+    enc = sharpen_attention(build_encoder(tiny_params("modernbert").model, VOCAB, 0).eval())
+    ids = torch.randint(5, VOCAB, (2, 16))
+    pos = torch.arange(16).expand(2, 16)
+    h = enc(input_ids=ids, position_ids=pos).last_hidden_state
+    torch.testing.assert_close(enc(input_ids=ids, position_ids=pos + 17).last_hidden_state, h, atol=1e-5, rtol=1e-5)
+    assert (enc(input_ids=ids, position_ids=2 * pos).last_hidden_state - h).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_sparse_mlm_head_matches_hf_for_masked_lm(architecture):
+    """Our encoder + sparse head give the stock *ForMaskedLM's loss, and its logits at masked positions."""
+    p = tiny_params(architecture)
     model = new_model(p, "mlm").eval()
     torch.manual_seed(1)
-    hf = BertForMaskedLM(model.encoder.config).eval()
+    hf = FOR_MASKED_LM[architecture](model.encoder.config).eval()
     with torch.no_grad():
-        hf.cls.predictions.bias.normal_()  # non-zero bias so the test can see it
-    model.encoder.load_state_dict(hf.bert.state_dict())
+        hf.get_output_embeddings().bias.normal_()  # non-zero bias so the test can see it
+        for name, q in hf.named_parameters():
+            if "norm" in name or "LayerNorm" in name:  # non-trivial norms: the test sees where they are
+                q.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+    model.encoder.load_state_dict(hf.base_model.state_dict())
     model.mlm_head.load_from_hf(hf)
     batch = make_batch(p, "mlm")
-    ours, _ = model.mlm_forward(batch)
-    theirs = hf(input_ids=batch["mlm_input_ids"], attention_mask=batch["attention_mask"], labels=batch["mlm_labels"]).loss
-    assert abs(ours.item() - theirs.item()) < 1e-5
+    ours, hidden = model.mlm_forward(batch)
+    out = hf(input_ids=batch["mlm_input_ids"], attention_mask=batch["attention_mask"], labels=batch["mlm_labels"])
+    assert abs(ours.item() - out.loss.item()) < 1e-5
+    masked = batch["mlm_labels"] != -100
+    torch.testing.assert_close(model.mlm_head(hidden[masked]), out.logits[masked], atol=1e-4, rtol=1e-4)
     # the decoder is tied: one embedding matrix, counted once, no duplicate state_dict entry
-    assert model.mlm_head._tied[0].weight is model.encoder.embeddings.word_embeddings.weight
-    assert not any("mlm_head" in k and "word_embeddings" in k for k in model.state_dict())
+    embedding = model.encoder.get_input_embeddings()
+    assert model.mlm_head._tied[0].weight is embedding.weight
+    assert hf.get_output_embeddings().weight is hf.get_input_embeddings().weight  # the stock model ties too
+    assert not any(k.startswith("mlm_head") and q.shape == embedding.weight.shape for k, q in model.state_dict().items())
     assert sum(q.numel() for q in model.parameters()) == sum(q.numel() for q in model.encoder.parameters()) + \
         sum(q.numel() for q in model.mlm_head.parameters())
 
 
-def test_context_forward_equals_full_pass_with_hiding_mask():
-    p = tiny_params()
+def test_modernbert_head_has_the_stock_init():
+    """ModernBertForMaskedLM's init: the head's dense is truncated normal with std 0.02/sqrt(2·layers)."""
+    model = new_model(tiny_params("modernbert", **{"model.layers": 8, "model.hidden": 256, "model.heads": 4}), "mlm")
+    w = model.mlm_head.transform.dense.weight
+    std = 0.02 / (2 * 8) ** 0.5
+    assert w.abs().max() <= 2 * std + 1e-7  # cut at 2 std
+    assert 0.7 * std < w.std() < std  # a normal cut at ±2σ keeps 88% of its std
+    assert model.mlm_head.transform.dense.bias is None and torch.equal(model.mlm_head.bias, torch.zeros(VOCAB))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_context_forward_equals_full_pass_with_hiding_mask(architecture):
+    """Token dropping at the original positions = the full sequence with the dropped tokens hidden from
+    attention. Context positions have gaps (targets are cut out), so the check fails if the encoder
+    ignored position_ids and numbered the context tokens 0..K-1, which the last assertion confirms."""
+    p = tiny_params(architecture)
     model = new_model(p).eval()
+    sharpen_attention(model.encoder)
     batch = make_batch(p)
     ctx = model.context_forward(batch)
     hide = torch.zeros_like(batch["attention_mask"])
@@ -112,6 +193,9 @@ def test_context_forward_equals_full_pass_with_hiding_mask():
     expected = gather_positions(full, batch["context_idx"])
     v = batch["context_valid"]
     torch.testing.assert_close(ctx[v], expected[v], atol=1e-5, rtol=1e-5)
+    renumbered = model.encoder(input_ids=gather_positions(batch["input_ids"], batch["context_idx"]),
+                               attention_mask=v.long()).last_hidden_state
+    assert (renumbered[v] - ctx[v]).abs().max() > 1e-2
 
 
 def test_predictor_shapes_and_padding_invariance():
@@ -185,8 +269,9 @@ def test_update_target_moves_only_the_target():
 
 # ---------------------------------------------------------------- the step
 
-def test_target_encoder_frozen_and_always_eval():
-    p = tiny_params(**{"model.dropout": 0.1})
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_target_encoder_frozen_and_always_eval(architecture):
+    p = tiny_params(architecture, **{"model.dropout": 0.1})
     model = new_model(p).train()
     assert model.encoder.training and model.predictor.training
     assert not model.target_encoder.training
@@ -202,9 +287,10 @@ def test_target_encoder_frozen_and_always_eval():
     torch.testing.assert_close(model.target_forward(batch), model.target_forward(batch), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_target_forward_is_layernormed_top_layers(precision):
-    p = tiny_params(**{"objective.target_layers": 2, "objective.target_precision": precision})
+def test_target_forward_is_layernormed_top_layers(precision, architecture):
+    p = tiny_params(architecture, **{"objective.target_layers": 2, "objective.target_precision": precision})
     model = new_model(p).eval()
     batch = make_batch(p)
     targets = model.target_forward(batch)
@@ -216,7 +302,8 @@ def test_target_forward_is_layernormed_top_layers(precision):
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(targets, gather_positions(h, batch["target_idx"]), atol=1e-5, rtol=1e-5)
     if precision == "bf16":  # bf16 matmuls: close to the fp32 targets, not equal
-        fp32 = new_model(tiny_params(**{"objective.target_layers": 2, "objective.target_precision": "fp32"})).eval()
+        fp32 = new_model(tiny_params(architecture, **{"objective.target_layers": 2,
+                                                      "objective.target_precision": "fp32"})).eval()
         diff = (fp32.target_forward(batch) - targets).abs()
         assert 0 < diff.max() < 0.1
 
@@ -232,9 +319,10 @@ def test_target_precision_auto_follows_the_hardware(monkeypatch):
     assert model.target_bf16("cpu") is False
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
-def test_forward_outputs(objective, shared_pass):
-    p = tiny_params(**{"objective.shared_pass": shared_pass})
+def test_forward_outputs(objective, shared_pass, architecture):
+    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
     model = new_model(p, objective)
     batch = make_batch(p, objective, shared_pass=shared_pass)
     out = model(batch)
@@ -265,9 +353,10 @@ def test_shared_pass_uses_one_student_pass():
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
-def test_a_few_steps_lower_both_losses(objective, shared_pass):
-    p = tiny_params(**{"objective.shared_pass": shared_pass})
+def test_a_few_steps_lower_both_losses(objective, shared_pass, architecture):
+    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
     model = new_model(p, objective).train()
     batch = make_batch(p, objective, shared_pass=shared_pass)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=3e-3)
@@ -284,10 +373,12 @@ def test_a_few_steps_lower_both_losses(objective, shared_pass):
         assert last["jepa_loss"] < first["jepa_loss"] * 0.9
 
 
-def test_export_round_trip(tmp_path):
-    p = tiny_params()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_export_round_trip(tmp_path, architecture):
+    p = tiny_params(architecture, **{"model.dropout": 0.1})
     model = new_model(p).eval()
     model.encoder_for_export().save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model.encoder) and loaded.config._attn_implementation == "sdpa"
     ids = torch.randint(5, VOCAB, (2, 16))
     torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, model.encoder(input_ids=ids).last_hidden_state)

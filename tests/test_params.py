@@ -52,6 +52,8 @@ def test_defaults_are_valid():
         ({"data.source": "wikiextractor", "data.path": "/no/such/folder"}, "data.path='/no/such/folder'"),
         ({"eval.glue_dir": "/no/such/glue"}, "eval.glue_dir='/no/such/glue'"),
         ({"model.heads": 3}, "model.heads=3 is invalid: allowed a divisor of model.hidden=256"),
+        ({"model.architecture": "gpt2"}, "model.architecture='gpt2' is invalid: allowed one of bert, modernbert"),
+        ({"model.architecture": "modernbert", "model.hidden": 96, "model.heads": 32}, "even head size"),
         ({"data.seq_len": 512}, "data.seq_len=512 is invalid"),
         ({"train.budget": "seconds"}, "train.budget_seconds=None"),
         ({"objective.shared_pass": "yes"}, "objective.shared_pass='yes' has the wrong type: expected bool"),
