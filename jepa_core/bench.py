@@ -292,15 +292,34 @@ def _num_threads(n: int):
             torch.set_num_threads(previous)
 
 
-def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool) -> Workload:
-    """transformers' own MLM path (the architecture's stock *ForMaskedLM, SDPA), as a tutorial or
-    Trainer script runs it."""
+# Stock transformers steps timed next to ours: name -> (architecture or None for the bench's own,
+# sparse_prediction, label). "hf" is the naive loop of the same architecture; for modernbert also its
+# strongest stock step (the MLM head at masked positions only) and BERT's naive loop, the reference
+# that the speed targets were first stated against.
+STOCK = {"hf": (None, False, "naive loop"),
+         "hf_sparse": ("modernbert", True, "sparse_prediction=True (stock's best)"),
+         "hf_bert": ("bert", False, "naive loop")}
+
+
+def stock_workloads(cfg: BenchConfig) -> list[str]:
+    """The STOCK workloads that apply to cfg.architecture ("hf" always)."""
+    return ["hf"] + (["hf_sparse", "hf_bert"] if cfg.architecture == "modernbert" else [])
+
+
+def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool,
+                name: str = "hf") -> Workload:
+    """transformers' own MLM path (a stock *ForMaskedLM, SDPA), as a tutorial or Trainer script runs
+    it: STOCK[name] says which architecture and whether ModernBERT's sparse_prediction is on."""
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
     from .flops import FFN_MATRICES, encoder_forward_flops, mlm_head_forward_flops
     from .model import encoder_config
 
-    config = encoder_config(bench_params(cfg).model, cfg.vocab, tokenizer.pad_token_id)
+    architecture, sparse, what = STOCK[name]
+    model_cfg = dataclasses.replace(bench_params(cfg).model, architecture=architecture or cfg.architecture)
+    config = encoder_config(model_cfg, cfg.vocab, tokenizer.pad_token_id)
+    if sparse:
+        config.sparse_prediction, config.sparse_pred_ignore_index = True, -100
     model = AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)  # torch defaults
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
@@ -315,10 +334,12 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    # Same convention as flops.py; the head (transform + tied decoder) runs at all L positions.
-    per_seq = 3 * (encoder_forward_flops(cfg.seq, cfg.layers, cfg.hidden, cfg.ffn, FFN_MATRICES[cfg.architecture])
-                   + mlm_head_forward_flops(cfg.seq, cfg.hidden, cfg.vocab))
-    return Workload("hf", f"HF {type(model).__name__}, naive loop", step, per_seq * cfg.batch, cfg.batch * cfg.seq,
+    # Same convention as flops.py; the head (transform + tied decoder) runs at all L positions, or
+    # (sparse) at the collator's expected 15% of them.
+    head_positions = 0.15 * cfg.seq if sparse else cfg.seq
+    per_seq = 3 * (encoder_forward_flops(cfg.seq, cfg.layers, cfg.hidden, cfg.ffn, FFN_MATRICES[model_cfg.architecture])
+                   + mlm_head_forward_flops(head_positions, cfg.hidden, cfg.vocab))
+    return Workload(name, f"HF {type(model).__name__}, {what}", step, per_seq * cfg.batch, cfg.batch * cfg.seq,
                     (model,), optimizer)
 
 
@@ -688,7 +709,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     cycle = BlockCycle(packed_blocks(corpus, tokenizer, cfg), cfg.batch)
     sentences, sentence_source = encode_sentences(cfg, corpus)
 
-    workloads = [hf_workload(cfg, tokenizer, cycle, device, bf16),
+    workloads = [*(hf_workload(cfg, tokenizer, cycle, device, bf16, name) for name in stock_workloads(cfg)),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "mlm"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
@@ -722,6 +743,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     ratios = {"speedup_mlm_vs_hf": ratio("hf", "mlm"), "hybrid_vs_mlm_step_time": ratio("hybrid", "mlm"),
               "shared_vs_mlm_step_time": ratio("shared", "mlm"),
+              **{f"speedup_mlm_vs_{n}": ratio(n, "mlm") for n in stock_workloads(cfg)[1:]},
+              **{f"speedup_hybrid_vs_{n}": ratio(n, "hybrid") for n in stock_workloads(cfg)},
               "hybrid_vs_mlm_flops": {"value": by_name["hybrid"].flops / by_name["mlm"].flops},
               "shared_vs_mlm_flops": {"value": by_name["shared"].flops / by_name["mlm"].flops}}
 
@@ -737,7 +760,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source
 
-    memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in TRAINING}
+    training = [*stock_workloads(cfg), *TRAINING[1:]]  # TRAINING[0] is "hf"
+    memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in training}
     memory["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if device.type == "cuda":
         memory["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 1024 ** 2
@@ -785,7 +809,7 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
              f"rounds after {c['warmup']} warm-up.")
     tables = []
     rows = []
-    for name in WORKLOADS:
+    for name in [n for n in (*STOCK, *WORKLOADS) if n in res["results"]]:
         r, s = res["results"][name], res["results"][name]["step_seconds"]
         rows.append([r["label"], f"{s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f})",
                      f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–",
@@ -801,6 +825,10 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
     tables.append(Table("Targets (wall clock; in brackets the same ratio in process CPU time, less sensitive "
                         "to other load):", ["target", "measured (CPU-time ratio)", "target", "pass", "JSON key"],
                         rows, left=(0, 4)))
+    stock = [k for k in res["ratios"] if k.startswith(("speedup_mlm_vs_hf_", "speedup_hybrid_vs_hf"))]
+    if stock:
+        tables.append(Table("Tokens/s of our steps over each stock step (> 1: ours is faster):", ["ratio", "value"],
+                            [[k, f"{res['ratios'][k]['value']:.2f}"] for k in stock], left=(0,)))
     if res["ablations"]:
         rows = []
         for name, a in res["ablations"].items():
@@ -820,11 +848,12 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
         ["mode", "sentences/s"],
         [[mode, f"{e[mode]['sentences_per_s']:,.0f}"] for mode in ("padded", "unbucketed", "bucketed")]))
     mem = res["memory"]
+    training = [n for n in dict.fromkeys((*STOCK, *TRAINING)) if isinstance(mem.get(n), dict)]
     tables.append(Table(
-        f"Memory (process peak RSS {mem['process_peak_rss_mib']:,.0f} MiB):", ["memory, MiB", *TRAINING],
-        [["state (params + grads + AdamW)", *(f"{mem[n]['state_mib']:.0f}" for n in TRAINING)],
+        f"Memory (process peak RSS {mem['process_peak_rss_mib']:,.0f} MiB):", ["memory, MiB", *training],
+        [["state (params + grads + AdamW)", *(f"{mem[n]['state_mib']:.0f}" for n in training)],
          ["one step above resident", *(f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None
-                                       else "–" for n in TRAINING)]]))
+                                       else "–" for n in training)]]))
     return about, tables
 
 

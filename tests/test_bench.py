@@ -174,3 +174,19 @@ def test_modernbert_runs_every_workload(tmp_path):
     flops = {n: result["results"][n]["flops_per_step"] for n in bench.TRAINING}
     assert flops["hf"] > flops["mlm"] and flops["hybrid"] > flops["mlm"]
     assert result["encoding"]["bucketed"]["sentences_per_s"] > 0
+    # the strongest stock step (head at masked positions only) and BERT's naive loop, timed alongside
+    stock = result["results"]
+    assert "sparse_prediction" in stock["hf_sparse"]["label"] and "BertForMaskedLM" in stock["hf_bert"]["label"]
+    assert stock["hf_sparse"]["flops_per_step"] < flops["hf"]  # no vocabulary projection at 85% of the tokens
+    assert stock["hf_bert"]["flops_per_step"] < flops["hf"]  # no GLU matrix
+    for name in ("hf_sparse", "hf_bert"):
+        ratio = result["ratios"][f"speedup_mlm_vs_{name}"]
+        assert ratio["value"] == pytest.approx(stock[name]["step_seconds"]["median"]
+                                               / stock["mlm"]["step_seconds"]["median"])
+        assert result["memory"][name]["state_mib"] > 0
+    assert "speedup_mlm_vs_hf_sparse" in bench.format_markdown(result)
+
+
+def test_stock_workloads_follow_the_architecture():
+    assert bench.stock_workloads(BenchConfig.tiny()) == ["hf"]
+    assert bench.stock_workloads(BenchConfig.tiny(architecture="modernbert")) == ["hf", "hf_sparse", "hf_bert"]
