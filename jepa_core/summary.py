@@ -435,9 +435,9 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
             "examples: 95% intervals from the per-seed paired bootstrap differences, see `jepa_core/stats.py`) and a "
             "verdict decided from the intervals by the rule stated under each claim.", ""]
     if seeds == 1:
-        out += [f"> {ONE_SEED.capitalize()}: one pre-training seed per objective, so there is no interval over seeds "
-                "and no claim can be decided; each claim notes what this seed's example-level CIs alone would give. "
-                "Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
+        out += [f"> **{ONE_SEED.capitalize()}.** This run pre-trained one seed per objective, so there is no "
+                "interval over seeds and no claim can be decided; each claim notes what this seed's example-level CIs "
+                "alone would give. Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
     vs = verdicts(metrics_df, differences_df)
     shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
     out += ["| claim | paper | verdict |", "|---|---|---|"]
