@@ -10,22 +10,27 @@ semantic/lexical balance. A majority-class baseline and a random-init encoder of
 architecture are evaluated alongside. Label-free metrics and the lexical probes also run on
 held-out Wikipedia sentences (task "wiki": half trains the lexical probes, half is reported).
 
-Statistics: every value gets a 95% percentile bootstrap CI over dev examples. All models share
-the same resamples of a task, so differences (hybrid - mlm, or the first two models when those
-names are absent; per seed) are paired: CI and p (bootstrap standard error) from the resampled differences, as in
-`stats.paired_bootstrap`, Holm-corrected over the whole table; integer-valued metrics (rank90) get a
-CI but no p (geometry.UNTESTED). Geometry metrics use at most
-GEOMETRY_BOOT resamples (each costs an eigendecomposition) and their bootstrap distribution is
-re-centred on the full-sample value first: resamples contain duplicated points, which lowers
-spectral metrics (effective rank ~30% lower at n=200, d=384) and shifts centred uniformity, so
-an uncorrected percentile interval would often not even contain the measured value.
+Statistics (all in stats.py; this module only builds the bootstrap arrays): every value gets a
+95% percentile bootstrap CI over dev examples. All models and seeds share the same resamples of a
+task, so differences (hybrid - mlm, or the first two models when those names are absent) are
+paired: per seed, CI and p (bootstrap standard error) from the resampled differences
+(stats.paired_difference); over seeds, one seed-level row per comparison whose interval covers
+both pre-training seeds and dev examples (stats.seed_level_difference; NaN with one seed). Holm
+corrects the seed-level p-values over the whole grid; integer-valued metrics (rank90) get a CI but
+no p (geometry.UNTESTED). Geometry metrics use at most GEOMETRY_BOOT resamples (each costs an
+eigendecomposition); the shifted plug-ins among them (geometry.RECENTRED) are recentred
+(stats.recentred): resamples contain duplicated points, which lowers spectral metrics (effective
+rank ~30% lower at n=200, d=384) and shifts centred uniformity, so an uncorrected percentile
+interval would often not even contain the measured value.
 
 Output layout (`out_dir/`):
     results/metrics.csv|.parquet      model, objective, seed, task, pooling, metric, value, ci_low,
                                       ci_high, n, chance, note (docs/DESIGN.md); majority rows have
                                       pooling "none"
-    results/differences.csv|.parquet  task, pooling, metric, model_a, model_b, seed, a, b (their values),
-                                      diff = a - b, ci_low, ci_high, p, p_holm, n
+    results/differences.csv|.parquet  task, pooling, metric, model_a, model_b, level, seed, n_seeds, a, b
+                                      (their values; seed means on pooled rows), diff = a - b, ci_low,
+                                      ci_high, p, p_holm, se_examples, sd_seeds, n; level "seed": one
+                                      row per seed (example-level), "pooled": seed NaN, over all seeds
     results/spectra.csv               model, objective, seed, task, pooling, index, eigenvalue (load_spectra)
     results/predictions.parquet       model, seed, task, pooling, example, y_true, y_pred (dev split)
     results/embeddings/<task>/examples.parquet          example, sentence1, sentence2, label of the
@@ -59,13 +64,13 @@ from .config import Params, load_params
 from .encode import TokenStates, encode, fingerprint, load_encoder
 
 GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
-ALPHA = 0.05
+ALPHA = stats.ALPHA
 SEMANTIC_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 STS_POSITIVE = 4.0  # STS-B pairs scoring >= 4 are positive pairs for alignment
 METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
                   "chance", "note"]
-DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "seed", "a", "b", "diff", "ci_low", "ci_high", "p",
-                "p_holm", "n"]
+DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "level", "seed", "n_seeds", "a", "b", "diff", "ci_low",
+                "ci_high", "p", "p_holm", "se_examples", "sd_seeds", "n"]
 
 
 # ---------------------------------------------------------------- bootstrap bookkeeping
@@ -76,42 +81,14 @@ class Measure:
     value: float
     boot: np.ndarray  # (B,) the statistic on resample b; NaN where undefined
     n: int
-    recentre: bool = False  # geometry: shift the distribution onto `value` (see module docstring)
-
-    def centred(self, boot: np.ndarray | None = None, value: float | None = None) -> np.ndarray:
-        boot = self.boot if boot is None else boot
-        value = self.value if value is None else value
-        if self.recentre and np.isfinite(boot).any():
-            return boot - (np.nanmean(boot) - value)
-        return boot
+    recentre: bool = False  # a shifted plug-in statistic (geometry.RECENTRED): stats.recentred
 
     def ci(self) -> tuple[float, float]:
-        return percentile_ci(self.centred())
+        return stats.bootstrap_ci(self.value, self.boot, ALPHA, self.recentre)
 
-
-def percentile_ci(boot: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
-    ok = np.isfinite(boot)
-    if not ok.any():
-        return np.nan, np.nan
-    lo, hi = np.quantile(boot[ok], [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def paired_difference(a: Measure, b: Measure, alpha: float = ALPHA) -> tuple[float, float, float, float]:
-    """(diff, ci_low, ci_high, p) of a - b on the same resamples: the rule of stats.paired_bootstrap."""
-    k = min(len(a.boot), len(b.boot))
-    diff = a.value - b.value
-    d = a.centred(a.boot[:k] - b.boot[:k], diff)
-    ok = np.isfinite(d)
-    if not ok.any():
-        return diff, np.nan, np.nan, np.nan
-    lo, hi = percentile_ci(d, alpha)
-    return diff, lo, hi, float(stats.difference_p_value(diff, d))
-
-
-def resample_matrix(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) resample indices, exactly those of stats.resamples (shared by every model)."""
-    return np.stack(list(stats.resamples(n, n_boot, seed)))
+    def minus(self, other: "Measure") -> stats.Difference:
+        """self - other on the same resamples (stats.paired_difference)."""
+        return stats.paired_difference(self.value, self.boot, other.value, other.boot, ALPHA, self.recentre)
 
 
 # ---------------------------------------------------------------- data
@@ -196,8 +173,8 @@ def _task_data(task: str, train: pd.DataFrame, dev: pd.DataFrame, params: Params
     e, seed = params.eval, _task_seed(params.seed, task)
     geo = np.sort(np.random.default_rng(seed + 1).choice(len(dev), min(e.geometry_samples, len(dev)), replace=False))
     lexical_labels, notes = _lexical_labels(_texts(train), _texts(dev), e.cv_folds)
-    return TaskData(task, train, dev, extra or {}, geo, boot=resample_matrix(len(dev), e.bootstrap, seed + 2),
-                    geo_boot=resample_matrix(len(geo), min(e.bootstrap, GEOMETRY_BOOT), seed + 3),
+    return TaskData(task, train, dev, extra or {}, geo, boot=stats.resamples(len(dev), e.bootstrap, seed + 2),
+                    geo_boot=stats.resamples(len(geo), min(e.bootstrap, GEOMETRY_BOOT), seed + 3),
                     split_note=split_note, lexical=lexical_labels,
                     notes=[f"{task}: {n}" for n in ([split_note] if split_note else []) + notes])
 
@@ -260,13 +237,13 @@ class Results:
         self.measures[model, seed, task, pool, metric] = m
 
 
-def _per_example_mean(values: np.ndarray, idx: np.ndarray, recentre: bool = False) -> Measure:
+def _per_example_mean(values: np.ndarray, idx: np.ndarray) -> Measure:
     """Mean of per-example values (NaN = example not counted) and its bootstrap on resamples idx."""
     ok = np.isfinite(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         sums, counts = np.where(ok, values, 0.0)[idx].sum(1), ok[idx].sum(1)
         boot = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return Measure(float(values[ok].mean()), boot, int(ok.sum()), recentre)
+    return Measure(float(values[ok].mean()), boot, int(ok.sum()))
 
 
 def _task_measures(task: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> dict[str, Measure]:
@@ -275,11 +252,12 @@ def _task_measures(task: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.nd
 
 
 def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict[str, Measure]:
-    """Every geometry metric of the embeddings X with its (re-centred) bootstrap on resamples idx."""
+    """Every geometry metric of the embeddings X with its bootstrap on resamples idx; the shifted
+    plug-ins (geometry.RECENTRED) are flagged for recentring."""
     res = geometry.GeometryResampler(X, labels)
     full = res(None)
     boot = np.stack([res(i) for i in idx])
-    return {name: Measure(float(full[k]), boot[:, k], len(X), recentre=True) for k, name in enumerate(res.names)}
+    return {name: Measure(float(full[k]), boot[:, k], len(X), bool(res.recentre[k])) for k, name in enumerate(res.names)}
 
 
 def _spectrum_rows(enc: Encoder, task: str, pool: str, X: np.ndarray) -> pd.DataFrame:
@@ -340,7 +318,7 @@ def _probe_task(cell, data: TaskData, features: dict, params: Params, results: R
     for name, m in measures.items():
         results.add(enc, task, pool, name, m, majority[name], note)
     for suffix, df in data.extra.items():
-        idx = resample_matrix(len(df), e.bootstrap, _task_seed(params.seed, f"{task}-{suffix}"))
+        idx = stats.resamples(len(df), e.bootstrap, _task_seed(params.seed, f"{task}-{suffix}"))
         for name, m in _task_measures(task, df["label"].to_numpy(), probe.predict(features[suffix]), idx).items():
             results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
     results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
@@ -373,7 +351,7 @@ def _measure_geometry(cell, data: TaskData, X_dev: np.ndarray, transform, sts_pa
     sq = ((geometry.l2_normalise(u[g]) - geometry.l2_normalise(v[g])) ** 2).sum(1)
     per_pair = np.where(y_dev[g] >= STS_POSITIVE, sq, np.nan)
     if np.isfinite(per_pair).any():
-        results.add(enc, task, pool, "alignment", _per_example_mean(per_pair, data.geo_boot, recentre=True),
+        results.add(enc, task, pool, "alignment", _per_example_mean(per_pair, data.geo_boot),
                     note=f"siamese pairs scoring >= {STS_POSITIVE:g}")
 
 
@@ -417,24 +395,45 @@ def _pairs(models: dict[str, list]) -> list[tuple[str, str]]:
 
 
 def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """a - b for every (task, pooling, metric) both have, seed i of a against seed i of b; Holm over all
-    rows with a p (integer-valued metrics, geometry.UNTESTED, get a CI and p = NaN)."""
+    """a - b for every (task, pooling, metric) both models have: one row per seed (`level` "seed":
+    seed i of a against seed i of b, example-level paired bootstrap) and one seed-level row
+    (`level` "pooled", seed NaN: stats.seed_level_difference over all seeds, the row the claims
+    use). Holm runs over the pooled rows of the whole grid, and separately over each seed's rows
+    (what a one-seed run would report). Integer-valued metrics (geometry.UNTESTED) get a CI, no p,
+    and are not counted by Holm."""
     rows = []
     for a, b in pairs:
         seeds_a = [enc.seed for enc in encoders if enc.name == a]
         seeds_b = [enc.seed for enc in encoders if enc.name == b]
-        for seed_a, seed_b in zip(seeds_a, seeds_b):  # seed i of a against seed i of b
-            for (model, seed, task, pool, metric), m_a in results.measures.items():
-                m_b = results.measures.get((b, seed_b, task, pool, metric))
-                if model != a or seed != seed_a or m_b is None:
-                    continue
-                diff, lo, hi, p = paired_difference(m_a, m_b)
-                if metric in geometry.UNTESTED:  # CI only; no p, and not counted by Holm
-                    p = np.nan
-                rows.append(dict(task=task, pooling=pool, metric=metric, model_a=a, model_b=b, seed=seed_a,
-                                 a=m_a.value, b=m_b.value, diff=diff, ci_low=lo, ci_high=hi, p=p, n=m_a.n))
+        seed_pairs = list(zip(seeds_a, seeds_b))  # seed i of a against seed i of b
+        cells = dict.fromkeys((task, pool, metric) for (model, _, task, pool, metric) in results.measures if model == a)
+        for task, pool, metric in cells:
+            per_seed = [(sa, results.measures.get((a, sa, task, pool, metric)), results.measures.get((b, sb, task, pool, metric)))
+                        for sa, sb in seed_pairs]
+            per_seed = [(seed, m_a, m_b) for seed, m_a, m_b in per_seed if m_a is not None and m_b is not None]
+            if not per_seed:
+                continue
+            tested = metric not in geometry.UNTESTED  # else: CI only; no p, and not counted by Holm
+            key = dict(task=task, pooling=pool, metric=metric, model_a=a, model_b=b)
+            for seed, m_a, m_b in per_seed:
+                d = m_a.minus(m_b)
+                rows.append(dict(key, level=stats.PER_SEED, seed=seed, n_seeds=1, a=m_a.value, b=m_b.value, diff=d.diff,
+                                 ci_low=d.ci_low, ci_high=d.ci_high, p=d.p if tested else np.nan,
+                                 se_examples=d.se_examples, sd_seeds=np.nan, n=m_a.n))
+            diffs = np.array([m_a.value - m_b.value for _, m_a, m_b in per_seed])
+            boot = np.column_stack([m_a.boot - m_b.boot for _, m_a, m_b in per_seed])
+            d = stats.seed_level_difference(diffs, boot)
+            rows.append(dict(key, level=stats.POOLED, seed=None, n_seeds=d.n_seeds,
+                             a=float(np.mean([m_a.value for _, m_a, _ in per_seed])),
+                             b=float(np.mean([m_b.value for _, _, m_b in per_seed])), diff=d.diff, ci_low=d.ci_low,
+                             ci_high=d.ci_high, p=d.p if tested else np.nan, se_examples=d.se_examples,
+                             sd_seeds=d.sd_seeds, n=per_seed[0][1].n))
     df = pd.DataFrame(rows, columns=[c for c in DIFF_COLUMNS if c != "p_holm"])
-    df.insert(df.columns.get_loc("p") + 1, "p_holm", stats.holm(df["p"].to_numpy(dtype=float)) if len(df) else [])
+    df["seed"] = df["seed"].astype("Int64")  # integers, <NA> on the pooled rows
+    p_holm = np.full(len(df), np.nan)
+    for _, family in df.groupby([df["level"], df["seed"].fillna(-1)], sort=False):
+        p_holm[family.index] = stats.holm(family["p"].to_numpy(dtype=float))
+    df.insert(df.columns.get_loc("p") + 1, "p_holm", p_holm)
     return df
 
 

@@ -29,6 +29,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from jepa_core.config import POOLINGS, TASKS
+from jepa_core.stats import PER_SEED, POOLED
 
 DPI = 120
 MODEL_COLOURS = {"hybrid": "#1f77b4", "mlm": "#d62728", "random_init": "#7f7f7f", "majority": "#bcbd22"}
@@ -335,8 +336,16 @@ def _chance_per_task(part: pd.DataFrame, tasks: Sequence[str]) -> np.ndarray:
 def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None = None, alpha: float = 0.05) -> Figure:
     """hybrid − MLM per task × pooling, one heatmap per metric; * marks p_holm < alpha.
 
-    Each panel has its own symmetric colour scale centred at 0 (red: hybrid higher)."""
+    Each panel has its own symmetric colour scale centred at 0 (red: hybrid higher). A table with
+    a `level` column (evaluate.differences) shows its seed-level rows when there are several seeds,
+    else the one seed's rows (example-level p, said in the title)."""
     _require(differences, ["task", "pooling", "metric", "diff", "p_holm"], "difference_heatmaps")
+    scope = ""
+    if "level" in differences:
+        pooled = differences[differences["level"] == POOLED]
+        several = len(pooled) and pooled["n_seeds"].max() > 1
+        differences = pooled if several else differences[differences["level"] == PER_SEED]
+        scope = f", over {int(pooled['n_seeds'].max())} seeds" if several else ", one seed: example-level only"
     metrics = list(metrics or dict.fromkeys(differences["metric"]))
     fig, axes = _figure(max(len(metrics), 1), ncols=3, panel=(4.4, 3.4))
     for ax, metric in zip(axes, metrics):
@@ -360,7 +369,7 @@ def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None
         ax.set_ylabel("task")
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"hybrid − MLM differences (* Holm-corrected p < {alpha})")
+    fig.suptitle(f"hybrid − MLM differences (* Holm-corrected p < {alpha}{scope})")
     return fig
 
 

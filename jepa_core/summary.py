@@ -1,15 +1,21 @@
 """summary.md: the paper's claims C1–C5 (docs/PROTOCOL.md §2), this run's numbers, and a verdict for each.
 
-Every verdict is decided from bootstrap CIs of hybrid − MLM differences (results/differences.csv,
-paired over dev examples), never from point estimates, with the rule written next to it:
+Every verdict is decided from the SEED-LEVEL 95% intervals of hybrid − MLM differences (the
+`level == "pooled"` rows of results/differences.csv: over pre-training seeds AND dev examples,
+`stats.seed_level_difference`), never from point estimates, with the rule written next to it:
 
     reproduced      the CI(s) lie entirely on the side the paper claims (enough tasks of them)
     not reproduced  the CI(s) lie entirely on the other side (enough tasks that the claim cannot hold)
     inconclusive    otherwise: the CIs cover 0 (or the equivalence margin) or the data are missing
 
-CIs are per-comparison 95% intervals; the Holm-corrected p-value of each difference is printed
-next to it for readers who want family-wise control. With several pre-training seeds the
-differences of every seed are shown and a claim needs the same verdict on all seeds.
+A run with one pre-training seed has no seed-level interval, so every claim is inconclusive there
+("one seed: not seed-level evidence"); the verdict the example-level CIs of that seed would give
+is added as a note. Each seed's own difference is shown next to the pooled one. The Holm-corrected
+p-value of each seed-level difference (Holm over the whole grid) is printed for readers who want
+family-wise control.
+
+Learning check: summary.md also says whether the encoders learned more than token frequencies
+(`learning_warning`); a run whose models sit at the unigram plateau is not evidence about the claims.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from jepa_core.config import POOLINGS, TASKS
+from jepa_core.stats import PER_SEED, POOLED
 
 # Headline metric of each GLUE task (docs/PROTOCOL.md §5.1).
 TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
@@ -45,6 +52,12 @@ CLAIMS = {
     "C5": "similar downstream linear-probe accuracy",
 }
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+ONE_SEED = "one seed: not seed-level evidence"
+# nats: validation MLM loss must lie at least this far below the unigram entropy of the tokens, else
+# the model predicts little more than token frequencies (the unigram plateau) and its embeddings
+# say nothing about the objectives
+LEARNING_GAP_MIN = 0.5
+LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap"]
 
 
 @dataclass
@@ -112,36 +125,52 @@ def _ci(v, lo, hi) -> str:
     return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
-def _seeds(differences: pd.DataFrame) -> list:
-    """The pre-training seeds compared in `differences`; [None] when it has no seed column (or no value)."""
-    seeds = sorted(differences["seed"].dropna().unique()) if "seed" in differences else []
-    return seeds or [None]
+def seed_level_rows(differences: pd.DataFrame) -> pd.DataFrame:
+    """The rows a verdict rests on: the seed-level (`level == "pooled"`) rows of differences.csv."""
+    if "level" not in differences:
+        raise ValueError("differences table without a `level` column: it predates seed-level rows; re-run the "
+                         "evaluation (notebook 03_probe) to rebuild results/differences.csv")
+    return differences[differences["level"] == POOLED]
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.3f}".replace("-", "−") if np.isfinite(v) else "–"
+
+
+def _model_cell(m: pd.DataFrame) -> str:
+    """One seed: "value [CI]"; several: "mean ± sd (k seeds)" of the per-seed values."""
+    if m.empty:
+        return "–"
+    if len(m) == 1:
+        return _ci(*m.iloc[0][["value", "ci_low", "ci_high"]])
+    return f"{m['value'].mean():.3f} ± {m['value'].std():.3f} ({len(m)} seeds)"
 
 
 def _diff_rows(differences: pd.DataFrame, metrics: pd.DataFrame, task_metric: Sequence[tuple[str, str]],
                pooling: str) -> pd.DataFrame:
-    """For each (task, metric): hybrid and MLM values with CIs and their difference, per seed."""
+    """For each (task, metric): hybrid and MLM values, the seed-level difference with its CI, and
+    every seed's own difference next to it."""
+    pooled = seed_level_rows(differences)
+    per_seed = differences[differences["level"] == PER_SEED]
     rows = []
-    for seed in _seeds(differences):
-        d_seed = differences if seed is None else differences[differences["seed"] == seed]
-        for task, metric in task_metric:
-            d = d_seed[(d_seed["task"] == task) & (d_seed["metric"] == metric) & (d_seed["pooling"] == pooling)]
-            if d.empty:
-                continue
-            d = d.iloc[0]
-            row = {"seed": seed, "task": task, "metric": metric, "pooling": pooling,
-                   "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p_holm": d.get("p_holm")}
-            for obj in ("hybrid", "mlm"):
-                m = metrics[(metrics["objective"] == obj) & (metrics["task"] == task) & (metrics["metric"] == metric)
-                            & (metrics["pooling"] == pooling)]
-                if seed is not None and "seed" in m:
-                    m = m[m["seed"] == seed]
-                row[obj] = _ci(*m.iloc[0][["value", "ci_low", "ci_high"]]) if len(m) else "–"
-                row[f"{obj}_ci_low"] = m.iloc[0]["ci_low"] if len(m) else np.nan
-                if obj == "hybrid":
-                    row["chance"] = m.iloc[0]["chance"] if len(m) and "chance" in m else np.nan
-            row["side"] = side(row["ci_low"], row["ci_high"])
-            rows.append(row)
+    for task, metric in task_metric:
+        cell = lambda df: df[(df["task"] == task) & (df["metric"] == metric) & (df["pooling"] == pooling)]
+        d = cell(pooled)
+        if d.empty:
+            continue
+        d = d.iloc[0]
+        seeds = cell(per_seed).sort_values("seed")
+        row = {"task": task, "metric": metric, "pooling": pooling, "n_seeds": int(d["n_seeds"]),
+               "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p_holm": d.get("p_holm"),
+               "per_seed": ", ".join(f"s{int(s)} {_signed(v)}" for s, v in zip(seeds["seed"], seeds["diff"]))}
+        for obj in ("hybrid", "mlm"):
+            m = cell(metrics[metrics["objective"] == obj])
+            row[obj] = _model_cell(m)
+            row[f"{obj}_ci_low"] = m["ci_low"].min() if len(m) else np.nan  # above chance on every seed
+            if obj == "hybrid":
+                row["chance"] = m["chance"].iloc[0] if len(m) and "chance" in m else np.nan
+        row["side"] = side(row["ci_low"], row["ci_high"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -149,10 +178,10 @@ def _markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_no rows: the metric was not computed in this run_\n"
     show = table.copy()
-    show["hybrid − MLM [95% CI]"] = [_ci(r["diff"], r["ci_low"], r["ci_high"]) for _, r in show.iterrows()]
+    show["hybrid − MLM [95% CI over seeds]"] = [_ci(r["diff"], r["ci_low"], r["ci_high"]) for _, r in show.iterrows()]
+    show["per seed"] = show["per_seed"]
     show["p (Holm)"] = [_fmt(p, 3) for p in show["p_holm"]]
-    cols = (["seed"] if show["seed"].notna().any() else []) + ["task", "pooling", "metric", "hybrid", "mlm",
-                                                             "hybrid − MLM [95% CI]", "p (Holm)"]
+    cols = ["task", "pooling", "metric", "hybrid", "mlm", "hybrid − MLM [95% CI over seeds]", "per seed", "p (Holm)"]
     cols += [c for c in ("verdict",) if c in show]
     return markdown_table(show[cols])
 
@@ -220,7 +249,7 @@ def claim_c2(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
     for metric in SPECTRAL_METRICS:
         sub = table[table["metric"] == metric] if len(table) else table
         if len(sub):
-            per_metric[metric] = combine([count_rule(g["side"], +1, need) for _, g in sub.groupby("seed", dropna=False)])
+            per_metric[metric] = count_rule(sub["side"], +1, need)
     votes = list(per_metric.values())
     best = max(set(votes), key=votes.count) if votes else INCONCLUSIVE
     verdict = best if votes.count(best) >= 2 else INCONCLUSIVE
@@ -240,8 +269,7 @@ def claim_c3(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
     tasks = [t for t in (*TASKS, "wiki") if t in set(differences["task"])]
     table = _diff_rows(differences, metrics, [(t, LEXICAL_METRIC) for t in tasks], "mean")
     need = _majority_need(len(tasks))
-    verdict = combine([count_rule(g["side"], -1, need) for _, g in table.groupby("seed", dropna=False)]) \
-        if len(table) else INCONCLUSIVE
+    verdict = count_rule(table["side"], -1, need) if len(table) else INCONCLUSIVE
     rule = (f"lexical (most-frequent-word) probe accuracy, mean pooling, {len(tasks)} task(s): reproduced if "
             f"hybrid − MLM CIs lie entirely below 0 on a majority (≥ {need}); not reproduced if so many lie entirely "
             f"above 0 that no majority could; else inconclusive.")
@@ -252,8 +280,7 @@ def claim_c4(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
     tasks = _glue_tasks(differences)
     table = _diff_rows(differences, metrics, [(t, BALANCE_METRIC) for t in tasks], "mean")
     need = _majority_need(len(tasks))
-    verdict = combine([count_rule(g["side"], +1, need) for _, g in table.groupby("seed", dropna=False)]) \
-        if len(table) else INCONCLUSIVE
+    verdict = count_rule(table["side"], +1, need) if len(table) else INCONCLUSIVE
     rule = (f"semantic − lexical balance (task metric minus lexical probe accuracy, mean pooling, {len(tasks)} task(s)): "
             f"reproduced if hybrid − MLM CIs lie entirely above 0 on a majority (≥ {need}); not reproduced if so many "
             "lie entirely below 0 that no majority could; else inconclusive. C3 and C5 show the two halves "
@@ -277,13 +304,30 @@ def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C
     rule = (f"headline metric per task (mean pooling): equivalent if the CI of hybrid − MLM lies inside ±{margin} "
             f"(±{margin * 100:g} points); reproduced if every task is equivalent; not reproduced if any task's CI lies "
             "entirely outside the margin; else inconclusive (CIs too wide to tell). A task where neither model's CI "
-            "lies above the majority baseline (`chance`) is inconclusive: two encoders at chance are trivially similar.")
+            "lies above the majority baseline (`chance`) on every seed is inconclusive: two encoders at chance are "
+            "trivially similar.")
     return Verdict("C5", verdict, rule, table, [])
 
 
+CLAIM_RULES = (claim_c1, claim_c2, claim_c3, claim_c4, claim_c5)
+
+
+def n_seeds(differences: pd.DataFrame) -> int:
+    """Pre-training seeds behind the seed-level rows (0 when there are none)."""
+    pooled = seed_level_rows(differences)
+    return int(pooled["n_seeds"].max()) if len(pooled) else 0
+
+
 def verdicts(metrics: pd.DataFrame, differences: pd.DataFrame) -> list[Verdict]:
-    return [claim_c1(metrics, differences), claim_c2(metrics, differences), claim_c3(metrics, differences),
-            claim_c4(metrics, differences), claim_c5(metrics, differences)]
+    """C1–C5 on the seed-level rows. One seed: inconclusive (no seed-level interval), with the verdict
+    that seed's example-level CIs alone would give as a note."""
+    out = [rule(metrics, differences) for rule in CLAIM_RULES]
+    if n_seeds(differences) == 1:
+        one_seed = differences[differences["level"] == PER_SEED].assign(level=POOLED)
+        for v, rule in zip(out, CLAIM_RULES):
+            v.notes.insert(0, f"{ONE_SEED}: the interval over pre-training seeds needs ≥ 2 seeds. On this seed's "
+                              f"example-level CIs alone the rule would give: {rule(metrics, one_seed).verdict}.")
+    return out
 
 
 # ---------------------------------------------------------------- context from the run folder
@@ -293,6 +337,52 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def learning_table(run_dir: str | Path) -> pd.DataFrame:
+    """Per pre-trained model (models/<name>/train_summary.json): validation MLM loss, unigram entropy
+    of the tokens and gap = entropy − loss in nats (positive: learned beyond token frequencies);
+    NaN where the summary has no `learning` section (runs older than the check)."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("models/*/train_summary.json")):
+        learning = _read_json(path).get("learning") or {}
+        loss, entropy = _number(learning.get("validation_mlm_loss")), _number(learning.get("unigram_entropy"))
+        gap = _number(learning.get("gap", entropy - loss))
+        rows.append(dict(model=path.parent.name, validation_mlm_loss=loss, unigram_entropy=entropy, gap=gap))
+    return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
+
+
+def _learning_warning(table: pd.DataFrame) -> str | None:
+    if table.empty:
+        return "Learning check unavailable: no models/*/train_summary.json in this run."
+    gap = table["gap"].astype(float)
+    low = table[gap < LEARNING_GAP_MIN]
+    missing = table[~np.isfinite(gap)]
+    if len(low):
+        models = ", ".join(f"`{m}` ({_fmt(g, 2)} nats)" for m, g in zip(low["model"], low["gap"]))
+        return (f"**This run is not evidence about the claims.** The validation MLM loss of {models} lies less than "
+                f"{LEARNING_GAP_MIN:g} nats below the unigram entropy of the tokens: the model is at the unigram "
+                "plateau, it knows little more than token frequencies, so its embeddings say nothing yet about what "
+                "the objectives learn. Train longer (train.steps) or check the run before reading the verdicts.")
+    if len(missing):
+        return (f"Learning check unavailable for {', '.join(f'`{m}`' for m in missing['model'])}: train_summary.json "
+                "has no `learning` section (a run older than the check); whether the models learned beyond token "
+                "frequencies is unknown.")
+    return None
+
+
+def learning_warning(run_dir: str | Path) -> str | None:
+    """A warning for the top of summary.md and the HTML report, or None when every pre-trained model's
+    validation MLM loss lies ≥ LEARNING_GAP_MIN nats below the unigram entropy. Runs whose summaries
+    lack the `learning` section get "Learning check unavailable: …" instead of an error."""
+    return _learning_warning(learning_table(run_dir))
 
 
 def run_context(run_dir: str | Path) -> dict[str, Any]:
@@ -312,7 +402,23 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
         training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
                                       "wall_time_s": t.get("wall_time_s"), **(t.get("final") or {})}
     return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
-            "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training}
+            "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training,
+            "learning": learning_table(run_dir).to_dict("records")}
+
+
+def _learning_section(table: pd.DataFrame) -> list[str]:
+    out = ["## Learning check", "",
+           f"Validation MLM loss against the unigram entropy of the tokens (nats); gap = entropy − loss must be "
+           f"≥ {LEARNING_GAP_MIN:g} for the run to say anything about the objectives.", ""]
+    if table.empty:
+        return out + ["_no pre-trained models in this run folder_", ""]
+    show = pd.DataFrame({"model": table["model"], "validation MLM loss": [_fmt(v) for v in table["validation_mlm_loss"]],
+                         "unigram entropy": [_fmt(v) for v in table["unigram_entropy"]],
+                         "gap": [_fmt(v) for v in table["gap"]],
+                         "learned beyond frequencies": ["unavailable" if not np.isfinite(g) else
+                                                        "yes" if g >= LEARNING_GAP_MIN else "**no**"
+                                                        for g in table["gap"].astype(float)]})
+    return out + [markdown_table(show)]
 
 
 def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
@@ -320,13 +426,24 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     """Write run_dir/summary.md and return its text. context: see run_context (read from run_dir if None)."""
     run_dir = Path(run_dir)
     ctx = run_context(run_dir) if context is None else context
-    out = [f"# Summary of run `{run_dir.name}`", "",
-           "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers (hybrid − MLM, paired bootstrap 95% CIs over "
-           "dev examples) and a verdict decided from the CIs by the rule stated under each claim.", ""]
+    learning = pd.DataFrame(ctx.get("learning") or [], columns=LEARNING_COLUMNS)
+    warning = _learning_warning(learning)
+    out = [f"> {warning}", ""] if warning else []  # first lines: the reader must see it before any verdict
+    seeds = n_seeds(differences_df)
+    out += [f"# Summary of run `{run_dir.name}`", "",
+            "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers (hybrid − MLM over pre-training seeds and dev "
+            "examples: 95% intervals from the per-seed paired bootstrap differences, see `jepa_core/stats.py`) and a "
+            "verdict decided from the intervals by the rule stated under each claim.", ""]
+    if seeds == 1:
+        out += [f"> **{ONE_SEED.capitalize()}.** This run pre-trained one seed per objective, so there is no "
+                "interval over seeds and no claim can be decided; each claim notes what this seed's example-level CIs "
+                "alone would give. Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
     vs = verdicts(metrics_df, differences_df)
+    shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
     out += ["| claim | paper | verdict |", "|---|---|---|"]
-    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{v.verdict}** |" for v in vs]
+    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** |" for v in vs]
     out.append("")
+    out += _learning_section(learning)
     for v in vs:
         out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
                 f"Rule: {v.rule}", "", _markdown(v.table)]

@@ -244,8 +244,10 @@ fig = figures.difference_heatmaps(differences, shown)
 figures.save(fig, run_dir, "differences_heatmap")
 display(fig)'''),
         md("**Significance map.** Each cell is hybrid − MLM for one task × pooling; red: the hybrid's value is higher. "
-           "`*` marks differences whose paired-bootstrap p-value stays below 0.05 after Holm correction across the "
-           "whole grid (all tasks, poolings and metrics)."),
+           "`*` marks differences whose p-value stays below 0.05 after Holm correction across the whole grid (all "
+           "tasks, poolings and metrics). With several pre-training seeds the cells are the seed-level differences "
+           "(mean over seeds; p over seeds and dev examples, the rows the verdicts use); with one seed, that seed's "
+           "paired-bootstrap differences (example-level only). `results/differences.csv` has both (`level`)."),
         code('''
 from jepa_core.summary import write_summary
 

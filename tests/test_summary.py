@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from jepa_core import summary as S
+from jepa_core.stats import PER_SEED, POOLED
 from jepa_core.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 GLUE = ["sst2", "mrpc", "mnli", "cola", "stsb"]
@@ -39,8 +40,10 @@ def test_equivalence_rule(lo, hi, expected):
     assert S.equivalence_rule(lo, hi, 0.03) == expected
 
 
-def _tables(diff_fn):
-    """metrics + differences where diff_fn(task, pooling, metric) -> (diff, ci_low, ci_high)."""
+def _tables(diff_fn, seeds=(0, 1, 2)):
+    """metrics + differences (per-seed and seed-level rows, as evaluate.differences writes them) where
+    diff_fn(task, pooling, metric) -> (diff, ci_low, ci_high) is the seed-level row; every seed's own
+    difference equals it."""
     metrics, diffs = [], []
     metric_names = ["uniformity", "uniformity_centred", *S.SPECTRAL_METRICS, S.LEXICAL_METRIC, S.BALANCE_METRIC,
                     "accuracy", "f1", "mcc", "spearman"]
@@ -48,12 +51,18 @@ def _tables(diff_fn):
         for pooling in ("mean", "max"):
             for metric in metric_names:
                 d, lo, hi = diff_fn(task, pooling, metric)
-                diffs.append(dict(task=task, pooling=pooling, metric=metric, a=0.5 + d, b=0.5, diff=d, ci_low=lo,
-                                  ci_high=hi, p=0.01, p_holm=0.02, n=100))
+                key = dict(task=task, pooling=pooling, metric=metric, model_a="hybrid", model_b="mlm", a=0.5 + d, b=0.5,
+                           diff=d, ci_low=lo, ci_high=hi, p=0.01, p_holm=0.02, n=100)
+                diffs += [dict(key, level=PER_SEED, seed=seed, n_seeds=1) for seed in seeds]
+                several = len(seeds) > 1  # one seed: no seed-level interval
+                diffs.append(dict(key, level=POOLED, seed=pd.NA, n_seeds=len(seeds), ci_low=lo if several else np.nan,
+                                  ci_high=hi if several else np.nan, p=0.01 if several else np.nan,
+                                  p_holm=0.02 if several else np.nan))
                 for obj, v in (("hybrid", 0.5 + d), ("mlm", 0.5)):
-                    metrics.append(dict(model=obj, objective=obj, seed=0, task=task, pooling=pooling, metric=metric,
-                                        value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=100,
-                                        chance=0.3 if metric in S.TASK_METRIC.values() else np.nan, note=""))
+                    for seed in seeds:
+                        metrics.append(dict(model=obj, objective=obj, seed=seed, task=task, pooling=pooling,
+                                            metric=metric, value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=100,
+                                            chance=0.3 if metric in S.TASK_METRIC.values() else np.nan, note=""))
     return pd.DataFrame(metrics), pd.DataFrame(diffs)
 
 
@@ -124,16 +133,60 @@ def test_c5_one_task_clearly_different_is_not_reproduced():
     assert v.table.set_index("task").loc["mnli", "verdict"] == NOT_REPRODUCED
 
 
-def test_without_seed_values_the_rows_still_count():
-    metrics, diffs = _tables(_paper_like)
-    assert S.claim_c1(metrics, diffs.assign(seed=np.nan)).verdict == REPRODUCED
+def test_a_table_without_seed_level_rows_is_refused():
+    _, diffs = _tables(_paper_like)
+    with pytest.raises(ValueError, match="re-run the evaluation"):
+        S.claim_c1(*_tables(_paper_like)[:1], diffs.drop(columns="level"))
 
 
-def test_seeds_must_agree():
-    metrics, diffs = _tables(_paper_like)
-    _, opposite = _tables(_opposite)
-    both = pd.concat([diffs.assign(seed=0), opposite.assign(seed=1)], ignore_index=True)
-    assert S.claim_c1(metrics, both).verdict == INCONCLUSIVE  # seed 0 reproduces, seed 1 contradicts
+def _evaluated(per_seed_diffs: dict[int, float], cells, noise: float = 1e-4, n: int = 300):
+    """metrics + differences from evaluate.differences: hybrid − mlm on seed s is per_seed_diffs[s] on
+    every cell, with tiny example noise (each seed's example-level CI is tight)."""
+    from pathlib import Path
+
+    from jepa_core import evaluate as ev
+    from jepa_core import stats
+    rng, results, metrics = np.random.default_rng(0), ev.Results(), []
+    idx = stats.resamples(n, 200, seed=0)
+    for s, d in per_seed_diffs.items():
+        for cell in cells:
+            b = rng.normal(0.5, 0.1, n)
+            for model, x in (("mlm", b), ("hybrid", b + d + noise * rng.normal(size=n))):
+                m = results.measures[(model, s, *cell)] = ev._per_example_mean(x, idx)
+                metrics.append(dict(model=model, objective=model, seed=s, task=cell[0], pooling=cell[1], metric=cell[2],
+                                    value=m.value, ci_low=m.ci()[0], ci_high=m.ci()[1], n=n, chance=np.nan))
+    encoders = [ev.Encoder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in per_seed_diffs]
+    return pd.DataFrame(metrics), ev.differences(results, encoders, [("hybrid", "mlm")])
+
+
+@pytest.mark.parametrize("per_seed", [{0: 0.05, 1: -0.04, 2: 0.06},  # the seeds disagree in sign
+                                      {0: 0.05, 1: 0.01, 2: 0.06}])  # same sign, but spread as wide as the mean
+def test_tight_example_cis_are_not_enough_when_the_seeds_disagree(per_seed):
+    cells = [(t, "mean", S.BALANCE_METRIC) for t in GLUE]
+    metrics, diffs = _evaluated(per_seed, cells)
+    seed_rows = diffs[diffs["level"] == PER_SEED]
+    assert all(S.side(lo, hi) != 0 for lo, hi in zip(seed_rows["ci_low"], seed_rows["ci_high"]))  # each seed: tight
+    v = S.claim_c4(metrics, diffs)
+    assert v.verdict == INCONCLUSIVE and (v.table["side"] == 0).all()
+    # every seed's difference is printed next to the pooled one
+    row = v.table.iloc[0]
+    assert row["per_seed"] == ", ".join(f"s{s} {d:+.3f}".replace("-", "−") for s, d in per_seed.items())
+    assert "per seed" in S._markdown(v.table) and row["hybrid"].endswith("(3 seeds)")
+
+
+def test_seeds_that_agree_reproduce_the_claim():
+    cells = [(t, "mean", S.BALANCE_METRIC) for t in GLUE]
+    metrics, diffs = _evaluated({0: 0.05, 1: 0.052, 2: 0.048}, cells)
+    assert S.claim_c4(metrics, diffs).verdict == REPRODUCED
+
+
+def test_one_seed_is_not_seed_level_evidence(tmp_path):
+    metrics, diffs = _tables(_paper_like, seeds=(0,))
+    verdicts = S.verdicts(metrics, diffs)
+    assert all(v.verdict == INCONCLUSIVE for v in verdicts)
+    assert all(S.ONE_SEED in v.notes[0] and v.notes[0].endswith(f"would give: {REPRODUCED}.") for v in verdicts)
+    text = S.write_summary(metrics, diffs, tmp_path, context={})
+    assert text.count(f"**{INCONCLUSIVE} ({S.ONE_SEED})**") == 5 and "**reproduced**" not in text
 
 
 def test_write_summary_names_claims_and_context(tmp_path):
@@ -160,6 +213,44 @@ def test_write_summary_names_claims_and_context(tmp_path):
     assert "hybrid: 1 logged step(s) flagged, first at step 2" in text
     assert "Rule:" in text and "[" in text  # numbers come with CIs
     assert "`hybrid`: 400 steps, 52.0 GFLOPs/step, 10.0 min; final MLM loss 6.500, final λ 0.610" in text
+    # a summary without the `learning` section (an older run): said, not a crash
+    assert text.startswith("> Learning check unavailable for `hybrid`")
+    assert S.learning_warning(tmp_path).startswith("Learning check unavailable for `hybrid`")
+
+
+def _learning_run(tmp_path, gaps: dict[str, float | None]):
+    for name, gap in gaps.items():
+        folder = tmp_path / "models" / name
+        folder.mkdir(parents=True)
+        summary = {"steps": 10}
+        if gap is not None:
+            summary["learning"] = {"validation_mlm_loss": 6.0 - gap, "unigram_entropy": 6.0, "gap": gap}
+        (folder / "train_summary.json").write_text(json.dumps(summary))
+    return tmp_path
+
+
+def test_learning_check_passes_when_every_model_learned(tmp_path):
+    run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.9})
+    assert S.learning_warning(run) is None
+    table = S.learning_table(run)
+    assert table["model"].tolist() == ["hybrid-s0", "mlm-s0"]
+    assert table["validation_mlm_loss"].tolist() == pytest.approx([4.8, 5.1]) and (table["unigram_entropy"] == 6).all()
+    metrics, diffs = _tables(_paper_like)
+    text = S.write_summary(metrics, diffs, run)
+    assert text.startswith("# Summary of run")
+    assert "## Learning check" in text and "| mlm-s0 | 5.100 | 6.000 | 0.900 | yes |" in text
+
+
+def test_a_model_at_the_unigram_plateau_makes_the_run_no_evidence(tmp_path):
+    run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.3, "mlm-s1": None})
+    warning = S.learning_warning(run)
+    assert "not evidence about the claims" in warning and "`mlm-s0` (0.30 nats)" in warning
+    assert "unigram plateau" in warning and "hybrid-s0" not in warning
+    metrics, diffs = _tables(_paper_like)
+    text = S.write_summary(metrics, diffs, run)
+    assert text.splitlines()[0] == f"> {warning}"  # the first line, before any verdict
+    assert "| mlm-s0 | 5.700 | 6.000 | 0.300 | **no** |" in text and "| mlm-s1 | – | – | – | unavailable |" in text
+    assert S.learning_warning(tmp_path / "empty").startswith("Learning check unavailable")
 
 
 def test_probe_table_rows_columns_and_majority():
