@@ -119,6 +119,7 @@ class EvalConfig:
     wiki_sentences: int = 1000  # held-out Wikipedia sentences for label-free geometry
     random_init_baseline: bool = True  # also evaluate a random-init encoder of the same architecture
     learned_pooling_epochs: int = 30  # weighted/attention pooling trained with the probe
+    workers: int | None = None  # encoders evaluated at once, each in its own process (None: one per core, at most one per encoder)
 
 
 @dataclass
@@ -213,6 +214,7 @@ def _validate_ranges(p: Params) -> None:
     for key in ("batch_size", "cv_folds", "geometry_samples", "bootstrap", "wiki_sentences", "learned_pooling_epochs"):
         _check(getattr(e, key) > 0, f"eval.{key}", getattr(e, key), "a positive integer")
     _check(e.cv_folds >= 2, "eval.cv_folds", e.cv_folds, "an integer >= 2")
+    _check(e.workers is None or e.workers >= 1, "eval.workers", e.workers, "a positive integer or null")
     for key in ("max_train_examples", "max_dev_examples"):
         v = getattr(e, key)
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")

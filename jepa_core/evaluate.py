@@ -47,9 +47,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
+import os
 import sys
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +231,13 @@ class Results:
         self.measures: dict[tuple, Measure] = {}  # (model, seed, task, pooling, metric) -> Measure
         self.spectra: list[pd.DataFrame] = []
         self.predictions: list[pd.DataFrame] = []
+
+    def merge(self, other: "Results") -> None:
+        """Append another Results (an encoder evaluated in a worker process)."""
+        self.rows += other.rows
+        self.measures.update(other.measures)
+        self.spectra += other.spectra
+        self.predictions += other.predictions
 
     def add(self, enc: Encoder | None, task: str, pool: str, metric: str, m: Measure, chance=np.nan, note=""):
         lo, hi = m.ci()
@@ -442,6 +452,48 @@ def load_spectra(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / "results" / "spectra.csv")
 
 
+@contextlib.contextmanager
+def _one_thread_each():
+    """One thread for BLAS and, on CPU, for torch: every call here is small (probe fits, 200-2000 point
+    geometry, encoder batches), and on a shared 2-core machine thread barriers made them 5-50x slower
+    (a 2-layer encoder: 0.6 s with 1 thread vs 5.4 s with 2). The cores are used by evaluating
+    several encoders at once instead (evaluate_encoders). On GPU torch keeps its threads."""
+    cpu_only = contextlib.nullcontext() if torch.cuda.is_available() else pooling.single_thread()
+    with threadpool_limits(limits=1, user_api="blas"), cpu_only:
+        yield
+
+
+def eval_workers(setting: int | None, n_encoders: int) -> int:
+    """Processes for evaluate_encoders: eval.workers, or (None) one per core, never more than encoders."""
+    return max(1, min(setting or os.cpu_count() or 1, n_encoders))
+
+
+def _evaluate_in_worker(enc: Encoder, datasets: list[TaskData], params: Params, out: Path) -> Results:
+    results = Results()
+    with _one_thread_each():
+        evaluate_encoder(enc, datasets, params, out, results)
+    return results
+
+
+def evaluate_encoders(encoders: list[Encoder], datasets: list[TaskData], params: Params, out: Path,
+                      results: Results) -> None:
+    """Evaluate every encoder into `results`, in this process or in eval_workers() spawned processes.
+
+    An encoder's numbers depend only on itself and the shared datasets (their bootstrap resamples
+    included), so the tables are the same either way, row for row (results are merged in encoder
+    order). Each evaluation is single-threaded, so a 2-core machine evaluates two encoders at once,
+    a 16-core GPU machine all of them. Spawned, not forked: a CUDA context cannot be forked."""
+    workers = eval_workers(params.eval.workers, len(encoders))
+    if workers == 1:
+        for enc in encoders:
+            evaluate_encoder(enc, datasets, params, out, results)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        n = len(encoders)
+        for part in pool.map(_evaluate_in_worker, encoders, [datasets] * n, [params] * n, [out] * n):
+            results.merge(part)
+
+
 def _encoders(models: dict[str, list], params: Params) -> list[Encoder]:
     encoders = []
     for name, dirs in models.items():
@@ -473,11 +525,7 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
     e = params.eval
     tasks, skipped = glue.available_tasks(e.tasks, e.glue_dir)
     results, notes = Results(), []
-    # One thread for BLAS and, on CPU, for torch: every call here is small (probe fits, 200-2000 point
-    # geometry, encoder batches), and on a shared 2-core machine thread barriers made them 5-50x slower
-    # (a 2-layer encoder: 0.6 s with 1 thread vs 5.4 s with 2). On GPU torch keeps its threads.
-    cpu_only = contextlib.nullcontext() if torch.cuda.is_available() else pooling.single_thread()
-    with threadpool_limits(limits=1, user_api="blas"), cpu_only:
+    with _one_thread_each():
         datasets = []
         for task in tasks:
             try:
@@ -496,8 +544,7 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
         for data in datasets:
             if data.labelled:
                 evaluate_majority(data, results)
-        for enc in encoders:
-            evaluate_encoder(enc, datasets, params, out, results)
+        evaluate_encoders(encoders, datasets, params, out, results)
         metrics_df = pd.DataFrame(results.rows, columns=METRIC_COLUMNS)
         differences_df = differences(results, encoders, _pairs(models))
 

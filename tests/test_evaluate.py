@@ -291,3 +291,24 @@ def test_minilm_zero_shot_sts_on_real_dev(glue_dir):
         u, v = (pooling.pool(encode(model, tokenizer, dev[c].tolist(), progress=False), "mean")
                 for c in ("sentence1", "sentence2"))
     assert probes.zero_shot_sts(u, v, dev["label"].to_numpy())["spearman"] > 0.8
+
+
+def test_encoders_evaluated_in_worker_processes_give_the_same_tables(tmp_path, tiny_checkpoint):
+    """eval.workers=2 (two spawned processes) and eval.workers=1 (this process): identical tables."""
+    glue_root = make_glue(tmp_path / "glue")
+    tables = {}
+    for workers in (1, 2):
+        params = small_params(glue_root, ["sst2"])
+        params.eval.workers, params.eval.poolings = workers, ["mean", "weighted"]
+        tables[workers] = ev.evaluate({"hybrid": [str(MINILM)], "mlm": [str(tiny_checkpoint)]}, params,
+                                      tmp_path / f"run{workers}", WIKI[:40])
+    for one, two in zip(tables[1], tables[2]):
+        assert len(one) > 10
+        pd.testing.assert_frame_equal(one, two)
+
+
+def test_eval_workers_default_to_one_per_core_and_never_more_than_encoders(monkeypatch):
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: 16)
+    assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 30) == 16 and ev.eval_workers(3, 7) == 3
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: None)
+    assert ev.eval_workers(None, 7) == 1
