@@ -52,9 +52,10 @@ import os
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -283,36 +284,46 @@ def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, n
                   model_fingerprint=fp)
 
 
-def evaluate_encoder(enc: Encoder, datasets: list[TaskData], params: Params, out: Path, results: Results) -> None:
-    """Encode each task once, then pool, probe and measure it for every pooling."""
-    e = params.eval
+def load_for_evaluation(enc: Encoder, params: Params) -> tuple[Any, Any, str]:
+    """(model on the GPU if there is one, tokenizer, fingerprint) of one encoder."""
     model, tokenizer = load_encoder(enc.path, random_init=enc.random_init, seed=params.seed)
     if torch.cuda.is_available():
         model.to("cuda")
-    fp = fingerprint(model, tokenizer)
-    cache = out / "cache" / "encode"
+    return model, tokenizer, fingerprint(model, tokenizer)
+
+
+def evaluate_encoder(enc: Encoder, datasets: list[TaskData], params: Params, out: Path, results: Results) -> None:
+    """Every task of one encoder (evaluate_task), in this process."""
+    loaded = load_for_evaluation(enc, params)
     for data in tqdm(datasets, desc=f"evaluate {enc.key}", unit="task"):
-        task = data.task
-        states = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
-                  for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
-        sts_pairs = None
-        if task == "stsb":  # siamese u, v for zero-shot cosine and alignment, whatever the pair encoding
-            sts_pairs = _encode_split(model, tokenizer, data.dev, e, fp, cache, f"{task}-dev", siamese=True)
-        for pool in (e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]):
-            note = ""
-            if pool in pooling.LEARNED:
-                ttype = probes.task_type(task)
-                fitted = pooling.fit_learned_pooling(pool, states["train"], data.train["label"].to_numpy(), ttype,
-                                                     max_length=e.max_length, epochs=e.learned_pooling_epochs,
-                                                     seed=params.seed)
-                transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
-            else:
-                transform = lambda ts, pool=pool: pooling.pool(ts, pool)
-            features = {split: transform(ts) for split, ts in states.items()}
-            cell = (enc, task, pool)
-            semantic = _probe_task(cell, data, features, params, results, note) if data.labelled else None
-            _measure_geometry(cell, data, features["dev"], transform, sts_pairs, params, out, results)
-            _probe_lexical(cell, data, features, semantic, params, results)
+        evaluate_task(enc, data, loaded, params, out, results)
+
+
+def evaluate_task(enc: Encoder, data: TaskData, loaded: tuple, params: Params, out: Path, results: Results) -> None:
+    """Encode one task once, then pool, probe and measure it for every pooling."""
+    e, task = params.eval, data.task
+    model, tokenizer, fp = loaded
+    cache = out / "cache" / "encode"
+    states = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
+              for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
+    sts_pairs = None
+    if task == "stsb":  # siamese u, v for zero-shot cosine and alignment, whatever the pair encoding
+        sts_pairs = _encode_split(model, tokenizer, data.dev, e, fp, cache, f"{task}-dev", siamese=True)
+    for pool in (e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]):
+        note = ""
+        if pool in pooling.LEARNED:
+            ttype = probes.task_type(task)
+            fitted = pooling.fit_learned_pooling(pool, states["train"], data.train["label"].to_numpy(), ttype,
+                                                 max_length=e.max_length, epochs=e.learned_pooling_epochs,
+                                                 seed=params.seed)
+            transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
+        else:
+            transform = lambda ts, pool=pool: pooling.pool(ts, pool)
+        features = {split: transform(ts) for split, ts in states.items()}
+        cell = (enc, task, pool)
+        semantic = _probe_task(cell, data, features, params, results, note) if data.labelled else None
+        _measure_geometry(cell, data, features["dev"], transform, sts_pairs, params, out, results)
+        _probe_lexical(cell, data, features, semantic, params, results)
 
 
 def _probe_task(cell, data: TaskData, features: dict, params: Params, results: Results, note: str):
@@ -463,35 +474,49 @@ def _one_thread_each():
         yield
 
 
-def eval_workers(setting: int | None, n_encoders: int) -> int:
-    """Processes for evaluate_encoders: eval.workers, or (None) one per core, never more than encoders."""
-    return max(1, min(setting or os.cpu_count() or 1, n_encoders))
+def eval_workers(setting: int | None, n_units: int) -> int:
+    """Processes for evaluate_encoders: eval.workers, or (None) one per core, never more than units."""
+    return max(1, min(setting or os.cpu_count() or 1, n_units))
 
 
-def _evaluate_in_worker(enc: Encoder, datasets: list[TaskData], params: Params, out: Path) -> Results:
+_WORKER_ENCODER: dict = {}  # in a worker process: the encoder it loaded last (units come encoder by encoder)
+
+
+def _evaluate_unit(enc: Encoder, data: TaskData, params: Params, out: Path) -> Results:
+    """One (encoder, task) unit in a worker process."""
+    key = (enc.key, str(enc.path), enc.random_init)
     results = Results()
     with _one_thread_each():
-        evaluate_encoder(enc, datasets, params, out, results)
+        if key not in _WORKER_ENCODER:
+            _WORKER_ENCODER.clear()
+            _WORKER_ENCODER[key] = load_for_evaluation(enc, params)
+        evaluate_task(enc, data, _WORKER_ENCODER[key], params, out, results)
     return results
 
 
 def evaluate_encoders(encoders: list[Encoder], datasets: list[TaskData], params: Params, out: Path,
                       results: Results) -> None:
-    """Evaluate every encoder into `results`, in this process or in eval_workers() spawned processes.
+    """Evaluate every (encoder, task) unit into `results`, in this process or in eval_workers()
+    spawned processes.
 
-    An encoder's numbers depend only on itself and the shared datasets (their bootstrap resamples
-    included), so the tables are the same either way, row for row (results are merged in encoder
-    order). Each evaluation is single-threaded, so a 2-core machine evaluates two encoders at once,
-    a 16-core GPU machine all of them. Spawned, not forked: a CUDA context cannot be forked."""
-    workers = eval_workers(params.eval.workers, len(encoders))
+    A unit's numbers depend only on its encoder and its task's data (the bootstrap resamples
+    included), so the tables are the same either way, row for row (units are merged in encoder,
+    then task order). Each unit runs single-threaded, so a 2-core machine evaluates two at once, a
+    16-core GPU machine sixteen. Spawned, not forked: a CUDA context cannot be forked."""
+    units = [(enc, data) for enc in encoders for data in datasets]
+    workers = eval_workers(params.eval.workers, len(units))
     if workers == 1:
         for enc in encoders:
             evaluate_encoder(enc, datasets, params, out, results)
         return
+    parts: dict[int, Results] = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        n = len(encoders)
-        for part in pool.map(_evaluate_in_worker, encoders, [datasets] * n, [params] * n, [out] * n):
-            results.merge(part)
+        futures = {pool.submit(_evaluate_unit, enc, data, params, out): i for i, (enc, data) in enumerate(units)}
+        for done in tqdm(as_completed(futures), total=len(units), desc=f"evaluate ({workers} processes)",
+                         unit="task"):
+            parts[futures[done]] = done.result()
+    for i in range(len(units)):
+        results.merge(parts[i])
 
 
 def _encoders(models: dict[str, list], params: Params) -> list[Encoder]:

@@ -299,7 +299,7 @@ def test_encoders_evaluated_in_worker_processes_give_the_same_tables(tmp_path, t
     tables = {}
     for workers in (1, 2):
         params = small_params(glue_root, ["sst2"])
-        params.eval.workers, params.eval.poolings = workers, ["mean", "weighted"]
+        params.eval.workers, params.eval.poolings = workers, ["mean", "weighted"]  # 2 encoders x 2 tasks
         tables[workers] = ev.evaluate({"hybrid": [str(MINILM)], "mlm": [str(tiny_checkpoint)]}, params,
                                       tmp_path / f"run{workers}", WIKI[:40])
     for one, two in zip(tables[1], tables[2]):
@@ -307,8 +307,8 @@ def test_encoders_evaluated_in_worker_processes_give_the_same_tables(tmp_path, t
         pd.testing.assert_frame_equal(one, two)
 
 
-def test_eval_workers_default_to_one_per_core_and_never_more_than_encoders(monkeypatch):
+def test_eval_workers_default_to_one_per_core_and_never_more_than_units(monkeypatch):
     monkeypatch.setattr(ev.os, "cpu_count", lambda: 16)
-    assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 30) == 16 and ev.eval_workers(3, 7) == 3
+    assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 42) == 16 and ev.eval_workers(3, 7) == 3
     monkeypatch.setattr(ev.os, "cpu_count", lambda: None)
     assert ev.eval_workers(None, 7) == 1
