@@ -68,6 +68,7 @@ TRAINING = ("hf", "mlm", "hybrid", "shared")
 @dataclass
 class BenchConfig:
     architecture: str = "bert"  # model.architecture: bert | modernbert
+    dropout: float = 0.1  # model.dropout (the gpu profile trains without: --dropout 0)
     layers: int = 4
     hidden: int = 256
     heads: int = 4
@@ -104,6 +105,8 @@ class BenchConfig:
                 raise ValueError(f"bench {key}={getattr(self, key)!r} is invalid: allowed a positive integer")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"bench architecture={self.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"bench dropout={self.dropout!r} is invalid: allowed a number in [0, 1)")
         if self.warmup < 0:
             raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
         if self.hidden % self.heads:
@@ -173,7 +176,7 @@ def _sync(device: torch.device) -> None:
 def bench_params(cfg: BenchConfig) -> Params:
     """The Params our model and trainer would get for this benchmark config."""
     return load_params(None, {
-        "model.architecture": cfg.architecture, "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
+        "model.architecture": cfg.architecture, "model.dropout": cfg.dropout, "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
         "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
         "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
         "model.predictor_heads": cfg.predictor_heads,

@@ -3,10 +3,10 @@
 # root, after scripts/gpu_prepare.sh filled .gpu/ (wheels + data) or with the packages installed and
 # WIKI_DIR / GLUE_DIR set. Stages (each timed; the first failure stops the script):
 #   1. install the carried wheels   2. the smoke profile through the workbook on the GPU (fail fast)
-#   3. the benchmark at the paper's size, batch 32 and a large batch (MFU)   4. the gpu profile end
-#   to end through the workbook runner   5. copy the bench JSON, summary.md, CSVs and figures to $OUT
-#   6. (COMPILE_BENCH=1) the benchmark again under torch.compile
-# Optional: GPU_BATCH (default 256), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
+#   3. the gpu profile end to end through the workbook runner   4. the benchmark at the paper's size
+#   (the profile's architecture), batch 32 and 256 (MFU)   5. copy the bench JSON, summary.md, CSVs
+#   and figures to $OUT   6. (COMPILE_BENCH=1) the benchmark again under torch.compile
+# Optional: GPU_BENCH_BATCHES (default "32 256"), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
 # workbook arguments, e.g. "--set train.steps=100"), SMOKE=0 (skip stage 2), COMPILE_BENCH=1 (also
 # time the steps under torch.compile, last).
 set -euo pipefail
@@ -33,7 +33,7 @@ fi
 : "${WIKI_DIR:?no WIKI_DIR and no .gpu/data/wikipedia}" "${GLUE_DIR:?no GLUE_DIR and no .gpu/data/glue_data}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
 $PY -c "import torch, transformers, tokenizers, papermill, nbconvert; print('torch', torch.__version__, 'cuda', \
-torch.version.cuda, torch.cuda.get_device_name(0), '| transformers', transformers.__version__, '| tokenizers', \
+torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO GPU', '| transformers', transformers.__version__, '| tokenizers', \
 tokenizers.__version__, '| papermill', papermill.__version__, '| nbconvert', nbconvert.__version__)"
 
 if [ "${SMOKE:-1}" = 1 ]; then
@@ -41,18 +41,21 @@ if [ "${SMOKE:-1}" = 1 ]; then
   $PY -m jepa_core.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
 fi
 
-stage "3. benchmark, paper size"
-paper=(--layers 6 --hidden 512 --heads 8 --ffn 2048 --predictor-layers 6 --predictor-hidden 192
-       --predictor-heads 6 --vocab 30522 --documents 200 --quiet)
-$PY -m jepa_core.bench "${paper[@]}" --batch 32 --out "$OUT/bench_b32.json"
-$PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --out "$OUT/bench_b${GPU_BATCH:-256}.json"
-
-stage "4. gpu profile"
+stage "3. gpu profile"
 status=0
 # shellcheck disable=SC2086  # GPU_PROFILE_ARGS is a list of arguments
 timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" \
   ${GPU_PROFILE_ARGS:-} || status=$?
 stage "gpu profile exit status $status"
+
+stage "4. benchmark, paper size (the gpu profile's architecture)"
+read -r arch dropout < <($PY -c "from jepa_core.config import load_params
+m = load_params('parameters/gpu.yaml').model; print(m.architecture, m.dropout)")
+paper=(--architecture "$arch" --dropout "$dropout" --layers 6 --hidden 512 --heads 8 --ffn 2048 --predictor-layers 6
+       --predictor-hidden 192 --predictor-heads 6 --vocab 30522 --documents 200 --quiet)
+for batch in ${GPU_BENCH_BATCHES:-32 256}; do
+  $PY -m jepa_core.bench "${paper[@]}" --batch "$batch" --out "$OUT/bench_${arch}_b$batch.json" || status=$?
+done
 
 stage "5. results"
 run="$RUNS/gpu"
@@ -63,8 +66,7 @@ ls -la "$OUT"
 
 if [ "${COMPILE_BENCH:-0}" = 1 ]; then  # last: its compile time is the least predictable
   stage "6. benchmark with torch.compile"
-  $PY -m jepa_core.bench "${paper[@]}" --batch "${GPU_BATCH:-256}" --rounds 5 --compile \
-    --out "$OUT/bench_compile.json" || true
+  $PY -m jepa_core.bench "${paper[@]}" --batch 256 --rounds 5 --compile --out "$OUT/bench_${arch}_compile.json" || true
 fi
 stage "done"
 exit $status
