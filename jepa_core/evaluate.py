@@ -458,6 +458,31 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
     return df
 
 
+VS_RANDOM_INIT = ("sst2", "mean", "accuracy")  # the cell of the learned-something check (task, pooling, metric)
+VS_RANDOM_COLUMNS = ["model", "seed", "task", "pooling", "metric", "value", "random_init", "diff", "ci_low", "ci_high",
+                     "beats_random_init"]
+
+
+def versus_random_init(results: Results, encoders: list[Encoder], cell: tuple[str, str, str] = VS_RANDOM_INIT
+                       ) -> pd.DataFrame:
+    """Each pre-trained encoder (every seed) minus the random-init encoder on one cell (default: SST-2
+    mean-pooling probe accuracy), example-level paired bootstrap CI: did pre-training teach the
+    encoder anything a linear probe can use? Kept apart from differences(): it is a check of the
+    run, not a claim, so it is not in the Holm families. Empty without a random-init encoder or cell."""
+    task, pool, metric = cell
+    base = next((results.measures.get((e.name, e.seed, task, pool, metric)) for e in encoders if e.random_init), None)
+    rows = []
+    for enc in encoders:
+        m = results.measures.get((enc.name, enc.seed, task, pool, metric))
+        if enc.random_init or m is None or base is None:
+            continue
+        d = m.minus(base)
+        rows.append(dict(model=enc.name, seed=enc.seed, task=task, pooling=pool, metric=metric, value=m.value,
+                         random_init=base.value, diff=d.diff, ci_low=d.ci_low, ci_high=d.ci_high,
+                         beats_random_init=bool(d.ci_low > 0)))
+    return pd.DataFrame(rows, columns=VS_RANDOM_COLUMNS)
+
+
 def load_spectra(run_dir: str | Path) -> pd.DataFrame:
     """The covariance eigenvalues written by evaluate (one row per eigenvalue)."""
     return pd.read_csv(Path(run_dir) / "results" / "spectra.csv")
@@ -578,6 +603,7 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
     metrics_df.to_parquet(res / "metrics.parquet", index=False)
     differences_df.to_csv(res / "differences.csv", index=False)
     differences_df.to_parquet(res / "differences.parquet", index=False)
+    versus_random_init(results, encoders).to_csv(res / "vs_random_init.csv", index=False)
     if results.spectra:
         pd.concat(results.spectra, ignore_index=True).to_csv(res / "spectra.csv", index=False)
     if results.predictions:

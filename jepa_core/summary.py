@@ -401,24 +401,42 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
         t = _read_json(path)
         training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
                                       "wall_time_s": t.get("wall_time_s"), **(t.get("final") or {})}
+    vs_random = run_dir / "results" / "vs_random_init.csv"
     return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
             "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training,
-            "learning": learning_table(run_dir).to_dict("records")}
+            "learning": learning_table(run_dir).to_dict("records"),
+            "vs_random_init": pd.read_csv(vs_random).to_dict("records") if vs_random.is_file() else []}
 
 
-def _learning_section(table: pd.DataFrame) -> list[str]:
+def _versus_random_section(rows: list[dict]) -> list[str]:
+    """Each pre-trained encoder against the random-init one on SST-2 mean-pooling probe accuracy."""
+    if not rows:
+        return []
+    vs = pd.DataFrame(rows)
+    first = vs.iloc[0]
+    show = pd.DataFrame({"model": [f"{m}-s{s}" for m, s in zip(vs["model"], vs["seed"])],
+                         first["metric"]: [_fmt(v) for v in vs["value"]],
+                         "random init": [_fmt(v) for v in vs["random_init"]],
+                         "difference [95% CI]": [_ci(d, lo, hi) for d, lo, hi in zip(vs["diff"], vs["ci_low"], vs["ci_high"])],
+                         "beats random init": ["yes" if b else "**no**" for b in vs["beats_random_init"]]})
+    return [f"Each pre-trained encoder against the random-init one ({first['task']}, {first['pooling']} pooling, "
+            f"probe {first['metric']}; paired bootstrap over dev examples): it beats it when the CI lies above 0.",
+            "", markdown_table(show)]
+
+
+def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[str]:
     out = ["## Learning check", "",
            f"Validation MLM loss against the unigram entropy of the tokens (nats); gap = entropy − loss must be "
            f"≥ {LEARNING_GAP_MIN:g} for the run to say anything about the objectives.", ""]
     if table.empty:
-        return out + ["_no pre-trained models in this run folder_", ""]
+        return out + ["_no pre-trained models in this run folder_", ""] + _versus_random_section(list(vs_random))
     show = pd.DataFrame({"model": table["model"], "validation MLM loss": [_fmt(v) for v in table["validation_mlm_loss"]],
                          "unigram entropy": [_fmt(v) for v in table["unigram_entropy"]],
                          "gap": [_fmt(v) for v in table["gap"]],
                          "learned beyond frequencies": ["unavailable" if not np.isfinite(g) else
                                                         "yes" if g >= LEARNING_GAP_MIN else "**no**"
                                                         for g in table["gap"].astype(float)]})
-    return out + [markdown_table(show)]
+    return out + [markdown_table(show)] + _versus_random_section(list(vs_random))
 
 
 def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
@@ -443,7 +461,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     out += ["| claim | paper | verdict |", "|---|---|---|"]
     out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** |" for v in vs]
     out.append("")
-    out += _learning_section(learning)
+    out += _learning_section(learning, ctx.get("vs_random_init") or [])
     for v in vs:
         out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
                 f"Rule: {v.rule}", "", _markdown(v.table)]

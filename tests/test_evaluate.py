@@ -312,3 +312,34 @@ def test_eval_workers_default_to_one_per_core_and_never_more_than_units(monkeypa
     assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 42) == 16 and ev.eval_workers(3, 7) == 3
     monkeypatch.setattr(ev.os, "cpu_count", lambda: None)
     assert ev.eval_workers(None, 7) == 1
+
+
+def test_versus_random_init_is_a_paired_check_per_trained_encoder():
+    """Known answer: per-example correctness 0/1 on shared resamples; hybrid-s0 is right on 80% of the
+    examples where random init is right on 50% (the difference's CI lies above 0), mlm-s0 on exactly the
+    same examples as random init (difference 0, CI [0, 0]: does not beat it)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    idx = stats.resamples(n, 300, 0)
+    random_right = rng.random(n) < 0.5
+    hybrid_right = random_right | (rng.random(n) < 0.6)
+    results = ev.Results()
+    encoders = [ev.Encoder("hybrid", "hybrid", 0, Path(".")), ev.Encoder("mlm", "mlm", 0, Path(".")),
+                ev.Encoder("random_init", "random_init", 0, Path("."), random_init=True)]
+    for enc, right in zip(encoders, (hybrid_right, random_right, random_right)):
+        results.add(enc, "sst2", "mean", "accuracy", ev._per_example_mean(right.astype(float), idx))
+    table = ev.versus_random_init(results, encoders)
+    assert list(table.columns) == ev.VS_RANDOM_COLUMNS and list(table["model"]) == ["hybrid", "mlm"]
+    hybrid, mlm = table.iloc[0], table.iloc[1]
+    assert hybrid["diff"] == pytest.approx(hybrid_right.mean() - random_right.mean())
+    assert hybrid["ci_low"] > 0 and hybrid["beats_random_init"]
+    assert mlm["diff"] == 0 and mlm["ci_low"] == mlm["ci_high"] == 0 and not mlm["beats_random_init"]
+    assert ev.versus_random_init(results, encoders[:2]).empty  # no random-init encoder: no check
+
+
+def test_run_writes_the_random_init_check(run):
+    out, metrics, _, _ = run
+    table = pd.read_csv(out / "results" / "vs_random_init.csv")
+    assert set(table["model"]) == {"hybrid", "mlm"} and (table["task"] == "sst2").all()
+    base = metrics.query("model == 'random_init' and task == 'sst2' and pooling == 'mean' and metric == 'accuracy'")
+    assert np.allclose(table["random_init"], base["value"].iloc[0])

@@ -280,3 +280,18 @@ def test_c5_models_at_chance_are_not_evidence_of_similarity():
     assert v.verdict == INCONCLUSIVE
     verdicts = v.table.set_index("task")["verdict"]
     assert verdicts["cola"] == "inconclusive (at chance)" and verdicts["sst2"] == REPRODUCED
+
+
+def test_summary_shows_each_trained_encoder_against_random_init(tmp_path):
+    run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.9})
+    (run / "results").mkdir(exist_ok=True)
+    pd.DataFrame([dict(model="hybrid", seed=0, task="sst2", pooling="mean", metric="accuracy", value=0.71,
+                       random_init=0.62, diff=0.09, ci_low=0.05, ci_high=0.13, beats_random_init=True),
+                  dict(model="mlm", seed=0, task="sst2", pooling="mean", metric="accuracy", value=0.63,
+                       random_init=0.62, diff=0.01, ci_low=-0.02, ci_high=0.04, beats_random_init=False)]
+                 ).to_csv(run / "results" / "vs_random_init.csv", index=False)
+    metrics, diffs = _tables(_paper_like)
+    text = S.write_summary(metrics, diffs, run)
+    assert "against the random-init one (sst2, mean pooling, probe accuracy" in text
+    assert "| hybrid-s0 | 0.710 | 0.620 |" in text and "| yes |" in text
+    assert "| mlm-s0 | 0.630 | 0.620 |" in text and "| **no** |" in text
