@@ -8,7 +8,8 @@
 #   and figures to $OUT   6. (COMPILE_BENCH=1) the benchmark again under torch.compile
 # Optional: GPU_BENCH_BATCHES (default "32 256"), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
 # workbook arguments, e.g. "--set train.steps=100"), SMOKE=0 (skip stage 2), COMPILE_BENCH=1 (also
-# time the steps under torch.compile, last).
+# time the steps under torch.compile, last), GPU_BENCH_ARGS (extra bench arguments), INSTALL_WHEELS=0
+# (use the environment's packages), PYTHON (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/outputs/gpu_check}
@@ -22,7 +23,7 @@ RUNS=${RUNS:-/tmp/gpu_outputs}
 stage() { echo "=== [$(date +%T), ${SECONDS}s] $*"; }
 
 stage "1. packages"
-if compgen -G ".gpu/whl/*.whl" >/dev/null; then
+if [ "${INSTALL_WHEELS:-1}" = 1 ] && compgen -G ".gpu/whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD JUPYTER_PATH=/tmp/site/share/jupyter  # nbconvert's HTML templates
 else
@@ -54,7 +55,9 @@ m = load_params('parameters/gpu.yaml').model; print(m.architecture, m.dropout)")
 paper=(--architecture "$arch" --dropout "$dropout" --layers 6 --hidden 512 --heads 8 --ffn 2048 --predictor-layers 6
        --predictor-hidden 192 --predictor-heads 6 --vocab 30522 --documents 200 --quiet)
 for batch in ${GPU_BENCH_BATCHES:-32 256}; do
-  $PY -m jepa_core.bench "${paper[@]}" --batch "$batch" --out "$OUT/bench_${arch}_b$batch.json" || status=$?
+  # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of arguments
+  $PY -m jepa_core.bench "${paper[@]}" --batch "$batch" ${GPU_BENCH_ARGS:-} --out "$OUT/bench_${arch}_b$batch.json" \
+    || status=$?
 done
 
 stage "5. results"
