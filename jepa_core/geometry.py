@@ -308,7 +308,7 @@ class GeometryResampler:
     Cost per resample with `resamples` at n=872, d=128 (one BLAS thread, CPU time): all pair
     metrics together ~0.5 ms, centred uniformity ~2.8 ms, spectrum ~1.9 ms (docs/PERFORMANCE.md,
     "Evaluation cost"); pass `metrics` to compute only some.
-    Memory: a few (n, n) float64 matrices (8 MB each at n=1000), stored twice for the pair metrics.
+    Memory: a few (n, n) float64 matrices (8 MB each at n=1000).
     """
 
     def __init__(self, X, labels=None, t: float = 2.0, alpha: float = 2.0,
