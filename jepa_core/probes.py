@@ -124,25 +124,25 @@ def _mean_log_likelihood(estimator, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.log(np.clip(proba[np.arange(len(y)), column], 1e-15, None)).mean())
 
 
-def probe_jobs(cv_folds: int) -> int:
-    """Worker processes for a probe's CV folds: one per fold on a machine with more than 2 cores, else 1.
+def parallel_workers(limit: int) -> int:
+    """Workers for `limit` independent single-threaded jobs: up to one per core where there are more
+    than 2 cores, else 1 (on a shared 2-core machine extra workers only compete with other work).
 
-    The folds are independent fits, and each worker runs the same single-threaded arithmetic as
-    the serial loop, so the fitted probe is identical (tests/test_probes.py); on a shared 2-core
-    machine extra processes only compete with the other work.
+    Used for a probe's CV folds and the geometry bootstrap; each worker does the same arithmetic as
+    the serial loop, so results do not depend on it (tests/test_probes.py, tests/test_geometry.py).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cv_folds, cores) if cores > 2 else 1
+    return max(1, min(limit, cores)) if cores > 2 else 1
 
 
 def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0,
               n_jobs: int | None = None) -> FittedProbe:
     """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only.
 
-    n_jobs: processes for the logistic CV folds (None: `probe_jobs`); the result does not depend on it.
+    n_jobs: worker processes for the logistic CV folds (None: `parallel_workers`); the fit does not depend on it.
     """
     X_train = np.asarray(X_train, dtype=np.float64)
-    n_jobs = probe_jobs(cv_folds) if n_jobs is None else n_jobs
+    n_jobs = parallel_workers(cv_folds) if n_jobs is None else n_jobs
     if task_type == "classification":
         folds = min(cv_folds, int(np.bincount(np.unique(y_train, return_inverse=True)[1]).min()))
         if folds < 2:

@@ -34,7 +34,7 @@ def test_probe_fitted_in_parallel_processes_is_identical_to_the_serial_fit():
     assert parallel.param == serial.param
     np.testing.assert_array_equal(parallel.pipeline[-1].coef_, serial.pipeline[-1].coef_)
     np.testing.assert_array_equal(parallel.pipeline[-1].scores_, serial.pipeline[-1].scores_)
-    assert probes.probe_jobs(3) in (1, 2, 3)
+    assert probes.parallel_workers(3) in (1, 2, 3) and probes.parallel_workers(0) == 1
 
 
 def test_probe_is_at_chance_on_shuffled_labels():
