@@ -245,6 +245,9 @@ LABEL_FREE = ("uniformity", "uniformity_centred", "anisotropy",
               "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
 
+# metrics computed one resample at a time (they depend on the resample's own mean)
+PER_RESAMPLE = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
+
 # plug-in metrics whose bootstrap distribution is shifted by duplicated examples (see stats.py)
 RECENTRED = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
@@ -384,7 +387,7 @@ class GeometryResampler:
         values = {}
         if "uniformity_centred" in self.names:
             values["uniformity_centred"] = self._uniformity_centred(w)
-        if any(m in self.names for m in LABEL_FREE[3:]):
+        if any(m in self.names for m in PER_RESAMPLE[1:]):
             values.update(_metrics_from_spectrum(_weighted_spectrum(self.X, w), int(w.sum()), self.X.shape[1]))
         return values
 
@@ -397,7 +400,7 @@ class GeometryResampler:
         """(B, len(names)) metric values, row b on the resample X[idx[b]]; idx is (B, m) row indices.
 
         Same values as stacking self(idx[b]) (tests/test_geometry.py). The pair sums of a block of
-        resamples are one (B, n) x (n, n) matrix product instead of B matrix-vector products;
+        resamples are one (B, n) x (n, n·matrices) product instead of B matrix-vector products each;
         centred uniformity and the spectrum depend on each resample's own mean and stay one
         resample at a time, on `workers` threads (numpy releases the GIL inside BLAS, LAPACK and
         ufunc loops, so threads run them in parallel; each does the same arithmetic as workers=1).
@@ -440,7 +443,7 @@ class GeometryResampler:
         for k, name in enumerate(self.names):
             if name in values:
                 out[:, k] = values[name]
-        columns = [k for k, name in enumerate(self.names) if name not in values]
+        columns = [k for k, name in enumerate(self.names) if name in PER_RESAMPLE]
         rows = np.flatnonzero(n_pairs > 0)
         if columns and rows.size:
             if workers > 1:
