@@ -22,6 +22,7 @@ distribution is centred on the full-sample value, so percentile CIs stay honest.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -244,6 +245,9 @@ LABEL_FREE = ("uniformity", "uniformity_centred", "anisotropy",
               "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
 
+# metrics computed one resample at a time (they depend on the resample's own mean)
+PER_RESAMPLE = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
+
 # plug-in metrics whose bootstrap distribution is shifted by duplicated examples (see stats.py)
 RECENTRED = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
@@ -294,6 +298,7 @@ class GeometryResampler:
         res = GeometryResampler(X, labels)      # labels and metrics optional
         res.names                               # metric names, in output order
         res(idx) -> np.ndarray                  # values on X[idx]; res(None) = full sample
+        res.resamples(idx_matrix, workers=1)    # (B, len(names)): all resamples of a (B, m) matrix
 
     Matches `geometry_metrics(X, labels)` on the full sample (pairs=None). How duplicates are
     handled: pair metrics skip pairs of two copies of one example (module docstring); the
@@ -303,8 +308,9 @@ class GeometryResampler:
     bootstrap sds (n=1000, d=256: effective rank −20 sd, centred uniformity −14 sd; the pair
     metrics < 0.2 sd). `recentre` flags them, and `stats` then uses their bootstrap
     distribution for the spread only (see jepa_core/stats.py).
-    Cost per resample at n=1000, d=256 (one BLAS thread, busy 2-core box): pair metrics ~1 ms
-    each, centred uniformity ~7 ms, spectrum ~12-20 ms; pass `metrics` to compute only some.
+    Cost per resample with `resamples` at n=872, d=128 (one BLAS thread, CPU time): all pair
+    metrics together ~0.5 ms, centred uniformity ~2.8 ms, spectrum ~1.9 ms (docs/PERFORMANCE.md,
+    "Evaluation cost"); pass `metrics` to compute only some.
     Memory: a few (n, n) float64 matrices (8 MB each at n=1000).
     """
 
@@ -324,11 +330,11 @@ class GeometryResampler:
         sqdist = np.clip(2.0 - 2.0 * cos, 0.0, 4.0)
         # each pair metric is Σ_{i≠j} w_i w_j M_ij over one precomputed (n, n) matrix M,
         # divided by a pair count that the class sizes give without another matrix
-        self.pair = {}
+        pair = {}
         if "uniformity" in self.names:
-            self.pair["uniformity"] = np.exp(-t * sqdist)
+            pair["uniformity"] = np.exp(-t * sqdist)
         if "anisotropy" in self.names:
-            self.pair["anisotropy"] = cos
+            pair["anisotropy"] = cos
         if "uniformity_centred" in self.names:
             self.gram = self.X @ self.X.T  # raw Gram: re-centring needs nothing else
         if labels is not None:
@@ -336,53 +342,115 @@ class GeometryResampler:
             self.codes = np.unique(labels, return_inverse=True)[1].ravel()
             same = _same_label(labels)
             if "alignment" in self.names:
-                self.pair["alignment"] = sqdist ** (alpha / 2) * same
+                pair["alignment"] = sqdist ** (alpha / 2) * same
             if "class_distance_ratio" in self.names:
                 dist = np.sqrt(sqdist)
-                self.pair["distance"] = dist
-                self.pair["intra_distance"] = dist * same
+                pair["distance"] = dist
+                pair["intra_distance"] = dist * same
+            self._onehot = np.eye(self.codes.max() + 1)[self.codes]  # (n, classes)
+        self._pair_names = tuple(pair)
+        if pair:  # one (n, n * n_matrices) block, so that all pair sums come from one matrix product
+            self._stacked = np.concatenate(list(pair.values()), axis=1)
+            self._diagonals = np.stack([np.diag(M) for M in pair.values()], axis=1)
 
-    def _uniformity_centred(self, w: np.ndarray) -> float:
+    def _uniformity_centred(self, w: np.ndarray, block: int = 64) -> float:
+        """Centred uniformity of the resample with counts w, from the raw Gram alone.
+
+        cos_ij = (G_ij − u_i − u_j)·r_i·r_j with c the resample mean, u_i = x_i·c − c·c/2 and
+        r_i = 1/‖x_i − c‖. Only pairs i < j are exponentiated (the matrix is symmetric), in
+        blocks of rows small enough to stay in cache: half the exp calls of the full matrix.
+        """
+        n = len(self.gram)
         keep = np.flatnonzero(w > 0)  # only the drawn examples matter
         w = w[keep]
-        C = self.gram[np.ix_(keep, keep)]  # a copy; modified in place below to save passes
-        # (x_i − c)·(x_j − c) with c the resample mean, from the raw Gram alone
-        proj = C @ w / w.sum()  # x_i · c
-        C -= proj[:, None]
-        C -= proj[None, :]
-        C += w @ proj / w.sum()
-        inv_norm = 1.0 / np.sqrt(np.clip(np.diag(C), _EPS, None))
-        C *= inv_norm[:, None]
-        C *= inv_norm[None, :]  # cosines
-        # exp(−t‖a−b‖²) = exp(−2t)·exp(2t·cos) for unit vectors
-        C *= 2.0 * self.t
-        np.exp(C, out=C)
-        return float(np.log(_pair_sum(C, w) / (w.sum() ** 2 - (w * w).sum())) - 2.0 * self.t)
+        proj = (self.gram @ np.bincount(keep, w, n))[keep] / w.sum()  # x_i · c
+        u = proj - 0.5 * (w @ proj / w.sum())
+        sq_norm = self.gram.ravel()[keep * (n + 1)] - 2.0 * u  # ‖x_i − c‖² = G_ii − 2u_i
+        # exp(−t‖a−b‖²) = exp(−2t)·exp(2t·cos) for unit vectors; √(2t) folded into both norms
+        scale = np.sqrt(2.0 * self.t / np.clip(sq_norm, _EPS, None))
+        total = 0.0  # Σ_{i≠j} w_i w_j exp(2t·cos_ij) = Σ over row blocks of 2·Σ_{i in block, j > i}
+        for r0 in range(0, len(keep), block):
+            r1 = min(r0 + block, len(keep))
+            rows, cols = keep[r0:r1], keep[r0:]
+            E = self.gram.ravel().take((rows[:, None] * n + cols).ravel()).reshape(len(rows), -1)
+            E -= u[r0:r1, None]
+            E -= u[None, r0:]
+            E *= scale[r0:r1, None]
+            E *= scale[None, r0:]
+            np.exp(E, out=E)
+            E[:, :r1 - r0] = np.triu(E[:, :r1 - r0], 1)  # the square block: pairs j > i only
+            total += 2.0 * (w[r0:r1] @ E @ w[r0:])
+        return float(np.log(total / (w.sum() ** 2 - (w * w).sum())) - 2.0 * self.t)
 
-    def __call__(self, idx=None) -> np.ndarray:
-        n, d = self.X.shape
-        w = _counts(idx, n)
-        self_pairs = (w * w).sum()  # copies of one example paired with each other
-        n_pairs = w.sum() ** 2 - self_pairs
-        if n_pairs <= 0:
-            return np.full(len(self.names), np.nan)
-        sums = {name: _pair_sum(M, w) for name, M in self.pair.items()}
+    def _per_resample(self, w: np.ndarray) -> dict[str, float]:
+        """The metrics that need the resample's own centring: centred uniformity and the spectrum."""
         values = {}
-        if "uniformity" in sums:
-            values["uniformity"] = np.log(sums["uniformity"] / n_pairs)
-        if "anisotropy" in sums:
-            values["anisotropy"] = sums["anisotropy"] / n_pairs
         if "uniformity_centred" in self.names:
             values["uniformity_centred"] = self._uniformity_centred(w)
-        if hasattr(self, "codes"):
-            n_same = (np.bincount(self.codes, weights=w) ** 2).sum() - self_pairs
-            n_diff = n_pairs - n_same
-            with np.errstate(divide="ignore", invalid="ignore"):  # no same/different-label pair: NaN
+        if any(m in self.names for m in PER_RESAMPLE[1:]):
+            values.update(_metrics_from_spectrum(_weighted_spectrum(self.X, w), int(w.sum()), self.X.shape[1]))
+        return values
+
+    def __call__(self, idx=None) -> np.ndarray:
+        """Metric values (in `names` order) on the resample X[idx]; idx=None: the full sample."""
+        w = _counts(idx, self.X.shape[0])
+        return self._evaluate(w[None, :])[0]
+
+    def resamples(self, idx, workers: int = 1) -> np.ndarray:
+        """(B, len(names)) metric values, row b on the resample X[idx[b]]; idx is (B, m) row indices.
+
+        Same values as stacking self(idx[b]) (tests/test_geometry.py). The pair sums of a block of
+        resamples are one (B, n) x (n, n·matrices) product instead of B matrix-vector products each;
+        centred uniformity and the spectrum depend on each resample's own mean and stay one
+        resample at a time, on `workers` threads (numpy releases the GIL inside BLAS, LAPACK and
+        ufunc loops, so threads run them in parallel; each does the same arithmetic as workers=1).
+        """
+        idx = np.asarray(idx)
+        n = self.X.shape[0]
+        if idx.ndim != 2 or idx.shape[1] == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"idx must be a (B, m) integer array of row indices, got {idx.dtype} {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"idx has row indices outside [0, {n})")
+        offsets = np.arange(idx.shape[0])[:, None] * n  # counts of every resample from one bincount
+        W = np.bincount((idx + offsets).ravel(), minlength=idx.shape[0] * n).reshape(-1, n).astype(np.float64)
+        block = 256  # bounds the (block, n * n_matrices) product to ~50 MB at n = 1000
+        return np.concatenate([self._evaluate(W[b:b + block], workers) for b in range(0, len(W), block)]) \
+            if len(W) else np.empty((0, len(self.names)))
+
+    def _evaluate(self, W: np.ndarray, workers: int = 1) -> np.ndarray:
+        """Metric values for each row w of the count matrix W (B, n)."""
+        self_pairs = (W * W).sum(1)  # copies of one example paired with each other
+        n_pairs = W.sum(1) ** 2 - self_pairs
+        values: dict[str, np.ndarray] = {}
+        sums: dict[str, np.ndarray] = {}
+        if self._pair_names:
+            # Σ_{i≠j} w_i w_j M_ij for every pair matrix M at once: (W M) ⊙ W summed, minus the diagonal
+            WM = (W @ self._stacked).reshape(len(W), len(self._pair_names), -1)
+            sums = dict(zip(self._pair_names, np.einsum("bmn,bn->mb", WM, W) - ((W * W) @ self._diagonals).T))
+        with np.errstate(divide="ignore", invalid="ignore"):  # resamples without pairs: NaN, set below
+            if "uniformity" in sums:
+                values["uniformity"] = np.log(sums["uniformity"] / n_pairs)
+            if "anisotropy" in sums:
+                values["anisotropy"] = sums["anisotropy"] / n_pairs
+            if hasattr(self, "codes"):  # no same/different-label pair: NaN
+                n_same = ((W @ self._onehot) ** 2).sum(1) - self_pairs
                 if "alignment" in sums:
                     values["alignment"] = sums["alignment"] / n_same
                 if "distance" in sums:
                     intra = sums["intra_distance"]
-                    values["class_distance_ratio"] = (intra / n_same) / ((sums["distance"] - intra) / n_diff)
-        if any(m in self.names for m in LABEL_FREE[3:]):
-            values.update(_metrics_from_spectrum(_weighted_spectrum(self.X, w), int(w.sum()), d))
-        return np.array([values[m] for m in self.names], dtype=np.float64)
+                    values["class_distance_ratio"] = (intra / n_same) / ((sums["distance"] - intra) / (n_pairs - n_same))
+        out = np.full((len(W), len(self.names)), np.nan)
+        for k, name in enumerate(self.names):
+            if name in values:
+                out[:, k] = values[name]
+        columns = [k for k, name in enumerate(self.names) if name in PER_RESAMPLE]
+        rows = np.flatnonzero(n_pairs > 0)
+        if columns and rows.size:
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    per = list(pool.map(self._per_resample, W[rows]))
+            else:
+                per = [self._per_resample(w) for w in W[rows]]
+            out[np.ix_(rows, columns)] = [[v[self.names[k]] for k in columns] for v in per]
+        out[n_pairs <= 0] = np.nan
+        return out

@@ -8,10 +8,12 @@ kept by the caller so that `stats.py` can bootstrap CIs and paired differences w
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from joblib import parallel_config
 from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
@@ -122,9 +124,25 @@ def _mean_log_likelihood(estimator, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.log(np.clip(proba[np.arange(len(y)), column], 1e-15, None)).mean())
 
 
-def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0) -> FittedProbe:
-    """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only."""
+def parallel_workers(limit: int) -> int:
+    """Workers for `limit` independent single-threaded jobs: up to one per core where there are more
+    than 2 cores, else 1 (on a shared 2-core machine extra workers only compete with other work).
+
+    Used for a probe's CV folds and the geometry bootstrap; each worker does the same arithmetic as
+    the serial loop, so results do not depend on it (tests/test_probes.py, tests/test_geometry.py).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(limit, cores)) if cores > 2 else 1
+
+
+def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0,
+              n_jobs: int | None = None) -> FittedProbe:
+    """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only.
+
+    n_jobs: worker processes for the logistic CV folds (None: `parallel_workers`); the fit does not depend on it.
+    """
     X_train = np.asarray(X_train, dtype=np.float64)
+    n_jobs = parallel_workers(cv_folds) if n_jobs is None else n_jobs
     if task_type == "classification":
         folds = min(cv_folds, int(np.bincount(np.unique(y_train, return_inverse=True)[1]).min()))
         if folds < 2:
@@ -132,7 +150,7 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds
                              f"{dict(zip(*np.unique(y_train, return_counts=True)))}")
         model = LogisticRegressionCV(Cs=list(C_GRID), l1_ratios=(0.0,), cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
                                      scoring=_mean_log_likelihood, max_iter=200, tol=1e-3, random_state=seed,
-                                     use_legacy_attributes=False)
+                                     use_legacy_attributes=False, n_jobs=n_jobs)
     elif task_type == "regression":
         model = RidgeCV(alphas=ALPHA_GRID, cv=KFold(cv_folds, shuffle=True, random_state=seed))
     else:
@@ -140,7 +158,8 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds
     pipeline = make_pipeline(StandardScaler(), model)
     # one BLAS thread: these fits are small, and on a shared 2-core machine multi-threaded BLAS
     # was measured 5-50x slower (2000 x 512 logistic CV: 36 s with 2 threads vs 0.6 s with 1)
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    # (the same single BLAS thread inside each worker process of the parallel CV)
+    with warnings.catch_warnings(), threadpool_limits(limits=1), parallel_config("loky", inner_max_num_threads=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs may stop at max_iter on the weakest C
         pipeline.fit(X_train, y_train)
     param = model.C_ if task_type == "classification" else model.alpha_

@@ -216,6 +216,54 @@ def test_resampler_matches_brute_force_on_a_resample_with_duplicates():
     assert res.recentre.tolist() == [n in g.RECENTRED for n in res.names]
 
 
+def _brute_force_metrics(X, labels, idx):
+    """Every resampler metric of the resample X[idx], by loops over its pairs of distinct examples."""
+    S, lab = X[idx], labels[idx]
+    pairs = brute_pairs(X, idx)
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    Z, Zc = unit(S), unit(S - S.mean(axis=0))
+    sq = lambda A, a, b: ((A[a] - A[b]) ** 2).sum()  # noqa: E731
+    same = [(a, b) for a, b in pairs if lab[a] == lab[b]]
+    diff = [(a, b) for a, b in pairs if lab[a] != lab[b]]
+    dist = lambda ps: np.mean([np.sqrt(sq(Z, a, b)) for a, b in ps])  # noqa: E731
+    return {"uniformity": np.log(np.mean([np.exp(-2 * sq(Z, a, b)) for a, b in pairs])),
+            "uniformity_centred": np.log(np.mean([np.exp(-2 * sq(Zc, a, b)) for a, b in pairs])),
+            "anisotropy": np.mean([Z[a] @ Z[b] for a, b in pairs]),
+            "alignment": np.mean([sq(Z, a, b) for a, b in same]),
+            "class_distance_ratio": dist(same) / dist(diff),
+            **g.spectrum_metrics(S)}
+
+
+@pytest.mark.parametrize("n, d", [(30, 6), (14, 40)])  # spectrum from the d x d and from the n x n Gram
+def test_batched_resamples_match_brute_force_for_every_metric(n, d):
+    """resamples(idx) (one matrix product for all pair sums, threads for the rest) == loops, to 1e-10."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0 * rng.normal(size=d)  # offset: centring matters
+    labels = rng.integers(0, 3, size=n)
+    res = g.GeometryResampler(X, labels)
+    idx = rng.integers(0, n, size=(6, n))
+    got = res.resamples(idx)
+    assert got.shape == (6, len(res.names))
+    for b in range(6):
+        want = _brute_force_metrics(X, labels, idx[b])
+        for k, name in enumerate(res.names):
+            assert got[b, k] == pytest.approx(want[name], rel=1e-10, abs=1e-10), (b, name)
+        np.testing.assert_allclose(res(idx[b]), got[b], rtol=1e-13)  # one at a time: same up to summation order
+    assert np.array_equal(res.resamples(idx, workers=3), got)  # threads change nothing
+
+
+def test_batched_resamples_handle_a_resample_without_pairs_and_bad_input():
+    X = np.random.default_rng(3).normal(size=(8, 4))
+    res = g.GeometryResampler(X, metrics=["uniformity", "effective_rank"])
+    got = res.resamples(np.array([[2, 2, 2], [0, 1, 5]]))  # the first has one distinct example: no pair
+    assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()
+    assert res.resamples(np.empty((0, 3), dtype=int)).shape == (0, 2)
+    with pytest.raises(ValueError, match="outside"):
+        res.resamples(np.array([[0, 8]]))
+    with pytest.raises(ValueError, match=r"\(B, m\) integer array"):
+        res.resamples(np.array([0, 1]))
+
+
 def test_resample_without_a_same_label_pair_gives_nan_alignment():
     X, labels = np.random.default_rng(9).normal(size=(6, 3)), np.array([0, 0, 1, 1, 2, 2])
     res = g.GeometryResampler(X, labels)

@@ -26,6 +26,17 @@ def test_probe_separates_separable_data():
     assert fitted.param in probes.C_GRID
 
 
+def test_probe_fitted_in_parallel_processes_is_identical_to_the_serial_fit():
+    X, y = blobs(240, 3, classes=6, dim=12)
+    X += np.random.default_rng(4).normal(scale=4.0, size=X.shape)  # overlapping classes: C matters
+    serial = probes.fit_probe(X, y, "classification", cv_folds=3, seed=0, n_jobs=1)
+    parallel = probes.fit_probe(X, y, "classification", cv_folds=3, seed=0, n_jobs=3)
+    assert parallel.param == serial.param
+    np.testing.assert_array_equal(parallel.pipeline[-1].coef_, serial.pipeline[-1].coef_)
+    np.testing.assert_array_equal(parallel.pipeline[-1].scores_, serial.pipeline[-1].scores_)
+    assert probes.parallel_workers(3) in (1, 2, 3) and probes.parallel_workers(0) == 1
+
+
 def test_probe_is_at_chance_on_shuffled_labels():
     X, y = blobs(400, 0, classes=2, shuffle=True)
     Xd, yd = blobs(400, 1, classes=2, shuffle=True)
