@@ -267,7 +267,7 @@ def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict
     plug-ins (geometry.RECENTRED) are flagged for recentring."""
     res = geometry.GeometryResampler(X, labels)
     full = res(None)
-    boot = np.stack([res(i) for i in idx])
+    boot = res.resamples(idx, workers=probes.parallel_workers(8))
     return {name: Measure(float(full[k]), boot[:, k], len(X), bool(res.recentre[k])) for k, name in enumerate(res.names)}
 
 
@@ -510,6 +510,7 @@ _WORKER_ENCODER: dict = {}  # in a worker process: the encoder it loaded last (u
 def _evaluate_unit(enc: Encoder, data: TaskData, params: Params, out: Path) -> Results:
     """One (encoder, task) unit in a worker process."""
     key = (enc.key, str(enc.path), enc.random_init)
+    probes.NESTED_WORKERS = False  # this process is one of eval_workers(): no pools inside it
     results = Results()
     with _one_thread_each():
         if key not in _WORKER_ENCODER:

@@ -124,15 +124,19 @@ def _mean_log_likelihood(estimator, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.log(np.clip(proba[np.arange(len(y)), column], 1e-15, None)).mean())
 
 
+NESTED_WORKERS = True  # False in evaluate's worker processes: the cores are already shared out among them
+
+
 def parallel_workers(limit: int) -> int:
     """Workers for `limit` independent single-threaded jobs: up to one per core where there are more
-    than 2 cores, else 1 (on a shared 2-core machine extra workers only compete with other work).
+    than 2 cores, else 1 (on a shared 2-core machine extra workers only compete with other work), and
+    1 inside a process that is itself one of several evaluation workers (NESTED_WORKERS).
 
     Used for a probe's CV folds and the geometry bootstrap; each worker does the same arithmetic as
     the serial loop, so results do not depend on it (tests/test_probes.py, tests/test_geometry.py).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(limit, cores)) if cores > 2 else 1
+    return max(1, min(limit, cores)) if cores > 2 and NESTED_WORKERS else 1
 
 
 def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0,

@@ -115,3 +115,10 @@ def test_bootstrap_metric_matches_metric_on_each_resample(name, kind):
     idx[0] = 0  # a constant resample: correlations and MCC are defined as 0 there
     expected = [probes.METRICS[name](t[i], p[i]) for i in idx]
     np.testing.assert_allclose(probes.bootstrap_metric(name, t, p, idx), expected, atol=1e-12)
+
+
+def test_no_nested_workers_inside_an_evaluation_worker(monkeypatch):
+    monkeypatch.setattr(probes.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert probes.parallel_workers(3) == 3
+    monkeypatch.setattr(probes, "NESTED_WORKERS", False)
+    assert probes.parallel_workers(3) == 1
