@@ -59,6 +59,9 @@ def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -
             embedding_dropout=m.dropout, attention_dropout=m.dropout, mlp_dropout=m.dropout,
             pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None, cls_token_id=None, sep_token_id=None,
             initializer_range=INIT_STD, attn_implementation="sdpa",
+            # Older transformers 5.x compile ModernBERT's MLP/embeddings by default on CUDA (every
+            # process, every model instance); train.compile decides that here.
+            reference_compile=False,
         )
     raise ValueError(f"model.architecture={m.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
 
