@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
 from jepa_core.config import load_params
 from jepa_core.model import PretrainModel
+from jepa_core.run_state import SECONDS_PROBE_STEPS
 
 from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 
@@ -223,7 +225,7 @@ def test_seconds_budget_sets_the_schedule_after_a_timed_warmup(tmp_path):
     params = tiny_params(train__steps=5, train__warmup_steps=1, train__budget="seconds", train__budget_seconds=1.5,
                          train__eval_every=1000, train__checkpoint_every=1000)
     s = T.train(params, "mlm", tmp_path, data=data)
-    assert s["steps"] > T.SECONDS_PROBE_STEPS  # the probe always runs
+    assert s["steps"] > SECONDS_PROBE_STEPS  # the probe always runs
     assert s["budget"]["stopped_by"] in ("time", "steps")
     assert "equal wall-clock" in s["budget"]["note"]
     steps, _ = read_log(tmp_path / "log.jsonl")
@@ -349,6 +351,21 @@ def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
     stales = sorted(out.glob("checkpoint.stale-*"))
     assert len(stales) == 2 and stale in stales and _files(stale) == kept
     assert all(ckpt.load_checkpoint(s)["step"] == 4 for s in stales)
+
+
+def test_resume_reads_the_checkpoint_state_once(runs, tmp_path, monkeypatch):
+    """claim_checkpoint reads state.pt to compare run identities; the resume uses that same read."""
+    root, _ = runs
+    shutil.copytree(root / "mlm", tmp_path / "mlm")
+    reads, real_load = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(Path(str(getattr(f, "name", f))).name)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    again = T.train(tiny_params(), "mlm", tmp_path / "mlm", data=tiny_data(), resume=True)
+    assert reads.count(ckpt.STATE) == 1 and again["resumed_from_step"] == 30
 
 
 def test_legacy_checkpoint_identity_follows_the_old_rule():
