@@ -44,7 +44,8 @@ class RunState:
 
     def advance(self, tokens: int, flops: float, batches_per_epoch: int) -> None:
         """Count one finished optimizer step that consumed batch (epoch, batch)."""
-        self.step, self.tokens, self.flops, self.batch = self.step + 1, self.tokens + tokens, self.flops + flops, self.batch + 1
+        self.step, self.batch = self.step + 1, self.batch + 1
+        self.tokens, self.flops = self.tokens + tokens, self.flops + flops
         if self.batch == batches_per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
 

@@ -5,16 +5,22 @@
     (without CUDA the same command, or `torchrun --nproc_per_node 2 -m jepa_core.train ...`, runs
     gloo DDP on CPU processes)
 
-`train(params, objective, out_dir)` does, top to bottom:
-  1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives
-  2. model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay, Accelerate
-  3. the step budget (train.budget): "steps" — both objectives run train.steps (the paper);
-     "flops" — the hybrid runs train.steps, the MLM run round(steps × FLOPs_hybrid / FLOPs_mlm);
-     "seconds" — each runs budget_seconds of wall-clock: the first steps are timed, then the LR /
-     EMA schedules are given the step count that fits (the run also stops when time is up)
-  4. the loop: forward → backward → clip → step → EMA update → JSONL log, validation, checkpoints
-  5. the HF encoder + tokenizer in `model/`, a `train_summary.json` (with a `learning` section: the final
-     validation MLM loss, the validation tokens' unigram entropy, and their gap)
+`train(params, objective, out_dir)` reads top to bottom:
+  1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives;
+     the FLOPs of a step of each objective (`step_costs`); the planned steps (`run_state.plan_steps`):
+     train.budget "steps" — both objectives run train.steps (the paper); "flops" — the hybrid runs
+     train.steps, the MLM run round(steps × FLOPs_hybrid / FLOPs_mlm); "seconds" — each runs
+     budget_seconds of wall-clock (`run_state.TimeBudget`: the first steps are timed, then the LR / EMA
+     schedules are given the step count that fits, and the run also stops when time is up)
+  2. `Engine.build`: model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay,
+     Accelerate; on resume the checkpoint is claimed and read once (`resume.claim_checkpoint`) and
+     `Engine.restore` returns its `RunState` (step, data position, tokens, FLOPs, elapsed time, plan)
+  3. the loop, one step: Step 1 `forward_backward` (forward, backward, clip); Step 2 the processes agree
+     that the step is finite and whether to stop; Step 3 `apply_update` (AdamW, LR, EMA); then, when
+     due, the JSONL record (`run_state.log_record`), validation, the budget's re-plan, a checkpoint
+  4. `run_summary`: train_summary.json (with a `learning` section: the final validation MLM loss, the
+     validation tokens' unigram entropy, and their gap); `Engine.finish` writes the HF encoder +
+     tokenizer to `model/`
 
 Output layout (`RunPaths`): by default everything under one folder —
     out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
@@ -34,13 +40,14 @@ targets), batch_effective_rank (RankMe of the batch's context embeddings), flops
 elapsed_s, and "warning" when a collapse signal fires; MLM runs write null for the JEPA-only fields.
 Every train.eval_every steps: {"split": "validation", step, mlm_loss, jepa_loss} on fixed batches.
 
-Resume (`claim_checkpoint`, shared with the workbook): a checkpoint is continued when its objective, seed
-and every weight-changing parameter match (all keys of data/model/mask/objective/train except
-NON_WEIGHT_KEYS: log/eval/checkpoint intervals, workers, compile, ...); otherwise it is moved aside to
-`<checkpoint>.stale-<time>/` (with its log) with a message naming the changed keys. Nothing is deleted.
+Resume: `resume.claim_checkpoint` (shared with the workbook) continues a checkpoint whose objective,
+seed and weight-changing parameters match (all but resume.NON_WEIGHT_KEYS); otherwise it is moved
+aside to `<checkpoint>.stale-<time>/` (with its log), never deleted. The `RunState` travels in the
+checkpoint as one unit, with every process's RNG state: a resumed run repeats the uninterrupted one.
 
-Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` (the last checkpoint is
-left untouched); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` before the optimizer
+step (the last checkpoint is left untouched; on one CUDA process the finite flag is read only when a
+log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
 the previous checkpoint intact (checkpoint.py writes atomically).
 """
@@ -51,13 +58,13 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
 import warnings
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -74,6 +81,7 @@ from .config import OBJECTIVES, Params, ParamsError, load_params, parse_override
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
 from .model import PretrainModel, ema_momentum, native_bf16
+from .resume import claim_checkpoint, run_identity
 from .run_state import Agree, JsonlLog, RunState, Throughput, TimeBudget, log_record, plan_steps
 
 FLOPS_PROBE_BATCHES = 8  # batches collated to measure token counts for the FLOPs estimate
@@ -355,81 +363,6 @@ def step_costs(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: i
     return StepCosts(counts, parts)
 
 
-# ---------------------------------------------------------------- which checkpoint is resumed
-
-# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
-# checkpoint stays resumable when only these change; every other key of WEIGHT_SECTIONS is part of the
-# run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
-NON_WEIGHT_KEYS = {
-    "train.log_every": "only how often the log is written",
-    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
-    "train.eval_batches": "only how many fixed batches validation averages over",
-    "train.checkpoint_every": "when the state is saved, not what it is",
-    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
-    "train.compile": "the same computation, compiled (equal up to float rounding)",
-    "train.collapse_std": "only when a collapse warning is printed",
-}
-WEIGHT_SECTIONS = ("data", "model", "mask", "objective", "train")
-
-
-def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: the objective, the seed and every key of
-    WEIGHT_SECTIONS except NON_WEIGHT_KEYS, stored key by key so that a mismatch can be named."""
-    d = params.to_dict()
-    keys = {f"{section}.{k}": v for section in WEIGHT_SECTIONS for k, v in d[section].items()}
-    return {"objective": objective, "seed": seed,
-            "weight_keys": {k: v for k, v in keys.items() if k not in NON_WEIGHT_KEYS}}
-
-
-def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) -> list[str]:
-    """'key: checkpoint value -> now value' for every identity key that differs."""
-    if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
-        legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
-                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
-        saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
-        return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
-    old, new = saved["weight_keys"], now["weight_keys"]
-    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
-    return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
-                      for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]
-
-
-def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> Path | None:
-    """Move the run's checkpoint (with its log and summary) to a new `<checkpoint>.stale-<time>` folder
-    and say so; nothing is deleted. Returns where it went (None: there was no checkpoint)."""
-    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-    if found is None:
-        return None
-    stale = ckpt.set_aside(found, paths.checkpoint_dir)
-    if paths.log_path.is_file():  # the new run starts a new log: keep the old one with its checkpoint
-        os.replace(paths.log_path, stale / "log.jsonl")
-    if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
-        shutil.copy2(paths.summary_path, stale / "train_summary.json")
-    say(f"[train] {why}; the previous checkpoint (step {ckpt.saved_step(stale)}) was moved to "
-        f"{stale}, nothing was deleted")
-    return stale
-
-
-def claim_checkpoint(paths: RunPaths, params: Params, objective: str, seed: int,
-                     say: Callable[[str], None] = print, is_main: bool = True,
-                     barrier: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
-    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when its
-    run identity matches this run's; else move it aside (`set_aside`), naming the changed keys.
-    Returns the state to resume (`checkpoint.read_checkpoint`: read once, here) or None. Only the
-    main process moves files; all agree on the answer."""
-    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-    if found is None:
-        return None
-    state = ckpt.read_checkpoint(found)
-    changed = _changed_keys(state["extra"], run_identity(params, objective, seed), params)
-    barrier()  # every process has read the checkpoint before it moves
-    if changed and is_main:
-        set_aside(paths, f"{found} belongs to other weight-changing parameters ({'; '.join(changed)}): "
-                         "training from scratch", say)
-    barrier()
-    return None if changed else state
-
-
 # ---------------------------------------------------------------- the trained objects
 
 @dataclass
@@ -461,6 +394,13 @@ class Engine:
         model, optimizer = acc.prepare(model, optimizer)  # not the scheduler: Accelerate would step it per process
         return cls(acc, model, acc.unwrap_model(model), optimizer, scheduler, schedule, checkpoint_dir,
                    run_identity(params, objective, seed), tokenizer)
+
+    @property
+    def target_precision(self) -> str | None:
+        """The precision of the EMA target's forward pass (objective.target_precision; hybrid only)."""
+        if self.core.objective != "hybrid":
+            return None
+        return "bf16" if self.core.target_bf16(self.acc.device.type) else "fp32"
 
     def agree(self, values: list[float]) -> list[float]:
         """The processes' mean of `values`: every process must take the same branch."""
@@ -583,6 +523,15 @@ def _non_finite_message(out: dict[str, torch.Tensor], step: int, objective: str,
             f"last good checkpoint: {good_checkpoint or 'none'}. Try a lower train.lr or a longer warm-up.")
 
 
+def _start_message(objective: str, engine: Engine, costs: StepCosts, run: RunState, data_source: str) -> str:
+    acc, flops = engine.acc, costs.flops
+    target = f" (target pass {engine.target_precision})" if engine.target_precision else ""
+    return (f"[train] {objective}: {sum(p.numel() for p in engine.core.parameters() if p.requires_grad):,} trained "
+            f"parameters, {flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
+            f"{run.total_steps} steps ({run.budget_note}), device {acc.device}, precision {acc.mixed_precision}"
+            f"{target}, {acc.num_processes} process(es), data {data_source}")
+
+
 def _postfix(record: dict[str, Any]) -> str:
     return (f"loss {record['loss']:.3f} mlm {record['mlm_loss']:.3f} jepa {_fmt(record['jepa_loss'])} "
             f"λ {_fmt(record['lambda'])}")
@@ -657,10 +606,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
     tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
-    collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.objective.shared_pass)
     order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
-    val_batches = fixed_batches(data.blocks["validation"], PretrainCollator(
-        tokenizer, params.mask, seed, objective, params.objective.shared_pass), t.eval_batches, t.batch_size)
+    val_batches = fixed_batches(data.blocks["validation"], new_collator(), t.eval_batches, t.batch_size)
     costs = step_costs(params, tokenizer, train_blocks, seed)
     run = RunState(*plan_steps(params, objective, costs.flops))
 
@@ -669,7 +617,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     state = claim_checkpoint(paths, params, objective, seed, say, main, acc.wait_for_everyone) if resume else None
     if state is not None:
         run = engine.restore(state)
-        say(f"[train] resumed {objective} from {state['path']} at step {run.step} (epoch {run.epoch}, batch {run.batch})")
+        say(f"[train] resumed {objective} from {state['path']} at step {run.step} (epoch {run.epoch}, "
+            f"batch {run.batch})")
     elif resume:
         say(f"[train] no checkpoint in {paths.checkpoint_dir}: starting {objective} from scratch")
     elif ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:  # never overwrite a run by accident
@@ -680,13 +629,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     budget = TimeBudget(seconds, run.elapsed_s, probing=seconds is not None and resumed_from is None)
 
     # 3. the loop ---------------------------------------------------------------------------------
-    target_precision = ("bf16" if engine.core.target_bf16(acc.device.type) else "fp32") if hybrid else None
-    say(f"[train] {objective}: {sum(p.numel() for p in engine.core.parameters() if p.requires_grad):,} trained "
-        f"parameters, {costs.flops[objective]:.3g} FLOPs/step (hybrid/mlm = {costs.flops['hybrid'] / costs.flops['mlm']:.2f}), "
-        f"{run.total_steps} steps ({run.budget_note}), device {acc.device}, precision {acc.mixed_precision}"
-        f"{f' (target pass {target_precision})' if hybrid else ''}, {acc.num_processes} process(es), data {data.source}")
+    say(_start_message(objective, engine, costs, run, data.source))
     log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
-    stream = batch_stream(BlockDataset(train_blocks), collator, order, run.epoch, run.batch, t.num_workers)
+    stream = batch_stream(BlockDataset(train_blocks), new_collator(), order, run.epoch, run.batch, t.num_workers)
     tokens_per_step, flops_per_step = t.batch_size * train_blocks.shape[1], costs.flops[objective]
     throughput = Throughput(tokens_per_step, run.step)
     bar = tqdm(total=run.total_steps, initial=run.step, desc=objective, disable=not main, dynamic_ncols=True)
@@ -708,7 +653,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             lr = engine.scheduler.get_last_lr()[0]
             momentum = ema_momentum(run.step, run.total_steps, params.objective.ema_start, params.objective.ema_end)
             # Step 1: forward (EMA target, context, losses), backward, gradient clipping
-            out, grad_norm, finite = forward_backward(engine.model, batch, t.grad_clip, acc.backward, acc.clip_grad_norm_)
+            out, grad_norm, finite = forward_backward(engine.model, batch, t.grad_clip, acc.backward,
+                                                      acc.clip_grad_norm_)
             all_finite &= finite
             # Step 2: all processes agree whether every step so far was finite, and whether to stop
             check = not deferred or _check_due(run.step + 1, t, run.total_steps) or stop.signum is not None
@@ -747,7 +693,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     learning = learning_check(final_validation, validation_unigram_entropy(data.blocks, tokenizer))
     summary = run_summary(params, objective, seed, run, costs, last, final_validation, learning, session={
         "wall_time_s": budget.elapsed(), "stopped_by": stopped_by, "data_source": data.source,
-        "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": target_precision,
+        "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": engine.target_precision,
         "num_processes": acc.num_processes, "resumed_from_step": resumed_from})
     if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash
         summary["replica_weight_sha256"] = engine.replica_digests()

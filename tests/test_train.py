@@ -13,6 +13,7 @@ from transformers import AutoModel, AutoTokenizer
 
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
+from jepa_core import resume as R
 from jepa_core.config import load_params
 from jepa_core.model import PretrainModel
 from jepa_core.run_state import SECONDS_PROBE_STEPS
@@ -316,12 +317,12 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
         other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
                                     train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
                         "hybrid", tmp_path / "b", data=data)
-    changed = {k for k in T.NON_WEIGHT_KEYS if k != "train.compile"}
+    changed = {k for k in R.NON_WEIGHT_KEYS if k != "train.compile"}
     assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
     a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert set(T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(T.NON_WEIGHT_KEYS)
-    assert "train.lr" in T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
+    assert set(R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(R.NON_WEIGHT_KEYS)
+    assert "train.lr" in R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
 
 
 def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
@@ -372,10 +373,10 @@ def test_legacy_checkpoint_identity_follows_the_old_rule():
     params = tiny_params()
     legacy = {"objective": "mlm", "seed": 0, "params": params.fingerprint("data", "model", "mask", "objective"),
               "batch_size": params.train.batch_size}
-    now = T.run_identity(params, "mlm", 0)
-    assert T._changed_keys(legacy, now, params) == []
+    now = R.run_identity(params, "mlm", 0)
+    assert R._changed_keys(legacy, now, params) == []
     other = tiny_params(model__hidden=16)
-    (changed,) = T._changed_keys(legacy, T.run_identity(other, "mlm", 0), other)
+    (changed,) = R._changed_keys(legacy, R.run_identity(other, "mlm", 0), other)
     assert changed.startswith("params (data/model/mask/objective")
-    assert T._changed_keys(now, T.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
+    assert R._changed_keys(now, R.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
                                                                                  "seed: 0 -> 1"]
