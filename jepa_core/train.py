@@ -423,7 +423,8 @@ class Engine:
                 "jepa_loss": mean("jepa_loss") if self.core.objective == "hybrid" else None}
 
     def save(self, run: RunState, elapsed_s: float) -> None:
-        """Checkpoint the run as it stands (every process's RNG state, the run state as one unit)."""
+        """Checkpoint the run as it stands, `elapsed_s` into its state: weights, optimizer, schedule,
+        every process's RNG state and the run state as one unit."""
         run.elapsed_s = elapsed_s
         rng = [ckpt.capture_rng_state()]
         if self.acc.num_processes > 1:  # each process has its own dropout RNG
