@@ -16,6 +16,8 @@ pre-training (notebook 02)
     losses      JEPA and MLM losses, the λ balancer
     flops       FLOPs per step of each objective, for budget parity
     checkpoint  atomic save/load of the encoder and the full training state
+    run_state   a run's progress (saved as one unit), step plan and time budget, log record
+    resume      which checkpoint a run continues (run identity), stale ones moved aside
     train       optimizer, schedule, step functions and the loop; `python -m jepa_core.train`
 analysis (notebooks 03 and 04)
     glue        GLUE tasks from a local folder or the hub, in one schema

@@ -172,28 +172,43 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load the checkpoint at `path` into the given objects (in place) and return its state dict.
-
-    `map_location` is where the weights are read to (the model's device).
-    Returns {"step", "data_position", "rng_states", "extra", "path"}. Raises FileNotFoundError when
-    no complete checkpoint exists there.
-    """
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The stored training state of the complete checkpoint at `path`, read once (state.pt, to CPU):
+    {"step", "data_position", "optimizer", "scheduler", "rng_states", "extra", "path"}; `restore_checkpoint`
+    puts it into the model and optimizer. Raises FileNotFoundError when no complete checkpoint exists there."""
     found = resolve_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {path} (expected {path}/{META})")
     # CPU first: RNG states must stay CPU tensors; the optimizer moves its state to the parameters' device.
-    state = torch.load(found / STATE, map_location="cpu", weights_only=True)
+    return {**torch.load(found / STATE, map_location="cpu", weights_only=True), "path": found}
+
+
+def restore_checkpoint(state: dict[str, Any], model: torch.nn.Module | None = None,
+                       optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                       map_location: str | torch.device = "cpu") -> None:
+    """Load a `read_checkpoint` state into the given objects (in place); the weights are read from its
+    folder to `map_location` (the model's device)."""
     if model is not None:
-        missing, unexpected = load_model(model, str(found / WEIGHTS), strict=False, device=str(map_location))
+        missing, unexpected = load_model(model, str(state["path"] / WEIGHTS), strict=False, device=str(map_location))
         if missing or unexpected:
-            raise RuntimeError(f"checkpoint {found} does not match the model: missing {sorted(missing)}, "
+            raise RuntimeError(f"checkpoint {state['path']} does not match the model: missing {sorted(missing)}, "
                                f"unexpected {sorted(unexpected)}")
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
-    return {"step": state["step"], "data_position": state["data_position"], "rng_states": state["rng_states"],
-            "extra": state["extra"], "path": found}
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`read_checkpoint` + `restore_checkpoint`: load the checkpoint at `path` into the given objects and
+    return {"step", "data_position", "rng_states", "extra", "path"}."""
+    state = read_checkpoint(path)
+    restore_checkpoint(state, model, optimizer, scheduler, map_location)
+    return {k: state[k] for k in ("step", "data_position", "rng_states", "extra", "path")}
+
+
+def saved_step(found: str | os.PathLike) -> int:
+    """The step of the complete checkpoint folder `found`, from its meta.json (the state is not read)."""
+    return json.loads((Path(found) / META).read_text())["step"]

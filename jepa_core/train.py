@@ -5,16 +5,22 @@
     (without CUDA the same command, or `torchrun --nproc_per_node 2 -m jepa_core.train ...`, runs
     gloo DDP on CPU processes)
 
-`train(params, objective, out_dir)` does, top to bottom:
-  1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives
-  2. model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay, Accelerate
-  3. the step budget (train.budget): "steps" — both objectives run train.steps (the paper);
-     "flops" — the hybrid runs train.steps, the MLM run round(steps × FLOPs_hybrid / FLOPs_mlm);
-     "seconds" — each runs budget_seconds of wall-clock: the first steps are timed, then the LR /
-     EMA schedules are given the step count that fits (the run also stops when time is up)
-  4. the loop: forward → backward → clip → step → EMA update → JSONL log, validation, checkpoints
-  5. the HF encoder + tokenizer in `model/`, a `train_summary.json` (with a `learning` section: the final
-     validation MLM loss, the validation tokens' unigram entropy, and their gap)
+`train(params, objective, out_dir)` reads top to bottom:
+  1. data: (tokenizer, blocks) built here or passed in; a seeded batch order shared by both objectives;
+     the FLOPs of a step of each objective (`step_costs`); the planned steps (`run_state.plan_steps`):
+     train.budget "steps" — both objectives run train.steps (the paper); "flops" — the hybrid runs
+     train.steps, the MLM run round(steps × FLOPs_hybrid / FLOPs_mlm); "seconds" — each runs
+     budget_seconds of wall-clock (`run_state.TimeBudget`: the first steps are timed, then the LR / EMA
+     schedules are given the step count that fits, and the run also stops when time is up)
+  2. `Engine.build`: model, AdamW (no decay on biases / LayerNorm / λ), linear warm-up + cosine decay,
+     Accelerate; on resume the checkpoint is claimed and read once (`resume.claim_checkpoint`) and
+     `Engine.restore` returns its `RunState` (step, data position, tokens, FLOPs, elapsed time, plan)
+  3. the loop, one step: Step 1 `forward_backward` (forward, backward, clip); Step 2 the processes agree
+     that the step is finite and whether to stop; Step 3 `apply_update` (AdamW, LR, EMA); then, when
+     due, the JSONL record (`run_state.log_record`), validation, the budget's re-plan, a checkpoint
+  4. `run_summary`: train_summary.json (with a `learning` section: the final validation MLM loss, the
+     validation tokens' unigram entropy, and their gap); `Engine.finish` writes the HF encoder +
+     tokenizer to `model/`
 
 Output layout (`RunPaths`): by default everything under one folder —
     out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
@@ -34,13 +40,14 @@ targets), batch_effective_rank (RankMe of the batch's context embeddings), flops
 elapsed_s, and "warning" when a collapse signal fires; MLM runs write null for the JEPA-only fields.
 Every train.eval_every steps: {"split": "validation", step, mlm_loss, jepa_loss} on fixed batches.
 
-Resume (`claim_checkpoint`, shared with the workbook): a checkpoint is continued when its objective, seed
-and every weight-changing parameter match (all keys of data/model/mask/objective/train except
-NON_WEIGHT_KEYS: log/eval/checkpoint intervals, workers, compile, ...); otherwise it is moved aside to
-`<checkpoint>.stale-<time>/` (with its log) with a message naming the changed keys. Nothing is deleted.
+Resume: `resume.claim_checkpoint` (shared with the workbook) continues a checkpoint whose objective,
+seed and weight-changing parameters match (all but resume.NON_WEIGHT_KEYS); otherwise it is moved
+aside to `<checkpoint>.stale-<time>/` (with its log), never deleted. The `RunState` travels in the
+checkpoint as one unit, with every process's RNG state: a resumed run repeats the uninterrupted one.
 
-Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` (the last checkpoint is
-left untouched); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` before the optimizer
+step (the last checkpoint is left untouched; on one CUDA process the finite flag is read only when a
+log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
 the previous checkpoint intact (checkpoint.py writes atomically).
 """
@@ -51,14 +58,13 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
-import time
 import warnings
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -75,10 +81,10 @@ from .config import OBJECTIVES, Params, ParamsError, load_params, parse_override
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
 from .model import PretrainModel, ema_momentum, native_bf16
+from .resume import claim_checkpoint, run_identity
+from .run_state import Agree, JsonlLog, RunState, Throughput, TimeBudget, log_record, plan_steps
 
-COLLAPSE_RANK = 1.5  # batch effective rank below this: the context embeddings span ~one direction
 FLOPS_PROBE_BATCHES = 8  # batches collated to measure token counts for the FLOPs estimate
-SECONDS_PROBE_STEPS = 10  # budget=seconds: timed steps (after the first) to estimate the step time
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -334,10 +340,19 @@ def fixed_batches(blocks: np.ndarray, collator: PretrainCollator, n_batches: int
     return [collator([dataset[i] for i in range(s, min(s + batch_size, n))]) for s in range(0, n, batch_size)]
 
 
-def step_flops(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: int
-               ) -> tuple[dict[str, TokenCounts], dict[str, dict[str, float]]]:
+@dataclass
+class StepCosts:
     """Token counts and FLOPs per step of BOTH objectives, measured on the first batches of the run
     (the same for the hybrid and the MLM run, so either can compute the FLOPs-parity step count)."""
+    counts: dict[str, TokenCounts]
+    parts: dict[str, dict[str, float]]  # flops.training_flops_per_step: FLOPs by part, and their "total"
+
+    @property
+    def flops(self) -> dict[str, float]:
+        return {objective: parts["total"] for objective, parts in self.parts.items()}
+
+
+def step_costs(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: int) -> StepCosts:
     dataset = BlockDataset(train_blocks)
     rows = BatchOrder(len(dataset), params.train.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
     counts, parts = {}, {}
@@ -345,104 +360,157 @@ def step_flops(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: i
         collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
         counts[objective] = measure_token_counts(collator([dataset[i] for i in r]) for r in rows)
         parts[objective] = training_flops_per_step(params, len(tokenizer), objective, counts[objective])
-    return counts, parts
+    return StepCosts(counts, parts)
 
 
-def _plan_steps(params: Params, objective: str, flops: dict[str, float]) -> tuple[int, str]:
-    """Planned optimizer steps for this objective under train.budget, with a note saying why."""
-    t = params.train
-    if t.budget == "steps" or objective == "hybrid" and t.budget == "flops":
-        return t.steps, f"train.steps={t.steps}"
-    if t.budget == "flops":
-        steps = max(1, round(t.steps * flops["hybrid"] / flops["mlm"]))
-        return steps, (f"equal FLOPs: {t.steps} hybrid steps x {flops['hybrid']:.3g} FLOPs "
-                       f"/ {flops['mlm']:.3g} FLOPs per MLM step")
-    return t.steps, f"provisional ({t.steps}) until the timed warm-up of budget_seconds={t.budget_seconds}"
+# ---------------------------------------------------------------- the trained objects
+
+@dataclass
+class Engine:
+    """The model, optimizer and LR schedule as Accelerate prepared them, and what the run does with them
+    that involves every process: agree on values, validate, save / restore a checkpoint, finish."""
+    acc: Accelerator
+    model: torch.nn.Module  # what the step runs (DDP-wrapped with several processes)
+    core: PretrainModel  # the same model unwrapped: EMA update, checkpoints, export
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: WarmupCosine  # the scheduler's multiplier: budget=seconds changes its `total`
+    checkpoint_dir: Path
+    identity: dict[str, Any]  # run_identity, stored with every checkpoint
+    tokenizer: Any  # saved with the encoder
+
+    @classmethod
+    def build(cls, params: Params, objective: str, seed: int, tokenizer: Any, total_steps: int, acc: Accelerator,
+              checkpoint_dir: Path) -> "Engine":
+        t = params.train
+        set_seed(seed)  # same initial encoder + MLM head for both objectives (built first, in the same order)
+        model = PretrainModel(params, objective, len(tokenizer), tokenizer.pad_token_id)
+        # fused AdamW on CUDA and CPU alike (CPU: 38 → 8 ms per step at the bench defaults, docs/PERFORMANCE.md)
+        optimizer = build_optimizer(model, params, fused=acc.device.type in ("cuda", "cpu"))
+        schedule = WarmupCosine(t.warmup_steps, total_steps, t.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        if t.compile:
+            model.encoder = torch.compile(model.encoder)
+        model, optimizer = acc.prepare(model, optimizer)  # not the scheduler: Accelerate would step it per process
+        return cls(acc, model, acc.unwrap_model(model), optimizer, scheduler, schedule, checkpoint_dir,
+                   run_identity(params, objective, seed), tokenizer)
+
+    @property
+    def target_precision(self) -> str | None:
+        """The precision of the EMA target's forward pass (objective.target_precision; hybrid only)."""
+        if self.core.objective != "hybrid":
+            return None
+        return "bf16" if self.core.target_bf16(self.acc.device.type) else "fp32"
+
+    def agree(self, values: list[float]) -> list[float]:
+        """The processes' mean of `values`: every process must take the same branch."""
+        if self.acc.num_processes == 1:  # nothing to agree on, and no device round trip (a sync on a GPU)
+            return [float(v) for v in values]
+        x = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        return self.acc.reduce(x, reduction="mean").tolist()
+
+    @torch.no_grad()
+    def validate(self, batches: list[dict], step: int) -> dict[str, Any]:
+        """The validation record: mean losses over the fixed batches, in eval mode."""
+        self.core.eval()
+        outs = []
+        for vb in batches:
+            with self.acc.autocast():
+                outs.append(self.core({k: v.to(self.acc.device) for k, v in vb.items()}))
+        self.core.train()
+        mean = lambda key: sum(o[key].item() for o in outs) / len(outs)  # noqa: E731
+        return {"split": "validation", "step": step, "mlm_loss": mean("mlm_loss"),
+                "jepa_loss": mean("jepa_loss") if self.core.objective == "hybrid" else None}
+
+    def save(self, run: RunState, elapsed_s: float) -> None:
+        """Checkpoint the run as it stands, `elapsed_s` into its state: weights, optimizer, schedule,
+        every process's RNG state and the run state as one unit."""
+        run.elapsed_s = elapsed_s
+        rng = [ckpt.capture_rng_state()]
+        if self.acc.num_processes > 1:  # each process has its own dropout RNG
+            rng = [None] * self.acc.num_processes
+            torch.distributed.all_gather_object(rng, ckpt.capture_rng_state())
+        if self.acc.is_main_process:
+            ckpt.save_checkpoint(self.checkpoint_dir, self.core, self.optimizer, self.scheduler, run.step,
+                                 run.data_position, rng, encoder=self.core.encoder_for_export(),
+                                 tokenizer=self.tokenizer, extra={**self.identity, **run.to_checkpoint()})
+        self.acc.wait_for_everyone()
+
+    def restore(self, state: dict[str, Any]) -> RunState:
+        """Put a checkpoint's state (from `claim_checkpoint`) into the model, optimizer, schedule and this
+        process's RNGs; returns the run state it was saved with."""
+        ckpt.restore_checkpoint(state, self.core, self.optimizer, self.scheduler, map_location=self.acc.device)
+        run = RunState.from_checkpoint(state)
+        self.schedule.total = run.total_steps
+        rng = state["rng_states"]
+        if len(rng) != self.acc.num_processes:
+            warnings.warn(f"checkpoint has RNG states of {len(rng)} processes, this run has {self.acc.num_processes}: "
+                          "dropout after the resume will differ from an uninterrupted run")
+        ckpt.restore_rng_state(rng[min(self.acc.process_index, len(rng) - 1)])
+        return run
+
+    def replica_digests(self) -> list[str]:
+        """Each process's SHA-256 of its weights (DDP replicas must be identical)."""
+        digests = [None] * self.acc.num_processes
+        torch.distributed.all_gather_object(digests, _weights_digest(self.core))
+        return digests
+
+    def finish(self, paths: RunPaths, summary: dict[str, Any]) -> None:
+        """Write model/ (HF encoder + tokenizer + summary) atomically and the summary file; release the
+        process group."""
+        if self.acc.is_main_process:
+            with ckpt.atomic_dir(paths.model_dir) as tmp:
+                ckpt.save_encoder(tmp, self.core.encoder_for_export(), self.tokenizer)
+                (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
+            paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
+            paths.summary_path.write_text(json.dumps(summary, indent=1))
+        self.acc.wait_for_everyone()
+        if self.acc.num_processes > 1:  # an undestroyed gloo group can abort the process at exit (pytorch#190489)
+            self.acc.end_training()
 
 
-# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
-# checkpoint stays resumable when only these change; every other key of WEIGHT_SECTIONS is part of the
-# run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
-NON_WEIGHT_KEYS = {
-    "train.log_every": "only how often the log is written",
-    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
-    "train.eval_batches": "only how many fixed batches validation averages over",
-    "train.checkpoint_every": "when the state is saved, not what it is",
-    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
-    "train.compile": "the same computation, compiled (equal up to float rounding)",
-    "train.collapse_std": "only when a collapse warning is printed",
-}
-WEIGHT_SECTIONS = ("data", "model", "mask", "objective", "train")
+def _weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for p in model.state_dict().values():
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
-def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: the objective, the seed and every key of
-    WEIGHT_SECTIONS except NON_WEIGHT_KEYS, stored key by key so that a mismatch can be named."""
-    d = params.to_dict()
-    keys = {f"{section}.{k}": v for section in WEIGHT_SECTIONS for k, v in d[section].items()}
-    return {"objective": objective, "seed": seed,
-            "weight_keys": {k: v for k, v in keys.items() if k not in NON_WEIGHT_KEYS}}
+def _accelerator(precision: str) -> Accelerator:
+    # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate sets up gloo
+    # DDP only when told cpu=True.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu)
 
 
-def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) -> list[str]:
-    """'key: checkpoint value -> now value' for every identity key that differs."""
-    if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
-        legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
-                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
-        saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
-        return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
-    old, new = saved["weight_keys"], now["weight_keys"]
-    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
-    return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
-                      for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]
+# ---------------------------------------------------------------- pieces of the step
 
-
-def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> Path | None:
-    """Move the run's checkpoint (with its log and summary) to a new `<checkpoint>.stale-<time>` folder
-    and say so; nothing is deleted. Returns where it went (None: there was no checkpoint)."""
-    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-    if found is None:
-        return None
-    stale = ckpt.set_aside(found, paths.checkpoint_dir)
-    if paths.log_path.is_file():  # the new run starts a new log: keep the old one with its checkpoint
-        os.replace(paths.log_path, stale / "log.jsonl")
-    if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
-        shutil.copy2(paths.summary_path, stale / "train_summary.json")
-    say(f"[train] {why}; the previous checkpoint (step {ckpt.load_checkpoint(stale)['step']}) was moved to "
-        f"{stale}, nothing was deleted")
-    return stale
-
-
-def claim_checkpoint(paths: RunPaths, params: Params, objective: str, seed: int,
-                     say: Callable[[str], None] = print, is_main: bool = True,
-                     barrier: Callable[[], None] = lambda: None) -> bool:
-    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when its
-    run identity matches this run's; else move it aside (`set_aside`), naming the changed keys.
-    Returns whether to resume. Only the main process moves files; all agree on the answer."""
-    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-    if found is None:
-        return False
-    changed = _changed_keys(ckpt.load_checkpoint(found)["extra"], run_identity(params, objective, seed), params)
-    barrier()  # every process has read the checkpoint before it moves
-    if changed and is_main:
-        set_aside(paths, f"{found} belongs to other weight-changing parameters ({'; '.join(changed)}): "
-                         "training from scratch", say)
-    barrier()
-    return not changed
-
-
-def learning_check(final_validation: dict[str, Any] | None, unigram_entropy: float) -> dict[str, Any]:
-    """The summary's `learning` section: the final validation MLM loss next to the unigram entropy of
-    the validation tokens (the loss of a model that knows only token frequencies); gap = entropy - loss
-    is how far below that plateau the encoder got by using context (<= 0: it learned no more than that)."""
-    loss = (final_validation or {}).get("mlm_loss")
-    return {"validation_mlm_loss": loss, "unigram_entropy": unigram_entropy,
-            "gap": None if loss is None else unigram_entropy - loss}
+def _due(step: int, every: int, total_steps: int) -> bool:
+    """Whether a periodic action (log, validation, checkpoint) falls on step `step` (1-based): every
+    `every` steps and at the last step."""
+    return step % every == 0 or step == total_steps
 
 
 def _check_due(step: int, t: Any, total_steps: int) -> bool:
-    """Whether step `step` (1-based) ends with a log record or a checkpoint."""
-    return step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == total_steps
+    """Whether step `step` ends with a log record or a checkpoint."""
+    return _due(step, t.log_every, total_steps) or _due(step, t.checkpoint_every, total_steps)
+
+
+def step_values(out: dict[str, torch.Tensor], grad_norm: torch.Tensor, agree: Agree) -> dict[str, float | None]:
+    """A step's scalars for the log, read from the device (host syncs): the losses and the targets'
+    std averaged over the processes; λ, the gradient norm and the batch effective rank of this one."""
+    zero = torch.zeros((), device=out["loss"].device)
+    loss, mlm, jepa, target_std = agree([out["loss"].item(), out["mlm_loss"].item(),
+                                         out.get("jepa_loss", zero).item(), out.get("target_std", zero).item()])
+    return {"loss": loss, "mlm_loss": mlm, "jepa_loss": jepa, "target_std": target_std,
+            "lambda": out["lambda"].item() if "lambda" in out else None, "grad_norm": grad_norm.item(),
+            "batch_effective_rank": effective_rank(out["context_embedding"])}
+
+
+def _warn_collapse_once(run: RunState, record: dict[str, Any], objective: str) -> None:
+    if "warning" in record and not run.warned_collapse:
+        warnings.warn(f"{objective} step {run.step}: {record['warning']}", RuntimeWarning, stacklevel=3)
+        run.warned_collapse = True
 
 
 def _non_finite_message(out: dict[str, torch.Tensor], step: int, objective: str, grad_norm: float, lr: float,
@@ -456,47 +524,61 @@ def _non_finite_message(out: dict[str, torch.Tensor], step: int, objective: str,
             f"last good checkpoint: {good_checkpoint or 'none'}. Try a lower train.lr or a longer warm-up.")
 
 
-def _weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for p in model.state_dict().values():
-        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def _start_message(objective: str, engine: Engine, costs: StepCosts, run: RunState, data_source: str) -> str:
+    acc, flops = engine.acc, costs.flops
+    target = f" (target pass {engine.target_precision})" if engine.target_precision else ""
+    return (f"[train] {objective}: {sum(p.numel() for p in engine.core.parameters() if p.requires_grad):,} trained "
+            f"parameters, {flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
+            f"{run.total_steps} steps ({run.budget_note}), device {acc.device}, precision {acc.mixed_precision}"
+            f"{target}, {acc.num_processes} process(es), data {data_source}")
 
 
-class JsonlLog:
-    """Append-only JSONL log, flushed per record; written by the main process only. On resume, records
-    after the checkpoint's step (computed again) and a torn last line (kill -9) are dropped."""
-
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None):
-        self.file = None
-        if not enabled:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if keep_until_step is not None and path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_until_step]
-        path.write_text("".join(ln + "\n" for ln in kept))
-        self.file = open(path, "a")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _step_of(line: str) -> float:
-    try:
-        return json.loads(line).get("step", 0)
-    except json.JSONDecodeError:
-        return math.inf
+def _postfix(record: dict[str, Any]) -> str:
+    return (f"loss {record['loss']:.3f} mlm {record['mlm_loss']:.3f} jepa {_fmt(record['jepa_loss'])} "
+            f"λ {_fmt(record['lambda'])}")
 
 
 def _fmt(v: Any) -> str:
     return "null" if v is None else f"{v:.4f}"
+
+
+# ---------------------------------------------------------------- the summary
+
+def learning_check(final_validation: dict[str, Any] | None, unigram_entropy: float) -> dict[str, Any]:
+    """The summary's `learning` section: the final validation MLM loss next to the unigram entropy of
+    the validation tokens (the loss of a model that knows only token frequencies); gap = entropy - loss
+    is how far below that plateau the encoder got by using context (<= 0: it learned no more than that)."""
+    loss = (final_validation or {}).get("mlm_loss")
+    return {"validation_mlm_loss": loss, "unigram_entropy": unigram_entropy,
+            "gap": None if loss is None else unigram_entropy - loss}
+
+
+def run_summary(params: Params, objective: str, seed: int, run: RunState, costs: StepCosts,
+                last: dict[str, Any], final_validation: dict[str, Any] | None, learning: dict[str, Any],
+                session: dict[str, Any]) -> dict[str, Any]:
+    """train_summary.json. `last`: the last step's log record; `session`: wall_time_s, stopped_by,
+    data_source, precision, device, target_precision, num_processes, resumed_from_step."""
+    t, flops = params.train, costs.flops
+    return {
+        "objective": objective, "seed": seed, "steps": run.step, "planned_steps": run.total_steps,
+        "tokens": run.tokens, "flops_per_step": flops[objective], "flops_per_step_parts": costs.parts[objective],
+        "total_flops": run.flops, "flops_per_step_by_objective": flops,
+        "hybrid_mlm_flops_ratio": flops["hybrid"] / flops["mlm"],
+        "token_counts": asdict(costs.counts[objective]), "wall_time_s": session["wall_time_s"],
+        "budget": {"mode": t.budget, "note": run.budget_note, "stopped_by": session["stopped_by"],
+                   "budget_seconds": t.budget_seconds},
+        "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
+                                           "batch_effective_rank")},
+        "final_validation": final_validation, "data_source": session["data_source"], "learning": learning,
+        **{k: session[k] for k in ("precision", "device", "target_precision", "num_processes", "resumed_from_step")},
+        "params": params.to_dict(),
+    }
+
+
+def _last_logged_step(log_path: Path) -> dict[str, Any]:
+    """The last step record of a log (a resumed run that had already finished logs nothing new)."""
+    records = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
+    return next((r for r in reversed(records) if "loss" in r and "split" not in r), {})
 
 
 # ---------------------------------------------------------------- the run
@@ -516,239 +598,108 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     paths = out_dir if isinstance(out_dir, RunPaths) else RunPaths.in_folder(out_dir)
     seed = params.seed if seed is None else seed
     t, hybrid = params.train, objective == "hybrid"
-    # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate sets up gloo
-    # DDP only when told cpu=True.
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    acc = Accelerator(mixed_precision=mixed_precision(t.precision), cpu=multi_cpu)
+    acc = _accelerator(t.precision)
     main, say = acc.is_main_process, acc.print
 
-    # 1. data, batch order, FLOPs, step budget -------------------------------------------------------
+    # 1. data, batch order, cost of a step, planned steps -----------------------------------------
     if data is None:
         with acc.main_process_first():  # one process builds the caches, the others then read them
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
     tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
-    collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.objective.shared_pass)
     order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
-    val_batches = fixed_batches(data.blocks["validation"], PretrainCollator(
-        tokenizer, params.mask, seed, objective, params.objective.shared_pass), t.eval_batches, t.batch_size)
-    counts, flops_parts = step_flops(params, tokenizer, train_blocks, seed)
-    flops = {obj: parts["total"] for obj, parts in flops_parts.items()}
-    total_steps, budget_note = _plan_steps(params, objective, flops)
+    val_batches = fixed_batches(data.blocks["validation"], new_collator(), t.eval_batches, t.batch_size)
+    costs = step_costs(params, tokenizer, train_blocks, seed)
+    run = RunState(*plan_steps(params, objective, costs.flops))
 
-    # 2. model, optimizer, schedule, resume -----------------------------------------------------------
-    set_seed(seed)  # same initial encoder + MLM head for both objectives (built first, in the same order)
-    model = PretrainModel(params, objective, len(tokenizer), tokenizer.pad_token_id)
-    # fused AdamW on CUDA and CPU alike (CPU: 38 → 8 ms per step at the bench defaults, docs/PERFORMANCE.md)
-    optimizer = build_optimizer(model, params, fused=acc.device.type in ("cuda", "cpu"))
-    schedule = WarmupCosine(t.warmup_steps, total_steps, t.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    if t.compile:
-        model.encoder = torch.compile(model.encoder)
-    model, optimizer = acc.prepare(model, optimizer)  # not the scheduler: Accelerate would step it per process
-    core: PretrainModel = acc.unwrap_model(model)
-
-    identity = run_identity(params, objective, seed)
-    step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
-    tokens_done, flops_done, stopped_by, resumed_from, warned = 0, 0.0, "steps", None, False
-    if resume and claim_checkpoint(paths, params, objective, seed, say, main, acc.wait_for_everyone):
-        state = ckpt.load_checkpoint(paths.checkpoint_dir, core, optimizer, scheduler, map_location=acc.device)
-        extra = state["extra"]
-        step = resumed_from = state["step"]
-        epoch, batch_index = state["data_position"]["epoch"], state["data_position"]["batch"]
-        elapsed_before, tokens_done, flops_done = extra["elapsed_s"], extra["tokens"], extra["flops"]
-        total_steps, budget_note, warned = extra["total_steps"], extra["budget_note"], extra["warned_collapse"]
-        schedule.total = total_steps
-        rng = state["rng_states"]
-        if len(rng) != acc.num_processes:
-            warnings.warn(f"checkpoint has RNG states of {len(rng)} processes, this run has {acc.num_processes}: "
-                          "dropout after the resume will differ from an uninterrupted run")
-        ckpt.restore_rng_state(rng[min(acc.process_index, len(rng) - 1)])
-        say(f"[train] resumed {objective} from {state['path']} at step {step} (epoch {epoch}, batch {batch_index})")
+    # 2. model, optimizer, schedule; resume ---------------------------------------------------------
+    engine = Engine.build(params, objective, seed, tokenizer, run.total_steps, acc, paths.checkpoint_dir)
+    state = claim_checkpoint(paths, params, objective, seed, say, main, acc.wait_for_everyone) if resume else None
+    if state is not None:
+        run = engine.restore(state)
+        say(f"[train] resumed {objective} from {state['path']} at step {run.step} (epoch {run.epoch}, "
+            f"batch {run.batch})")
     elif resume:
         say(f"[train] no checkpoint in {paths.checkpoint_dir}: starting {objective} from scratch")
     elif ckpt.resolve_checkpoint(paths.checkpoint_dir) is not None:  # never overwrite a run by accident
         raise FileExistsError(f"{paths.checkpoint_dir} holds a checkpoint: pass resume=True (--resume) to "
                               "continue it, or delete it / choose another output folder to start over")
-
-    log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
-    t_start = time.perf_counter()
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t_start
-
-    def agree(values: list[float]) -> list[float]:
-        """The processes' mean of `values`: every process must take the same branch."""
-        if acc.num_processes == 1:  # nothing to agree on, and no device round trip (a sync on a GPU)
-            return [float(v) for v in values]
-        x = torch.tensor(values, dtype=torch.float64, device=acc.device)
-        return acc.reduce(x, reduction="mean").tolist()
-
-    def save(at_step: int) -> None:
-        rng = [ckpt.capture_rng_state()]
-        if acc.num_processes > 1:  # each process has its own dropout RNG
-            rng = [None] * acc.num_processes
-            torch.distributed.all_gather_object(rng, ckpt.capture_rng_state())
-        if main:
-            ckpt.save_checkpoint(
-                paths.checkpoint_dir, core, optimizer, scheduler, at_step, {"epoch": epoch, "batch": batch_index},
-                rng, encoder=core.encoder_for_export(), tokenizer=tokenizer,
-                extra={**identity, "total_steps": total_steps, "budget_note": budget_note, "elapsed_s": elapsed(),
-                       "tokens": tokens_done, "flops": flops_done, "warned_collapse": warned})
-        acc.wait_for_everyone()
-
-    @torch.no_grad()
-    def validate(at_step: int) -> dict[str, Any]:
-        core.eval()
-        outs = []
-        for vb in val_batches:
-            with acc.autocast():
-                outs.append(core({k: v.to(acc.device) for k, v in vb.items()}))
-        core.train()
-        mean = lambda key: sum(o[key].item() for o in outs) / len(outs)  # noqa: E731
-        return {"split": "validation", "step": at_step, "mlm_loss": mean("mlm_loss"),
-                "jepa_loss": mean("jepa_loss") if hybrid else None}
+    resumed_from = run.step if state is not None else None
+    seconds = t.budget_seconds if t.budget == "seconds" else None
+    budget = TimeBudget(seconds, run.elapsed_s, probing=seconds is not None and resumed_from is None)
 
     # 3. the loop ---------------------------------------------------------------------------------
-    tokens_per_step = t.batch_size * train_blocks.shape[1]
-    target_precision = ("bf16" if core.target_bf16(acc.device.type) else "fp32") if hybrid else None
-    say(f"[train] {objective}: {sum(p.numel() for p in core.parameters() if p.requires_grad):,} trained parameters, "
-        f"{flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
-        f"{total_steps} steps ({budget_note}), device {acc.device}, precision {acc.mixed_precision}"
-        f"{f' (target pass {target_precision})' if hybrid else ''}, {acc.num_processes} process(es), "
-        f"data {data.source}")
-    stream = batch_stream(BlockDataset(train_blocks), collator, order, epoch, batch_index, t.num_workers)
-    timing = t.budget == "seconds" and resumed_from is None  # the step time is still to be measured
-    if timing:  # run at least until the timed warm-up is over
-        total_steps = schedule.total = max(total_steps, SECONDS_PROBE_STEPS + 2)
-    probe_start, last_log_time, last_log_step, last = None, time.perf_counter(), step, {}
-    bar = tqdm(total=total_steps, initial=step, desc=objective, disable=not main, dynamic_ncols=True)
+    say(_start_message(objective, engine, costs, run, data.source))
+    log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
+    stream = batch_stream(BlockDataset(train_blocks), new_collator(), order, run.epoch, run.batch, t.num_workers)
+    tokens_per_step, flops_per_step = t.batch_size * train_blocks.shape[1], costs.flops[objective]
+    throughput = Throughput(tokens_per_step, run.step)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=objective, disable=not main, dynamic_ncols=True)
     # One CUDA process: reading the finite flag every step is a host sync that would stall the GPU's
     # queue, so it is read only when a log record or checkpoint is due (a non-finite step is then
     # caught before anything is logged or saved). Elsewhere: every step, before the optimizer step.
     deferred = acc.device.type == "cuda" and acc.num_processes == 1
     all_finite = torch.ones((), dtype=torch.bool, device=acc.device)
-    stop = StopFlag()
-    model.train()
-    try:
-        with stop.installed():
-            while step < total_steps:
-                if t.budget == "seconds" and agree([elapsed()])[0] >= t.budget_seconds:
-                    stopped_by = "time"
-                    save(step)
-                    break
-                epoch, batch_index, batch = next(stream)
-                batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-                lr = scheduler.get_last_lr()[0]
-                momentum = ema_momentum(step, total_steps, params.objective.ema_start, params.objective.ema_end)
+    stop, stopped_by, last = StopFlag(), "steps", {}
+    engine.model.train()
+    with stop.installed(), closing(bar), closing(log):
+        while run.step < run.total_steps:
+            if budget.time_is_up(engine.agree):
+                stopped_by = "time"
+                engine.save(run, budget.elapsed())
+                break
+            run.epoch, run.batch, batch = next(stream)
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            lr = engine.scheduler.get_last_lr()[0]
+            momentum = ema_momentum(run.step, run.total_steps, params.objective.ema_start, params.objective.ema_end)
+            # Step 1: forward (EMA target, context, losses), backward, gradient clipping
+            out, grad_norm, finite = forward_backward(engine.model, batch, t.grad_clip, acc.backward,
+                                                      acc.clip_grad_norm_)
+            all_finite &= finite
+            # Step 2: all processes agree whether every step so far was finite, and whether to stop
+            check = not deferred or _check_due(run.step + 1, t, run.total_steps) or stop.signum is not None
+            bad, stopping = engine.agree([not bool(all_finite), stop.signum is not None]) if check else (0.0, 0.0)
+            if bad:
+                message = _non_finite_message(out, run.step + 1, objective, grad_norm.item(), lr,
+                                              ckpt.resolve_checkpoint(paths.checkpoint_dir), deferred)
+                log.write({"step": run.step + 1, "error": message})
+                raise NonFiniteLossError(message)
+            # Step 3: AdamW step, LR schedule, EMA update of the target encoder
+            apply_update(engine.optimizer, engine.scheduler, engine.core, momentum)
+            run.advance(tokens_per_step, flops_per_step, order.num_batches)
 
-                out, grad_norm, finite = forward_backward(model, batch, t.grad_clip, acc.backward, acc.clip_grad_norm_)
-                all_finite &= finite
-                any_bad, any_stop = False, False
-                if not deferred or _check_due(step + 1, t, total_steps) or stop.signum is not None:
-                    any_bad, any_stop = agree([not bool(all_finite), stop.signum is not None])
-                if any_bad:
-                    message = _non_finite_message(out, step + 1, objective, grad_norm.item(), lr,
-                                                  ckpt.resolve_checkpoint(paths.checkpoint_dir), deferred)
-                    log.write({"step": step + 1, "error": message})
-                    raise NonFiniteLossError(message)
-                apply_update(optimizer, scheduler, core, momentum)
-                step += 1
-                tokens_done += tokens_per_step
-                flops_done += flops[objective]
-                batch_index += 1  # the data position is the next batch to read
-                if batch_index == order.num_batches:
-                    epoch, batch_index = epoch + 1, 0
+            if _due(run.step, t.log_every, run.total_steps):
+                values = {**step_values(out, grad_norm, engine.agree), "lr": lr, "ema_momentum": momentum,
+                          "tokens_per_s": throughput(run.step), "elapsed_s": budget.elapsed()}
+                last = log_record(run, values, hybrid, t.collapse_std)
+                _warn_collapse_once(run, last, objective)
+                log.write(last)
+                bar.set_postfix_str(_postfix(last), refresh=False)
+            bar.update(1)
+            if val_batches and _due(run.step, t.eval_every, run.total_steps):
+                log.write(engine.validate(val_batches, run.step))
+            if (plan := budget.replan(run.step, engine.agree)) is not None:  # budget=seconds, once
+                run.total_steps, run.budget_note = plan
+                engine.schedule.total = bar.total = run.total_steps
+                say(f"[train] {run.budget_note}")
+            if _due(run.step, t.checkpoint_every, run.total_steps) or stopping:
+                engine.save(run, budget.elapsed())
+            if stopping:
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, run.step, paths.checkpoint_dir)
 
-                if step % t.log_every == 0 or step == total_steps:
-                    zero = torch.zeros((), device=acc.device)
-                    loss, mlm, jepa, target_std = agree([out["loss"].item(), out["mlm_loss"].item(),
-                                                         out.get("jepa_loss", zero).item(),
-                                                         out.get("target_std", zero).item()])
-                    now = time.perf_counter()
-                    last = {
-                        "step": step, "epoch": epoch, "loss": loss, "mlm_loss": mlm,
-                        "jepa_loss": jepa if hybrid else None, "lambda": out["lambda"].item() if hybrid else None,
-                        "lr": lr, "ema_momentum": momentum if hybrid else None, "grad_norm": grad_norm.item(),
-                        "tokens_per_s": tokens_per_step * (step - last_log_step) / max(now - last_log_time, 1e-9),
-                        "target_std": target_std if hybrid else None,
-                        "batch_effective_rank": effective_rank(out["context_embedding"]),
-                        "flops": flops_done, "elapsed_s": elapsed(),
-                    }
-                    last_log_time, last_log_step = now, step
-                    collapse = [f"target_std {target_std:.3g} < train.collapse_std {t.collapse_std}"] \
-                        if hybrid and target_std < t.collapse_std else []
-                    if last["batch_effective_rank"] < COLLAPSE_RANK:
-                        collapse.append(f"batch effective rank {last['batch_effective_rank']:.2f} < {COLLAPSE_RANK}")
-                    if collapse:
-                        last["warning"] = "possible representation collapse: " + "; ".join(collapse)
-                        if not warned:
-                            warnings.warn(f"{objective} step {step}: {last['warning']}", RuntimeWarning, stacklevel=2)
-                            warned = True
-                    log.write(last)
-                    bar.set_postfix_str(f"loss {loss:.3f} mlm {mlm:.3f} jepa {_fmt(last['jepa_loss'])} "
-                                        f"λ {_fmt(last['lambda'])}", refresh=False)
-                bar.update(1)
-
-                if val_batches and (step % t.eval_every == 0 or step == total_steps):
-                    log.write(validate(step))
-
-                # budget=seconds: time steps 2..N+1, then fix the schedule length. The probe steps are
-                # ordinary steps (during warm-up the LR does not depend on the length).
-                if timing and step == 1:
-                    probe_start = time.perf_counter()
-                elif timing and step == 1 + SECONDS_PROBE_STEPS:
-                    per_step = agree([(time.perf_counter() - probe_start) / SECONDS_PROBE_STEPS])[0]
-                    total_steps = max(step + 1, step + int((t.budget_seconds - elapsed()) / per_step))
-                    schedule.total = bar.total = total_steps
-                    budget_note = (f"equal wall-clock: {t.budget_seconds:g} s at {per_step * 1e3:.1f} ms/step "
-                                   f"(timed over steps 2-{step}) -> {total_steps} steps")
-                    say(f"[train] {budget_note}")
-                    timing = False
-
-                if step % t.checkpoint_every == 0 or step == total_steps or any_stop:
-                    save(step)
-                if any_stop:
-                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, paths.checkpoint_dir)
-    finally:
-        bar.close()
-        log.close()
-
-    # 4. export -----------------------------------------------------------------------------------
-    if not last and step > 0:  # resumed an already finished run: the final record is in the log
-        records = [json.loads(ln) for ln in paths.log_path.read_text().splitlines() if ln.strip()]
-        last = next((r for r in reversed(records) if "loss" in r and "split" not in r), {})
-    final_validation = validate(step) if val_batches else None
-    summary = {
-        "objective": objective, "seed": seed, "steps": step, "planned_steps": total_steps,
-        "tokens": tokens_done, "flops_per_step": flops[objective], "flops_per_step_parts": flops_parts[objective],
-        "total_flops": flops_done, "flops_per_step_by_objective": flops,
-        "hybrid_mlm_flops_ratio": flops["hybrid"] / flops["mlm"],
-        "token_counts": asdict(counts[objective]), "wall_time_s": elapsed(),
-        "budget": {"mode": t.budget, "note": budget_note, "stopped_by": stopped_by,
-                   "budget_seconds": t.budget_seconds},
-        "final": {k: last.get(k) for k in ("loss", "mlm_loss", "jepa_loss", "lambda", "target_std",
-                                           "batch_effective_rank")},
-        "final_validation": final_validation, "data_source": data.source,
-        "learning": learning_check(final_validation, validation_unigram_entropy(data.blocks, tokenizer)),
-        "precision": acc.mixed_precision, "device": str(acc.device),
-        "target_precision": target_precision, "num_processes": acc.num_processes,
-        "resumed_from_step": resumed_from, "params": params.to_dict(),
-    }
+    # 4. summary and export -----------------------------------------------------------------------
+    last = last or (_last_logged_step(paths.log_path) if run.step > 0 else {})
+    final_validation = engine.validate(val_batches, run.step) if val_batches else None
+    learning = learning_check(final_validation, validation_unigram_entropy(data.blocks, tokenizer))
+    summary = run_summary(params, objective, seed, run, costs, last, final_validation, learning, session={
+        "wall_time_s": budget.elapsed(), "stopped_by": stopped_by, "data_source": data.source,
+        "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": engine.target_precision,
+        "num_processes": acc.num_processes, "resumed_from_step": resumed_from})
     if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash
-        digests = [None] * acc.num_processes
-        torch.distributed.all_gather_object(digests, _weights_digest(core))
-        summary["replica_weight_sha256"] = digests
-    if main:
-        with ckpt.atomic_dir(paths.model_dir) as tmp:
-            ckpt.save_encoder(tmp, core.encoder_for_export(), tokenizer)
-            (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
-        paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
-        paths.summary_path.write_text(json.dumps(summary, indent=1))
-    acc.wait_for_everyone()
-    if acc.num_processes > 1:  # an undestroyed gloo group can abort the process at exit (pytorch#190489)
-        acc.end_training()
-    say(f"[train] {objective} done: {step} steps, {elapsed():.1f} s, final loss {_fmt(last.get('loss'))}, "
+        summary["replica_weight_sha256"] = engine.replica_digests()
+    engine.finish(paths, summary)
+    say(f"[train] {objective} done: {run.step} steps, {budget.elapsed():.1f} s, final loss {_fmt(last.get('loss'))}, "
         f"mlm {_fmt(last.get('mlm_loss'))}, jepa {_fmt(last.get('jepa_loss'))}, λ {_fmt(last.get('lambda'))}"
         f" -> {paths.model_dir}")
     return summary

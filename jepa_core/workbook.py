@@ -95,9 +95,10 @@ def model_name(params: Params, objective: str, seed: int) -> str:
 def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any, resume: bool = True) -> dict:
     """train() into the run folder layout. resume=True: continue the run's checkpoint when it was
     written with the same weight-changing parameters, else move it aside and start over
-    (`train.claim_checkpoint`, the rule the CLI's --resume follows too). resume=False (workbook
+    (`resume.claim_checkpoint`, the rule the CLI's --resume follows too). resume=False (workbook
     --force): move any checkpoint aside and start over. No checkpoint is ever deleted."""
-    from jepa_core.train import RunPaths, set_aside, train
+    from jepa_core.resume import set_aside
+    from jepa_core.train import RunPaths, train
 
     name = model_name(params, objective, seed)
     paths = RunPaths.for_run(run_dir, objective, None if name == objective else seed)

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,10 @@ from transformers import AutoModel, AutoTokenizer
 
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
+from jepa_core import resume as R
 from jepa_core.config import load_params
 from jepa_core.model import PretrainModel
+from jepa_core.run_state import SECONDS_PROBE_STEPS
 
 from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 
@@ -230,7 +233,7 @@ def test_seconds_budget_sets_the_schedule_after_a_timed_warmup(tmp_path):
     params = tiny_params(train__steps=5, train__warmup_steps=1, train__budget="seconds", train__budget_seconds=1.5,
                          train__eval_every=1000, train__checkpoint_every=1000)
     s = T.train(params, "mlm", tmp_path, data=data)
-    assert s["steps"] > T.SECONDS_PROBE_STEPS  # the probe always runs
+    assert s["steps"] > SECONDS_PROBE_STEPS  # the probe always runs
     assert s["budget"]["stopped_by"] in ("time", "steps")
     assert "equal wall-clock" in s["budget"]["note"]
     steps, _ = read_log(tmp_path / "log.jsonl")
@@ -321,12 +324,12 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
         other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
                                     train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
                         "hybrid", tmp_path / "b", data=data)
-    changed = {k for k in T.NON_WEIGHT_KEYS if k != "train.compile"}
+    changed = {k for k in R.NON_WEIGHT_KEYS if k != "train.compile"}
     assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
     a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert set(T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(T.NON_WEIGHT_KEYS)
-    assert "train.lr" in T.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
+    assert set(R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(R.NON_WEIGHT_KEYS)
+    assert "train.lr" in R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
 
 
 def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
@@ -358,14 +361,29 @@ def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
     assert all(ckpt.load_checkpoint(s)["step"] == 4 for s in stales)
 
 
+def test_resume_reads_the_checkpoint_state_once(runs, tmp_path, monkeypatch):
+    """claim_checkpoint reads state.pt to compare run identities; the resume uses that same read."""
+    root, _ = runs
+    shutil.copytree(root / "mlm", tmp_path / "mlm")
+    reads, real_load = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(Path(str(getattr(f, "name", f))).name)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    again = T.train(tiny_params(), "mlm", tmp_path / "mlm", data=tiny_data(), resume=True)
+    assert reads.count(ckpt.STATE) == 1 and again["resumed_from_step"] == 30
+
+
 def test_legacy_checkpoint_identity_follows_the_old_rule():
     params = tiny_params()
     legacy = {"objective": "mlm", "seed": 0, "params": params.fingerprint("data", "model", "mask", "objective"),
               "batch_size": params.train.batch_size}
-    now = T.run_identity(params, "mlm", 0)
-    assert T._changed_keys(legacy, now, params) == []
+    now = R.run_identity(params, "mlm", 0)
+    assert R._changed_keys(legacy, now, params) == []
     other = tiny_params(model__hidden=16)
-    (changed,) = T._changed_keys(legacy, T.run_identity(other, "mlm", 0), other)
+    (changed,) = R._changed_keys(legacy, R.run_identity(other, "mlm", 0), other)
     assert changed.startswith("params (data/model/mask/objective")
-    assert T._changed_keys(now, T.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
+    assert R._changed_keys(now, R.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
                                                                                  "seed: 0 -> 1"]

@@ -1,0 +1,91 @@
+"""Which checkpoint a run continues: THE rule of the CLI's --resume and the workbook alike.
+
+A checkpoint is continued when its run identity (`run_identity`: the objective, the seed and every
+weight-changing parameter, i.e. all keys of data/model/mask/objective/train except NON_WEIGHT_KEYS)
+matches this run's; otherwise `claim_checkpoint` moves it aside to `<checkpoint>.stale-<time>/` (with
+its log and summary, `set_aside`) with a message naming the changed keys. Nothing is deleted.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import checkpoint as ckpt
+from .config import Params
+
+if TYPE_CHECKING:
+    from .train import RunPaths
+
+# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
+# checkpoint stays resumable when only these change; every other key of WEIGHT_SECTIONS is part of the
+# run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
+NON_WEIGHT_KEYS = {
+    "train.log_every": "only how often the log is written",
+    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
+    "train.eval_batches": "only how many fixed batches validation averages over",
+    "train.checkpoint_every": "when the state is saved, not what it is",
+    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
+    "train.compile": "the same computation, compiled (equal up to float rounding)",
+    "train.collapse_std": "only when a collapse warning is printed",
+}
+WEIGHT_SECTIONS = ("data", "model", "mask", "objective", "train")
+
+
+def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: the objective, the seed and every key of
+    WEIGHT_SECTIONS except NON_WEIGHT_KEYS, stored key by key so that a mismatch can be named."""
+    d = params.to_dict()
+    keys = {f"{section}.{k}": v for section in WEIGHT_SECTIONS for k, v in d[section].items()}
+    return {"objective": objective, "seed": seed,
+            "weight_keys": {k: v for k, v in keys.items() if k not in NON_WEIGHT_KEYS}}
+
+
+def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) -> list[str]:
+    """'key: checkpoint value -> now value' for every identity key that differs."""
+    if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
+        legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
+                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
+        saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
+        return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
+    old, new = saved["weight_keys"], now["weight_keys"]
+    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
+    return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+                      for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]
+
+
+def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> Path | None:
+    """Move the run's checkpoint (with its log and summary) to a new `<checkpoint>.stale-<time>` folder
+    and say so; nothing is deleted. Returns where it went (None: there was no checkpoint)."""
+    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+    if found is None:
+        return None
+    stale = ckpt.set_aside(found, paths.checkpoint_dir)
+    if paths.log_path.is_file():  # the new run starts a new log: keep the old one with its checkpoint
+        os.replace(paths.log_path, stale / "log.jsonl")
+    if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
+        shutil.copy2(paths.summary_path, stale / "train_summary.json")
+    say(f"[train] {why}; the previous checkpoint (step {ckpt.saved_step(stale)}) was moved to "
+        f"{stale}, nothing was deleted")
+    return stale
+
+
+def claim_checkpoint(paths: RunPaths, params: Params, objective: str, seed: int,
+                     say: Callable[[str], None] = print, is_main: bool = True,
+                     barrier: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
+    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when its
+    run identity matches this run's; else move it aside (`set_aside`), naming the changed keys.
+    Returns the state to resume (`checkpoint.read_checkpoint`: read once, here) or None. Only the
+    main process moves files; all agree on the answer."""
+    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+    if found is None:
+        return None
+    state = ckpt.read_checkpoint(found)
+    changed = _changed_keys(state["extra"], run_identity(params, objective, seed), params)
+    barrier()  # every process has read the checkpoint before it moves
+    if changed and is_main:
+        set_aside(paths, f"{found} belongs to other weight-changing parameters ({'; '.join(changed)}): "
+                         "training from scratch", say)
+    barrier()
+    return None if changed else state
