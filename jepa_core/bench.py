@@ -812,7 +812,7 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
              f"rounds after {c['warmup']} warm-up.")
     tables = []
     rows = []
-    for name in [n for n in (*STOCK, *WORKLOADS) if n in res["results"]]:
+    for name in [n for n in dict.fromkeys((*STOCK, *WORKLOADS)) if n in res["results"]]:
         r, s = res["results"][name], res["results"][name]["step_seconds"]
         rows.append([r["label"], f"{s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f})",
                      f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–",

@@ -63,8 +63,10 @@ done
 stage "5. results"
 run="$RUNS/gpu"
 [ -f "$run/summary.md" ] && cp "$run/summary.md" "$OUT/"
+# what docs/results/gpu/ keeps (a few MB): no weights, checkpoints, caches, embeddings or predictions
 tar -czf "$OUT/gpu_results.tar.gz" -C "$run" --exclude='checkpoints' --exclude='*.safetensors' \
-  --exclude='cache' --exclude='data' --exclude='.kernels' . 2>/dev/null || true
+  --exclude='cache' --exclude='data' --exclude='.kernels' --exclude='embeddings' --exclude='*.parquet' \
+  --exclude='*.npy' . 2>/dev/null || true
 ls -la "$OUT"
 
 if [ "${COMPILE_BENCH:-0}" = 1 ]; then  # last: its compile time is the least predictable

@@ -185,8 +185,12 @@ def test_modernbert_runs_every_workload(tmp_path):
                                                / stock["mlm"]["step_seconds"]["median"])
         assert result["memory"][name]["state_mib"] > 0
     assert "speedup_mlm_vs_hf_sparse" in bench.format_markdown(result)
+    text = bench.format_table(result)
+    for name in ("hf", "hf_sparse", "hf_bert", "mlm"):  # every workload's row, once
+        assert text.count(stock[name]["label"] + " ") == 1, name
 
 
 def test_stock_workloads_follow_the_architecture():
     assert bench.stock_workloads(BenchConfig.tiny()) == ["hf"]
     assert bench.stock_workloads(BenchConfig.tiny(architecture="modernbert")) == ["hf", "hf_sparse", "hf_bert"]
+
