@@ -48,6 +48,9 @@ status=0
 timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" \
   ${GPU_PROFILE_ARGS:-} || status=$?
 stage "gpu profile exit status $status"
+# A timed-out run leaves its evaluation workers (spawned processes) finishing their unit: stop them
+# so that they do not load the machine while the benchmark runs.
+pkill -f 'multiprocessing.spawn import spawn_main' 2>/dev/null || true
 
 stage "4. benchmark, paper size (the gpu profile's architecture)"
 read -r arch dropout < <($PY -c "from jepa_core.config import load_params
