@@ -96,6 +96,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where supported on GPU) | bf16 | fp32
     compile: bool = False  # torch.compile the encoder
     num_workers: int = 0  # DataLoader workers
+    parallel_runs: int = 1  # pre-training runs (seed x objective) at once on CPU, each in its own process with cores/N threads
     log_every: int = 1  # JSONL log interval (steps)
     eval_every: int = 100  # validation interval (steps)
     eval_batches: int = 8  # validation batches per evaluation
@@ -198,6 +199,7 @@ def _validate_ranges(p: Params) -> None:
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
     _check(t.lr > 0, "train.lr", t.lr, "a positive number")
+    _check(t.parallel_runs >= 1, "train.parallel_runs", t.parallel_runs, "a positive integer")
     _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a number >= 0")
     _check(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps, f"an integer in [0, train.steps={t.steps})")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a number in [0, 1]")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
 NON_WEIGHT_KEYS = {
     "train.log_every": "only how often the log is written",
+    "train.parallel_runs": "only how many runs share the machine (their thread counts round differently, 1e-7-ish)",
     "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
     "train.eval_batches": "only how many fixed batches validation averages over",
     "train.checkpoint_every": "when the state is saved, not what it is",

@@ -21,11 +21,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import re
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -105,6 +108,46 @@ def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any
     if not resume:
         set_aside(paths, f"{name}: --force re-trains from scratch")
     return train(params, objective, paths, resume=resume, seed=seed, data=data)
+
+
+def _pretrain_in_process(params: Params, run_dir: Path, objective: str, seed: int, resume: bool, threads: int) -> dict:
+    """One run of pretrain_all in a worker process: its own share of the cores."""
+    import torch
+
+    from jepa_core.train import load_prepared_data
+
+    torch.set_num_threads(threads)
+    return pretrain(params, run_dir, objective, seed, load_prepared_data(run_dir / "data"), resume)
+
+
+def pretrain_all(params: Params, run_dir: Path, resume: bool = True, echo: Callable[[str], None] = print
+                 ) -> dict[str, dict]:
+    """Every (seed, objective) run of the profile, from the data step's folder; {model name: summary}.
+
+    train.parallel_runs > 1 (CPU only) runs that many at once, each in a spawned process with
+    cores / parallel_runs threads: a small encoder uses two cores poorly (its matmuls are too small to
+    split), so two single-thread runs side by side finish sooner than one after the other (measured:
+    docs/WORKBOOK.md). Each run is the same computation either way but for the thread count's
+    rounding. On a GPU the runs take turns on it."""
+    import torch
+
+    from jepa_core.train import load_prepared_data
+
+    runs = [(seed, objective) for seed in params.seeds for objective in params.objectives]
+    parallel = 1 if torch.cuda.is_available() else min(params.train.parallel_runs, len(runs))
+    if parallel == 1:
+        data = load_prepared_data(run_dir / "data")
+        return {model_name(params, o, s): pretrain(params, run_dir, o, s, data, resume) for s, o in runs}
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    echo(f"[pretrain] {len(runs)} runs, {parallel} at a time, {threads} thread(s) each")
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {model_name(params, o, s): pool.submit(_pretrain_in_process, params, run_dir, o, s, resume, threads)
+                   for s, o in runs}
+        summaries = {}
+        for name, future in futures.items():
+            summaries[name] = future.result()
+            echo(f"[pretrain] {name}: {summaries[name]['steps']} steps in {summaries[name]['wall_time_s']:.0f} s")
+    return summaries
 
 
 # ---------------------------------------------------------------- fingerprints and markers

@@ -110,14 +110,9 @@ other parameters is moved aside to `checkpoints/<name>.stale-<time>/`, never del
         "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
         code('''
 require(run_dir, "data/blocks_train.npy", "data/tokenizer", step="01_data_prep")
-from jepa_core.train import load_prepared_data
-from jepa_core.workbook import model_name, pretrain
+from jepa_core.workbook import pretrain_all
 
-data = load_prepared_data(run_dir / "data")
-summaries = {}
-for seed in params.seeds:
-    for objective in params.objectives:
-        summaries[model_name(params, objective, seed)] = pretrain(params, run_dir, objective, seed, data, resume)'''),
+summaries = pretrain_all(params, run_dir, resume)  # every seed x objective (train.parallel_runs at a time)'''),
         code('''
 import pandas as pd
 

@@ -246,3 +246,27 @@ def test_dead_kernel_is_reported_like_a_failing_cell(tmp_path):
     with pytest.raises(wb.WorkbookError, match="01_data_prep") as err:
         wb.run(SMOKE, outputs_dir=tmp_path / "out", notebooks_dir=nbs, html=False, echo=lambda s: None)
     assert "DeadKernelError" in str(err.value) and "partly executed notebook" in str(err.value)
+
+
+def test_parallel_pretraining_gives_the_runs_of_the_sequential_loop(tmp_path):
+    """train.parallel_runs=2: the four (seed, objective) runs in two spawned single-thread processes
+    give what one after the other gives (the same steps, the same losses up to the thread count's
+    rounding), and every run's model and summary land in the run folder's layout."""
+    from _train_helpers import tiny_data_dir
+
+    summaries = {}
+    for parallel in (1, 2):
+        params = tiny_params(train__steps=6, train__checkpoint_every=3, train__eval_every=3, seeds=[0, 1],
+                             train__parallel_runs=parallel)
+        run_dir = tmp_path / f"p{parallel}"
+        shutil.copytree(tiny_data_dir(), run_dir / "data")
+        summaries[parallel] = wb.pretrain_all(params, run_dir, echo=lambda _line: None)
+        for name in ("hybrid-s0", "mlm-s0", "hybrid-s1", "mlm-s1"):
+            assert (run_dir / "models" / name / "model.safetensors").is_file()
+    assert list(summaries[1]) == list(summaries[2]) == ["hybrid-s0", "mlm-s0", "hybrid-s1", "mlm-s1"]
+    for name, one in summaries[1].items():
+        two = summaries[2][name]
+        assert two["steps"] == one["steps"] == 6 and two["seed"] == one["seed"]
+        for key in ("loss", "mlm_loss"):
+            assert two["final"][key] == pytest.approx(one["final"][key], rel=1e-4), (name, key)
+    assert summaries[1]["hybrid-s0"]["final"]["loss"] != summaries[1]["hybrid-s1"]["final"]["loss"]  # seeds differ
