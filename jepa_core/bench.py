@@ -176,7 +176,8 @@ def _sync(device: torch.device) -> None:
 def bench_params(cfg: BenchConfig) -> Params:
     """The Params our model and trainer would get for this benchmark config."""
     return load_params(None, {
-        "model.architecture": cfg.architecture, "model.dropout": cfg.dropout, "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
+        "model.architecture": cfg.architecture, "model.dropout": cfg.dropout, "model.layers": cfg.layers,
+        "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
         "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
         "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
         "model.predictor_heads": cfg.predictor_heads,
@@ -668,7 +669,8 @@ def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device
     result["bucketed_vs_unbucketed"] = result["bucketed"]["sentences_per_s"] / result["unbucketed"]["sentences_per_s"]
     # Upper bound of the bucketing gain on token-linear work: padded tokens without / with sorting.
     order = np.sort(lengths)[::-1]
-    padded_tokens = lambda ls: sum(int(ls[s:s + B].max()) * len(ls[s:s + B]) for s in range(0, len(ls), B))
+    def padded_tokens(ls):
+        return sum(int(ls[s:s + B].max()) * len(ls[s:s + B]) for s in range(0, len(ls), B))
     result["padding_bound_unbucketed"] = padded_tokens(lengths) / padded_tokens(order)
     result["padding_bound_padded"] = L * len(lengths) / padded_tokens(order)
     return result
@@ -837,7 +839,8 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
         for name, a in res["ablations"].items():
             if "variant_over_base" in a:
                 rows.append([f"`{name}`", f"{a['step_seconds'] * 1e3:,.0f}",
-                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}", f"{a['variant_over_base']['value']:.2f}",
+                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}",
+                             f"{a['variant_over_base']['value']:.2f}",
                              a["what"]])
             else:
                 rows.append([f"`{name}`", f"{a['step_seconds']['median'] * 1e3:.1f}", "", "", a["what"]])

@@ -32,10 +32,10 @@ Per sequence, with L tokens, M masked tokens, C context tokens, G target tokens:
                          inside the context)
 
 Ignored as small (O(T·d) or O(d)): embedding lookups, LayerNorms, softmax, GELU, the GLU's
-product, rotary position rotations, biases, the loss itself, λ, the EMA update and the optimizer. C and G are the sizes the model actually
-computes on (padded widths of the index tensors), so `measure_token_counts` reads them from real
-collator batches; `expected_token_counts` is the analytic expectation used when no batch is
-at hand.
+product, rotary position rotations, biases, the loss itself, λ, the EMA update and the optimizer.
+C and G are the sizes the model actually computes on (padded widths of the index tensors), so
+`measure_token_counts` reads them from real collator batches; `expected_token_counts` is the
+analytic expectation used when no batch is at hand.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHeadTransform
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
-from .config import ARCHITECTURES, ModelConfig, OBJECTIVES, Params
+from .config import ARCHITECTURES, OBJECTIVES, ModelConfig, Params
 from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
 
@@ -242,7 +242,8 @@ class PretrainModel(nn.Module):
         self.encoder = build_encoder(m, vocab_size, pad_token_id)
         self.mlm_head = SparseMLMHead(self.encoder)
         if objective == "hybrid":
-            self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads, m.max_position)
+            self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads,
+                                       m.max_position)
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
             self.balancer = LossBalancer(o.lambda_mode, o.fixed_lambda)
 
@@ -303,12 +304,14 @@ class PretrainModel(nn.Module):
         targets = self.target_forward(batch)
         if self.shared_pass:  # one pass over the corrupted context; MLM positions were drawn inside it
             ctx = self.context_forward(batch, batch["mlm_input_ids"])
-            labels = gather_positions(batch["mlm_labels"], batch["context_idx"]).masked_fill(~batch["context_valid"], -100)
+            labels = gather_positions(batch["mlm_labels"], batch["context_idx"])
+            labels = labels.masked_fill(~batch["context_valid"], -100)
             l_mlm = self._masked_lm_loss(ctx, labels)
         else:  # the paper: a full MLM pass plus a clean context pass
             l_mlm, _ = self.mlm_forward(batch)
             ctx = self.context_forward(batch)
-        pred = self.predictor(ctx, batch["context_idx"], batch["context_valid"], batch["target_idx"], batch["target_valid"])
+        pred = self.predictor(ctx, batch["context_idx"], batch["context_valid"], batch["target_idx"],
+                              batch["target_valid"])
         l_jepa = jepa_loss(pred, targets, batch["target_valid"], self.jepa_kind)
         total, lam = self.balancer(l_jepa, l_mlm)
         return {"loss": total, "mlm_loss": l_mlm.detach(), "jepa_loss": l_jepa.detach(), "lambda": lam,

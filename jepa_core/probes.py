@@ -152,7 +152,8 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds
         if folds < 2:
             raise ValueError(f"probe needs at least 2 train examples of every class, got counts "
                              f"{dict(zip(*np.unique(y_train, return_counts=True)))}")
-        model = LogisticRegressionCV(Cs=list(C_GRID), l1_ratios=(0.0,), cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        model = LogisticRegressionCV(Cs=list(C_GRID), l1_ratios=(0.0,), cv=cv,
                                      scoring=_mean_log_likelihood, max_iter=200, tol=1e-3, random_state=seed,
                                      use_legacy_attributes=False, n_jobs=n_jobs)
     elif task_type == "regression":

@@ -47,7 +47,8 @@ def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) ->
     """'key: checkpoint value -> now value' for every identity key that differs."""
     if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
         legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
-                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
+                  "params (data/model/mask/objective, one hash)": params.fingerprint(
+                      "data", "model", "mask", "objective")}
         saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
         return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
     old, new = saved["weight_keys"], now["weight_keys"]

@@ -47,7 +47,8 @@ checkpoint as one unit, with every process's RNG state: a resumed run repeats th
 
 Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` before the optimizer
 step (the last checkpoint is left untouched; on one CUDA process the finite flag is read only when a
-log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM
+finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
 the previous checkpoint intact (checkpoint.py writes atomically).
 """
@@ -712,10 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", required=True, help="YAML profile, e.g. parameters/smoke.yaml")
     ap.add_argument("--objective", required=True, choices=OBJECTIVES)
     ap.add_argument("--out", required=True, help="output folder: model/, checkpoint/, log.jsonl, train_summary.json")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists; one written with other weight-changing "
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint if it exists; one written with other weight-changing "
                     "parameters is moved aside to OUT/checkpoint.stale-<time>/ instead")
     ap.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
-    ap.add_argument("--data", default=None, help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
+    ap.add_argument("--data", default=None,
+                    help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter (repeatable), e.g. --set train.steps=100")
     args = ap.parse_args(argv)

@@ -74,7 +74,8 @@ tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
 blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
 stats = corpus_statistics(corpus, tokenizer, blocks)
 stats.to_csv(data_dir / "corpus_statistics.csv")
-stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"}, thousands=",")'''),
+stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"},
+                   thousands=",")'''),
         md("**Corpus statistics.** `tokens_per_word` shows how finely the tokenizer splits words (≈1.2–1.5 is "
            "typical for a WordPiece vocabulary trained on the same text); `unk_rate` should be near 0. Every block "
            "is exactly `data.seq_len` tokens, so pre-training spends no compute on padding. `mlm_unigram_entropy` "
@@ -120,7 +121,8 @@ rows = {name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps
                "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
                "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
                "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
-               "val MLM loss": s["learning"]["validation_mlm_loss"], "unigram entropy": s["learning"]["unigram_entropy"],
+               "val MLM loss": s["learning"]["validation_mlm_loss"],
+               "unigram entropy": s["learning"]["unigram_entropy"],
                "below unigram": s["learning"]["gap"], "budget": s["budget"]["note"]}
         for name, s in summaries.items()}
 pd.DataFrame.from_dict(rows, orient="index").round(3)'''),

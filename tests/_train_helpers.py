@@ -28,7 +28,8 @@ TINY = {
 
 def tiny_params(**overrides):
     """The smoke profile shrunk further; keyword overrides use '__' for '.' (train__steps=5)."""
-    return load_params(REPO / "parameters" / "smoke.yaml", {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    return load_params(REPO / "parameters" / "smoke.yaml", {**TINY, **dotted})
 
 
 @functools.lru_cache(maxsize=1)

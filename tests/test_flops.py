@@ -4,8 +4,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from jepa_core.config import load_params
-from jepa_core.flops import (TokenCounts, encoder_forward_flops, expected_token_counts, measure_token_counts,
-                             mlm_head_forward_flops, predictor_forward_flops, training_flops_per_step)
+from jepa_core.flops import (
+    TokenCounts,
+    encoder_forward_flops,
+    expected_token_counts,
+    measure_token_counts,
+    mlm_head_forward_flops,
+    predictor_forward_flops,
+    training_flops_per_step,
+)
 from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import PretrainModel
 

@@ -6,11 +6,18 @@ import torch
 from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
 from jepa_core.config import params_from_dict
+from jepa_core.encode import takes_token_type_ids
 from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
-from jepa_core.model import (ROPE_THETA, Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
-                             gather_positions)
-from jepa_core.encode import takes_token_type_ids
+from jepa_core.model import (
+    ROPE_THETA,
+    Predictor,
+    PretrainModel,
+    build_encoder,
+    ema_momentum,
+    ema_update,
+    gather_positions,
+)
 
 VOCAB, L = 300, 32
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
@@ -71,7 +78,8 @@ def test_build_encoder_config_and_attention_mask():
     enc = build_encoder(p.model, VOCAB, 0).eval()
     c = enc.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 2, 64)
-    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (64, 2, 0, ATTENTION)
+    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (
+        64, 2, 0, ATTENTION)
     assert enc.pooler is None
     assert not any(type(m) is torch.nn.Dropout for m in enc.modules())  # all swapped for FastDropout
     ids = torch.randint(5, VOCAB, (2, 16))
@@ -161,7 +169,8 @@ def test_sparse_mlm_head_matches_hf_for_masked_lm(architecture):
     embedding = model.encoder.get_input_embeddings()
     assert model.mlm_head._tied[0].weight is embedding.weight
     assert hf.get_output_embeddings().weight is hf.get_input_embeddings().weight  # the stock model ties too
-    assert not any(k.startswith("mlm_head") and q.shape == embedding.weight.shape for k, q in model.state_dict().items())
+    assert not any(k.startswith("mlm_head") and q.shape == embedding.weight.shape
+                   for k, q in model.state_dict().items())
     assert sum(q.numel() for q in model.parameters()) == sum(q.numel() for q in model.encoder.parameters()) + \
         sum(q.numel() for q in model.mlm_head.parameters())
 

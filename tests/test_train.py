@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 from transformers import AutoModel, AutoTokenizer
 
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
 from jepa_core import resume as R
-from jepa_core.config import load_params
 from jepa_core.model import PretrainModel
 from jepa_core.run_state import SECONDS_PROBE_STEPS
-
-from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 
 STEP_FIELDS = {"step", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
                "target_std", "batch_effective_rank", "flops", "elapsed_s"}
@@ -53,7 +51,8 @@ def test_log_has_every_field_and_lambda_every_step(runs):
     mlm, mlm_val = read_log(root / "mlm" / "log.jsonl")
     for r in hybrid + mlm:
         assert STEP_FIELDS <= r.keys()
-        assert all(math.isfinite(r[k]) for k in ("loss", "mlm_loss", "lr", "grad_norm", "flops", "batch_effective_rank"))
+        assert all(math.isfinite(r[k]) for k in ("loss", "mlm_loss", "lr", "grad_norm", "flops",
+                                                 "batch_effective_rank"))
     assert all(0 < r["lambda"] < 1 and r["jepa_loss"] > 0 and r["target_std"] > 0 for r in hybrid)
     assert hybrid[0]["lambda"] == pytest.approx(0.5, abs=0.01)  # sigmoid(w0 = 0)
     assert len({r["lambda"] for r in hybrid}) > 20  # λ is learned: it moves every step
@@ -93,9 +92,11 @@ def test_summary_and_exported_model(runs):
         trained = PretrainModel(tiny_params(), objective, len(tok), tok.pad_token_id)
         ckpt.load_checkpoint(root / objective / "checkpoint", trained)
         enc = trained.encoder_for_export().eval()
-        inputs = tok(["The history of the city.", "Anarchism is a political philosophy"], padding=True, return_tensors="pt")
+        inputs = tok(["The history of the city.", "Anarchism is a political philosophy"], padding=True,
+                     return_tensors="pt")
         with torch.no_grad():
-            torch.testing.assert_close(model(**inputs).last_hidden_state, enc(**inputs).last_hidden_state, rtol=0, atol=1e-6)
+            torch.testing.assert_close(model(**inputs).last_hidden_state, enc(**inputs).last_hidden_state, rtol=0,
+                                       atol=1e-6)
     assert summaries["hybrid"]["hybrid_mlm_flops_ratio"] == summaries["mlm"]["hybrid_mlm_flops_ratio"] > 1.5
 
 
@@ -280,7 +281,8 @@ def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     assert "balancer.lambda_logit" in no_decay_names
-    assert all(n.endswith("bias") or "LayerNorm" in n or "norm" in n or n in ("balancer.lambda_logit", "predictor.mask_token")
+    assert all(n.endswith("bias") or "LayerNorm" in n or "norm" in n or
+               n in ("balancer.lambda_logit", "predictor.mask_token")
                for n in no_decay_names)
     assert all(p.ndim == 2 for p in decay["params"])
     assert id(model.encoder.get_input_embeddings().weight) in {id(p) for p in decay["params"]}
@@ -295,7 +297,8 @@ def test_precision_choice():
 
 def test_run_paths_layouts(tmp_path):
     a = T.RunPaths.in_folder(tmp_path)
-    assert (a.model_dir, a.checkpoint_dir, a.log_path) == (tmp_path / "model", tmp_path / "checkpoint", tmp_path / "log.jsonl")
+    assert (a.model_dir, a.checkpoint_dir, a.log_path) == (tmp_path / "model", tmp_path / "checkpoint",
+                                                           tmp_path / "log.jsonl")
     b = T.RunPaths.for_run(tmp_path, "mlm", seed=3)
     assert b.model_dir == tmp_path / "models" / "mlm-s3" and b.checkpoint_dir == tmp_path / "checkpoints" / "mlm-s3"
     assert b.log_path == tmp_path / "logs" / "mlm-s3.jsonl" and b.data_dir == tmp_path / "data"
@@ -303,7 +306,8 @@ def test_run_paths_layouts(tmp_path):
 
 
 def test_cli_rejects_bad_overrides(tmp_path, capsys):
-    code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path), "--set", "train.lr=-1"])
+    code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path),
+                   "--set", "train.lr=-1"])
     assert code == 2 and "train.lr=-1" in capsys.readouterr().err
 
 
@@ -334,8 +338,9 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
 
 def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
     out = tmp_path / "run"
-    run = lambda *sets: T.main(cli_args("--objective", "mlm", "--out", str(out), "--resume", "--set=train.steps=4",
-                                        *[f"--set={s}" for s in sets]))
+    def run(*sets):
+        return T.main(cli_args("--objective", "mlm", "--out", str(out), "--resume", "--set=train.steps=4",
+                               *[f"--set={s}" for s in sets]))
     assert run() == 0
     first = _files(out / "checkpoint")
     # a key that does not change the weights: the checkpoint is resumed, nothing moves
