@@ -2,6 +2,7 @@
 
     evaluate({"hybrid": [dir, ...], "mlm": [dir, ...]}, params, out_dir, wiki_sentences)
     python -m jepa_core.evaluate --params parameters/smoke.yaml --model hybrid=DIR --model mlm=DIR --out DIR
+        [--set eval.poolings=[mean] ...]
 
 Several checkpoint folders under one name are pre-training seeds. For every model x task x
 pooling: encode train/dev once (cached, shared by all poolings), pool, fit the linear probe on
@@ -64,7 +65,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import geometry, glue, lexical, pooling, probes, stats
-from .config import Params, load_params
+from .config import Params, ParamsError, load_params, parse_overrides
 from .encode import TokenStates, encode, fingerprint, load_encoder
 
 GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
@@ -641,8 +642,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="an HF checkpoint folder; repeat a NAME for several seeds")
     parser.add_argument("--out", required=True, help="output folder (results/ is written inside)")
     parser.add_argument("--wiki-sentences", help="held-out Wikipedia sentences (.json list or one per line)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter (repeatable), e.g. --set eval.poolings=[mean]")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params, parse_overrides(args.sets))
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     models: dict[str, list[str]] = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")

@@ -255,10 +255,17 @@ def test_cli(tmp_path, tiny_checkpoint, capsys):
     save_params(params, profile)
     (tmp_path / "wiki.txt").write_text("\n".join(WIKI))
     assert ev.main(["--params", str(profile), "--model", f"a={tiny_checkpoint}", "--model", f"b={tiny_checkpoint}",
-                    "--out", str(tmp_path / "run"), "--wiki-sentences", str(tmp_path / "wiki.txt")]) == 0
+                    "--out", str(tmp_path / "run"), "--wiki-sentences", str(tmp_path / "wiki.txt"),
+                    "--set", "eval.poolings=[mean, max]"]) == 0
     assert "metric rows" in capsys.readouterr().out
     differences = pd.read_csv(tmp_path / "run" / "results" / "differences.csv")
     assert set(differences["model_a"]) == {"a"} and np.allclose(differences["diff"], 0)  # same checkpoint twice
+    assert set(differences["pooling"]) == {"mean", "max"} != set(params.eval.poolings)  # --set applied
+    recorded = json.loads((tmp_path / "run" / "results" / "evaluation.json").read_text())["eval"]
+    assert recorded["poolings"] == ["mean", "max"]
+    assert ev.main(["--params", str(profile), "--model", f"a={tiny_checkpoint}", "--out", str(tmp_path / "y"),
+                    "--set", "eval.poolings=[nope]"]) == 2
+    assert "eval.poolings" in capsys.readouterr().err and not (tmp_path / "y").exists()
     with pytest.raises(SystemExit):
         ev.main(["--params", str(profile), "--model", "nopath", "--out", str(tmp_path / "x")])
 
