@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import ARCHITECTURES, DataConfig, Params, load_params
+from .config import ARCHITECTURES, PRECISIONS, DataConfig, Params, load_params
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first key
 # found as a word in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
@@ -114,8 +114,8 @@ class BenchConfig:
         if self.predictor_hidden % self.predictor_heads:
             raise ValueError(f"bench predictor_heads={self.predictor_heads} is invalid: allowed a divisor of "
                              f"predictor_hidden={self.predictor_hidden}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"bench precision={self.precision!r} is invalid: allowed auto, bf16 or fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"bench precision={self.precision!r} is invalid: allowed {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"bench device={self.device!r} is invalid: allowed auto, cpu, cuda or cuda:N")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

@@ -21,10 +21,19 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 TASKS = ("sst2", "mrpc", "mnli", "cola", "stsb")
+# The probe's metrics per GLUE task; the first is the task's headline metric (docs/PROTOCOL.md §5.1).
+TASK_METRICS = {"sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "mnli": ("accuracy",), "cola": ("mcc",),
+                "stsb": ("spearman", "pearson")}
+HEADLINE_METRIC = {task: metrics[0] for task, metrics in TASK_METRICS.items()}
 POOLINGS = ("mean", "max", "weighted", "attention", "cls")
 OBJECTIVES = ("hybrid", "mlm")
 ARCHITECTURES = ("bert", "modernbert")
 SOURCES = ("auto", "hub", "wiki_dump", "wikiextractor", "text", "parquet", "jsonl")
+JEPA_LOSSES = ("cosine", "smooth_l1", "mse")
+LAMBDA_MODES = ("learned", "fixed", "uncertainty")
+PRECISIONS = ("auto", "bf16", "fp32")  # train.precision and the EMA targets' precision
+BUDGETS = ("steps", "flops", "seconds")
+PAIR_ENCODINGS = ("joint", "siamese")
 
 
 class ParamsError(ValueError):
@@ -160,9 +169,13 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ParamsError(f"parameter {key}={value!r} is invalid: allowed {allowed}")
 
 
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, "one of " + ", ".join(choices))
+
+
 def _check_choices(key: str, values: list[str], choices: tuple[str, ...]) -> None:
     for v in values:
-        _check(v in choices, key, v, "one of " + ", ".join(choices))
+        _check_choice(key, v, choices)
     _check(len(values) > 0, key, values, "a non-empty list")
 
 
@@ -171,7 +184,7 @@ def _validate_ranges(p: Params) -> None:
     _check(bool(p.run_name) and "/" not in p.run_name, "run_name", p.run_name, "a non-empty name without '/'")
     _check(len(p.seeds) > 0, "seeds", p.seeds, "a non-empty list of integers")
     _check_choices("objectives", p.objectives, OBJECTIVES)
-    _check(d.source in SOURCES, "data.source", d.source, "one of " + ", ".join(SOURCES))
+    _check_choice("data.source", d.source, SOURCES)
     _check(d.max_documents is None or d.max_documents > 0, "data.max_documents", d.max_documents,
            "a positive integer or null")
     _check(0 < d.validation_fraction < 1, "data.validation_fraction", d.validation_fraction, "a number in (0, 1)")
@@ -180,7 +193,7 @@ def _validate_ranges(p: Params) -> None:
            f"an integer in [16, model.max_position={m.max_position}]")
     for key in ("layers", "hidden", "heads", "ffn", "predictor_layers", "predictor_hidden", "predictor_heads"):
         _check(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "a positive integer")
-    _check(m.architecture in ARCHITECTURES, "model.architecture", m.architecture, "one of " + ", ".join(ARCHITECTURES))
+    _check_choice("model.architecture", m.architecture, ARCHITECTURES)
     _check(m.hidden % m.heads == 0, "model.heads", m.heads, f"a divisor of model.hidden={m.hidden}")
     _check(m.architecture != "modernbert" or (m.hidden // m.heads) % 2 == 0, "model.heads", m.heads,
            f"a divisor of model.hidden={m.hidden} giving an even head size (rotary positions rotate pairs of dims)")
@@ -196,16 +209,13 @@ def _validate_ranges(p: Params) -> None:
     _check(k.num_targets * k.target_scale[1] < 1, "mask.target_scale", k.target_scale,
            f"num_targets * high < 1 so that context tokens remain (num_targets={k.num_targets})")
     _check(k.min_keep >= 1, "mask.min_keep", k.min_keep, "a positive integer")
-    _check(o.jepa_loss in ("cosine", "smooth_l1", "mse"), "objective.jepa_loss", o.jepa_loss,
-           "cosine, smooth_l1 or mse")
+    _check_choice("objective.jepa_loss", o.jepa_loss, JEPA_LOSSES)
     _check(1 <= o.target_layers <= m.layers, "objective.target_layers", o.target_layers,
            f"an integer in [1, model.layers={m.layers}]")
     _check(0 <= o.ema_start <= o.ema_end <= 1, "objective.ema_start", (o.ema_start, o.ema_end),
            "0 <= ema_start <= ema_end <= 1")
-    _check(o.target_precision in ("auto", "bf16", "fp32"), "objective.target_precision", o.target_precision,
-           "auto, bf16 or fp32")
-    _check(o.lambda_mode in ("learned", "fixed", "uncertainty"), "objective.lambda_mode", o.lambda_mode,
-           "learned, fixed or uncertainty")
+    _check_choice("objective.target_precision", o.target_precision, PRECISIONS)
+    _check_choice("objective.lambda_mode", o.lambda_mode, LAMBDA_MODES)
     _check(0 <= o.fixed_lambda <= 1, "objective.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
@@ -216,10 +226,10 @@ def _validate_ranges(p: Params) -> None:
            f"an integer in [0, train.steps={t.steps})")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a number in [0, 1]")
     _check(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "a positive number")
-    _check(t.budget in ("steps", "flops", "seconds"), "train.budget", t.budget, "steps, flops or seconds")
+    _check_choice("train.budget", t.budget, BUDGETS)
     _check(t.budget != "seconds" or (t.budget_seconds or 0) > 0, "train.budget_seconds", t.budget_seconds,
            "a positive number when train.budget=seconds")
-    _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", t.precision, "auto, bf16 or fp32")
+    _check_choice("train.precision", t.precision, PRECISIONS)
     _check(t.num_workers >= 0, "train.num_workers", t.num_workers, "an integer >= 0")
     _check(t.collapse_std >= 0, "train.collapse_std", t.collapse_std, "a number >= 0")
     _check_choices("eval.tasks", e.tasks, TASKS)
@@ -233,7 +243,7 @@ def _validate_ranges(p: Params) -> None:
     for key in ("max_train_examples", "max_dev_examples"):
         v = getattr(e, key)
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")
-    _check(e.pair_encoding in ("joint", "siamese"), "eval.pair_encoding", e.pair_encoding, "joint or siamese")
+    _check_choice("eval.pair_encoding", e.pair_encoding, PAIR_ENCODINGS)
     if d.path is not None and d.source not in ("auto", "hub"):
         _check(Path(d.path).expanduser().exists(), "data.path", d.path, "an existing file or folder")
     if e.glue_dir is not None:

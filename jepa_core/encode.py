@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import PAIR_ENCODINGS
+
 CACHE_VERSION = 1  # bump when the stored layout changes
 
 
@@ -136,8 +138,8 @@ def encode(model: torch.nn.Module | str | os.PathLike, tokenizer, sentences1: Se
            cache_dir: str | os.PathLike | None = None, cache_name: str = "states",
            model_fingerprint: str | None = None, progress: bool = True) -> TokenStates:
     """Token states of `sentences1` (paired with `sentences2` when given), in the input order."""
-    if pair_encoding not in ("joint", "siamese"):
-        raise ValueError(f"pair_encoding={pair_encoding!r}: expected joint or siamese")
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"pair_encoding={pair_encoding!r}: expected one of {', '.join(PAIR_ENCODINGS)}")
     if not isinstance(model, torch.nn.Module):
         model, loaded_tok = load_encoder(model)
         tokenizer = tokenizer or loaded_tok

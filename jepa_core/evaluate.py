@@ -65,12 +65,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import geometry, glue, lexical, pooling, probes, stats
-from .config import Params, ParamsError, load_params, parse_overrides
+from .config import HEADLINE_METRIC, Params, ParamsError, load_params, parse_overrides
 from .encode import TokenStates, encode, fingerprint, load_encoder
 
 GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
 ALPHA = stats.ALPHA
-SEMANTIC_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 STS_POSITIVE = 4.0  # STS-B pairs scoring >= 4 are positive pairs for alignment
 METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
                   "chance", "note"]
@@ -355,7 +354,7 @@ def _probe_task(cell, data: TaskData, features: dict, params: Params, results: R
             results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
     results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
                                              "example": data.dev["example"], "y_true": y_dev, "y_pred": y_pred}))
-    return measures[SEMANTIC_METRIC[task]], majority[SEMANTIC_METRIC[task]]
+    return measures[HEADLINE_METRIC[task]], majority[HEADLINE_METRIC[task]]
 
 
 def _measure_geometry(cell, data: TaskData, X_dev: np.ndarray, transform, sts_pairs, params: Params, out: Path,
@@ -404,7 +403,7 @@ def _probe_lexical(cell, data: TaskData, features: dict, semantic, params: Param
         for name, value in lexical.balance(sem.value, sem_chance, lex.value, lab.chance).items():
             boot = np.array([lexical.balance(s, sem_chance, x, lab.chance)[name] for s, x in zip(sem.boot, lex.boot)])
             results.add(enc, task, pool, name, Measure(value, boot, sem.n),
-                        note=f"{SEMANTIC_METRIC[task]} vs lexical_mfw")
+                        note=f"{HEADLINE_METRIC[task]} vs lexical_mfw")
 
 
 def evaluate_majority(data: TaskData, results: Results) -> None:

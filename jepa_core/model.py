@@ -23,6 +23,7 @@ from transformers.models.modernbert.modeling_modernbert import ModernBertPredict
 from .config import ARCHITECTURES, OBJECTIVES, ModelConfig, Params
 from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
+from .pooling import masked_mean
 
 INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
 ROPE_THETA = 10_000.0  # modernbert: rotary base (encoder_config says why)
@@ -98,12 +99,6 @@ def _init_bert_like(module: nn.Module) -> None:
 def gather_positions(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, L, ...) at positions idx (B, K) -> (B, K, ...)."""
     return x.take_along_dim(idx.view(*idx.shape, *([1] * (x.dim() - 2))), dim=1)
-
-
-def masked_mean(h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of h (B, K, H) over valid (B, K) slots -> (B, H)."""
-    w = valid.to(h.dtype).unsqueeze(-1)
-    return (h * w).sum(1) / w.sum(1).clamp_min(1)
 
 
 class SparseMLMHead(nn.Module):

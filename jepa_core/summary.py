@@ -28,11 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from jepa_core.config import POOLINGS, TASKS
+from jepa_core.config import HEADLINE_METRIC, POOLINGS, TASKS
 from jepa_core.stats import PER_SEED, POOLED
 
-# Headline metric of each GLUE task (docs/PROTOCOL.md §5.1).
-TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 LEXICAL_METRIC = "lexical_mfw"  # most-frequent-word probe accuracy (the paper's lexical probe)
 BALANCE_METRIC = "balance_diff"  # semantic − lexical (the paper's balance)
 SPECTRAL_METRICS = ("effective_rank", "stable_rank", "spectral_entropy")
@@ -200,7 +198,7 @@ def probe_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Headline probe metric per task × pooling (rows) and model (columns), "value [CI]"; the
     majority baseline (one value per task) is repeated on every pooling row. Several seeds:
     "mean ± sd (k seeds)" of the values."""
-    head = metrics[[TASK_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
+    head = metrics[[HEADLINE_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
     if head.empty:
         return pd.DataFrame()
 
@@ -292,7 +290,7 @@ def claim_c4(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
 
 def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C5_MARGIN) -> Verdict:
     tasks = _glue_tasks(differences)
-    table = _diff_rows(differences, metrics, [(t, TASK_METRIC[t]) for t in tasks], "mean")
+    table = _diff_rows(differences, metrics, [(t, HEADLINE_METRIC[t]) for t in tasks], "mean")
     if len(table):
         # both models at chance: "similar" would be vacuous, so such a task cannot support the claim
         informative = (table["hybrid_ci_low"] > table["chance"]) | (table["mlm_ci_low"] > table["chance"])

@@ -298,8 +298,9 @@ def mixed_precision(precision: str) -> str:
 
 # ---------------------------------------------------------------- collapse signal, OS signals
 
-def effective_rank(x: torch.Tensor) -> float:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d)."""
+def batch_rankme(x: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d),
+    uncentred, on one training batch (logged as `batch_effective_rank`); not geometry's centred effective rank."""
     s = torch.linalg.svdvals(x.float())
     p = s / s.sum().clamp_min(1e-12)
     return math.exp(-(p * torch.log(p.clamp_min(1e-12))).sum().item())
@@ -505,7 +506,7 @@ def step_values(out: dict[str, torch.Tensor], grad_norm: torch.Tensor, agree: Ag
                                          out.get("jepa_loss", zero).item(), out.get("target_std", zero).item()])
     return {"loss": loss, "mlm_loss": mlm, "jepa_loss": jepa, "target_std": target_std,
             "lambda": out["lambda"].item() if "lambda" in out else None, "grad_norm": grad_norm.item(),
-            "batch_effective_rank": effective_rank(out["context_embedding"])}
+            "batch_effective_rank": batch_rankme(out["context_embedding"])}
 
 
 def _warn_collapse_once(run: RunState, record: dict[str, Any], objective: str) -> None:

@@ -176,10 +176,11 @@ probe_table(metrics)'''),
 paper's public numbers equalled) and with `random_init` (an untrained encoder: what pooling + a linear probe get from
 token identity alone). Pretraining is only doing something where it beats both."""),
         code('''
-from jepa_core.summary import LEXICAL_METRIC, TASK_METRIC
+from jepa_core.config import HEADLINE_METRIC
+from jepa_core.summary import LEXICAL_METRIC
 
-tasks = [t for t in TASK_METRIC if t in set(metrics["task"])]
-fig = figures.probe_bars(metrics, {t: TASK_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
+tasks = [t for t in HEADLINE_METRIC if t in set(metrics["task"])]
+fig = figures.probe_bars(metrics, {t: HEADLINE_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
 figures.save(fig, run_dir, "probes_semantic_lexical")
 display(fig)'''),
         md("**Semantic vs lexical probes.** Left: each task's headline metric (semantic content). Right: accuracy of "

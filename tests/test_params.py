@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jepa_core import config as C
 from jepa_core.config import Params, ParamsError, load_params, params_from_dict, parse_overrides, save_params
 
 PROFILES = sorted((Path(__file__).resolve().parents[1] / "parameters").glob("*.yaml"))
@@ -108,3 +109,18 @@ def test_parse_overrides_types():
         parse_overrides(["novalue"])
     with pytest.raises(ParamsError, match="not valid YAML"):
         parse_overrides(["a=[unclosed"])
+
+
+@pytest.mark.parametrize("key, choices", [
+    ("data.source", C.SOURCES), ("model.architecture", C.ARCHITECTURES), ("objective.jepa_loss", C.JEPA_LOSSES),
+    ("objective.lambda_mode", C.LAMBDA_MODES), ("objective.target_precision", C.PRECISIONS),
+    ("train.precision", C.PRECISIONS), ("train.budget", C.BUDGETS), ("eval.pair_encoding", C.PAIR_ENCODINGS),
+])
+def test_choice_parameters_accept_exactly_their_one_list(key, choices):
+    extra = {"train.budget_seconds": 5.0}  # needed by train.budget=seconds
+    section, name = key.split(".")
+    for choice in choices:
+        assert getattr(getattr(params_from_dict({}, {key: choice, **extra}), section), name) == choice
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({}, {key: "nope", **extra})
+    assert f"{key}='nope' is invalid: allowed one of {', '.join(choices)}" in str(err.value)

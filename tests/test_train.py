@@ -264,12 +264,12 @@ def test_warmup_cosine_known_values():
     assert f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
 
 
-def test_effective_rank_known_values():
-    assert T.effective_rank(torch.eye(6)) == pytest.approx(6.0)
-    assert T.effective_rank(torch.ones(8, 5)) == pytest.approx(1.0)
+def test_batch_rankme_known_values():
+    assert T.batch_rankme(torch.eye(6)) == pytest.approx(6.0)
+    assert T.batch_rankme(torch.ones(8, 5)) == pytest.approx(1.0)
     x = torch.zeros(4, 4)
     x[0, 0], x[1, 1] = 3.0, 1.0  # singular values 3, 1: p = (.75, .25)
-    assert T.effective_rank(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert T.batch_rankme(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
 
 
 def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
