@@ -12,7 +12,7 @@ In ONE process, with the same encoder config, batch, sequence length, vocabulary
   mlm     our MLM-only step: PretrainCollator + PretrainModel("mlm") (vocab projection at masked
           positions only) + the trainer's optimizer (train.build_optimizer) and schedule
   hybrid  our hybrid step as in the paper: MLM pass + student pass on context tokens + EMA target pass
-  shared  the hybrid with objective.shared_pass: one student pass over the corrupted context
+  shared  the hybrid with jepa.shared_pass: one student pass over the corrupted context
   gemm    one large matmul (fp32 on CPU, bf16 on GPU): this machine's achievable FLOP/s
 
 After a warm-up, the five run round-robin for R rounds, so machine noise (other processes, thermal
@@ -358,7 +358,7 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     from .train import WarmupCosine, apply_update, build_optimizer, forward_backward
 
     params = bench_params(cfg)
-    params.objective.shared_pass = shared_pass
+    params.jepa.shared_pass = shared_pass
     torch.manual_seed(cfg.seed)
     model = PretrainModel(params, objective, cfg.vocab, tokenizer.pad_token_id).to(device).train()
     optimizer = build_optimizer(model, params, fused=device.type in ("cuda", "cpu"))  # as train.py
@@ -385,8 +385,8 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
             _, _, finite = forward_backward(model, batch, params.train.grad_clip)
             if not finite:  # the trainer's check (a sync)
                 raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
-            apply_update(optimizer, scheduler, model, ema_momentum(i, total_steps, params.objective.ema_start,
-                                                                   params.objective.ema_end))
+            apply_update(optimizer, scheduler, model, ema_momentum(i, total_steps, params.jepa.ema_start,
+                                                                   params.jepa.ema_end))
 
     notes = {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)}
     if variant is not None:
@@ -426,7 +426,7 @@ VARIANTS = {
     "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
     "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
                                       "(masking instead of token dropping)"),
-    "hybrid:fp32_target": ("hybrid", "EMA target pass forced to fp32 (objective.target_precision=fp32); the base "
+    "hybrid:fp32_target": ("hybrid", "EMA target pass forced to fp32 (jepa.target_precision=fp32); the base "
                                      "runs the default, auto: bf16 where the hardware has native bf16, else fp32 "
                                      "(then both are the same)"),
 }

@@ -34,6 +34,12 @@ LAMBDA_MODES = ("learned", "fixed", "uncertainty")
 PRECISIONS = ("auto", "bf16", "fp32")  # train.precision and the EMA targets' precision
 BUDGETS = ("steps", "flops", "seconds")
 PAIR_ENCODINGS = ("joint", "siamese")
+RENAMED_SECTIONS = {"objective": "jepa"}  # old name -> new name, for a clear error on old profiles
+
+
+def hash_dict(d: Mapping[str, Any]) -> str:
+    """Short hash of a JSON-able mapping (key order does not matter)."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class ParamsError(ValueError):
@@ -81,7 +87,7 @@ class MaskConfig:
 
 
 @dataclass
-class ObjectiveConfig:
+class JepaConfig:
     jepa_loss: str = "cosine"  # cosine (1 - cos, paper) | smooth_l1 | mse
     target_layers: int = 1  # targets = LayerNorm(mean of the top-K layers of the EMA encoder)
     ema_start: float = 0.996  # EMA momentum, linear from start to end over the run
@@ -144,7 +150,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    jepa: JepaConfig = field(default_factory=JepaConfig)  # JEPA-only keys (the MLM-only run ignores them)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -154,8 +160,7 @@ class Params:
     def fingerprint(self, *sections: str) -> str:
         """Short hash of the given sections (all when none), to key caches and reuse steps."""
         d = self.to_dict()
-        picked = {k: d[k] for k in sections} if sections else d
-        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+        return hash_dict({k: d[k] for k in sections} if sections else d)
 
     @property
     def seed(self) -> int:
@@ -180,7 +185,7 @@ def _check_choices(key: str, values: list[str], choices: tuple[str, ...]) -> Non
 
 
 def _validate_ranges(p: Params) -> None:
-    d, m, k, o, t, e = p.data, p.model, p.mask, p.objective, p.train, p.eval
+    d, m, k, o, t, e = p.data, p.model, p.mask, p.jepa, p.train, p.eval
     _check(bool(p.run_name) and "/" not in p.run_name, "run_name", p.run_name, "a non-empty name without '/'")
     _check(len(p.seeds) > 0, "seeds", p.seeds, "a non-empty list of integers")
     _check_choices("objectives", p.objectives, OBJECTIVES)
@@ -209,14 +214,14 @@ def _validate_ranges(p: Params) -> None:
     _check(k.num_targets * k.target_scale[1] < 1, "mask.target_scale", k.target_scale,
            f"num_targets * high < 1 so that context tokens remain (num_targets={k.num_targets})")
     _check(k.min_keep >= 1, "mask.min_keep", k.min_keep, "a positive integer")
-    _check_choice("objective.jepa_loss", o.jepa_loss, JEPA_LOSSES)
-    _check(1 <= o.target_layers <= m.layers, "objective.target_layers", o.target_layers,
+    _check_choice("jepa.jepa_loss", o.jepa_loss, JEPA_LOSSES)
+    _check(1 <= o.target_layers <= m.layers, "jepa.target_layers", o.target_layers,
            f"an integer in [1, model.layers={m.layers}]")
-    _check(0 <= o.ema_start <= o.ema_end <= 1, "objective.ema_start", (o.ema_start, o.ema_end),
+    _check(0 <= o.ema_start <= o.ema_end <= 1, "jepa.ema_start", (o.ema_start, o.ema_end),
            "0 <= ema_start <= ema_end <= 1")
-    _check_choice("objective.target_precision", o.target_precision, PRECISIONS)
-    _check_choice("objective.lambda_mode", o.lambda_mode, LAMBDA_MODES)
-    _check(0 <= o.fixed_lambda <= 1, "objective.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
+    _check_choice("jepa.target_precision", o.target_precision, PRECISIONS)
+    _check_choice("jepa.lambda_mode", o.lambda_mode, LAMBDA_MODES)
+    _check(0 <= o.fixed_lambda <= 1, "jepa.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
     _check(t.lr > 0, "train.lr", t.lr, "a positive number")
@@ -299,6 +304,10 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
+        if not prefix and key in RENAMED_SECTIONS:
+            new = RENAMED_SECTIONS[key]
+            raise ParamsError(f"the section `{key}` is now `{new}`: rename it (in a profile `{new}:`, "
+                              f"on the command line --set {new}.KEY=VALUE)")
         if key not in names:
             raise ParamsError(f"unknown parameter {prefix}{key}: allowed keys here are {', '.join(names)}")
     kwargs = {}

@@ -120,7 +120,7 @@ def training_flops_per_step(params: Params, vocab_size: int, objective: str,
                             counts: TokenCounts | None = None, shared_pass: bool | None = None) -> dict[str, float]:
     """FLOPs of one optimizer step (batch of train.batch_size sequences), by part and in total.
 
-    `objective` is "mlm" or "hybrid"; `shared_pass` defaults to params.objective.shared_pass.
+    `objective` is "mlm" or "hybrid"; `shared_pass` defaults to params.jepa.shared_pass.
     Returns {"student": ..., "target": ..., "predictor": ..., "mlm_head": ..., "total": ...}
     (student = trained encoder passes; all parts already include the ×3 / ×1 factors).
     """
@@ -128,7 +128,7 @@ def training_flops_per_step(params: Params, vocab_size: int, objective: str,
         raise ValueError(f"objective={objective!r}: expected 'mlm' or 'hybrid'")
     m = params.model
     c = counts or expected_token_counts(params)
-    shared = params.objective.shared_pass if shared_pass is None else shared_pass
+    shared = params.jepa.shared_pass if shared_pass is None else shared_pass
 
     def enc(tokens: float) -> float:
         return encoder_forward_flops(tokens, m.layers, m.hidden, m.ffn, FFN_MATRICES[m.architecture])

@@ -5,7 +5,7 @@ One training step, I-JEPA style (`PretrainModel.forward`):
   ctx     = context_forward(batch)   student sees ONLY the context tokens (original position ids)
   mlm     = mlm_forward(batch)       student pass over the MLM-corrupted sequence, head at masked positions
   loss    = balancer(jepa_loss(predictor(ctx), targets), mlm_loss)
-With objective.shared_pass one student pass over the MLM-corrupted context tokens feeds both losses.
+With jepa.shared_pass one student pass over the MLM-corrupted context tokens feeds both losses.
 """
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ class PretrainModel(nn.Module):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
-        m, o = params.model, params.objective
+        m, o = params.model, params.jepa
         self.objective = objective
         self.shared_pass = o.shared_pass
         self.jepa_kind = o.jepa_loss
@@ -251,7 +251,7 @@ class PretrainModel(nn.Module):
     # ------------------------------------------------------------ the three passes
 
     def target_bf16(self, device_type: str) -> bool:
-        """Whether the target pass runs under bf16 autocast (objective.target_precision; auto: where native)."""
+        """Whether the target pass runs under bf16 autocast (jepa.target_precision; auto: where native)."""
         return self.target_precision == "bf16" or (self.target_precision == "auto" and native_bf16(device_type))
 
     @torch.no_grad()

@@ -359,7 +359,7 @@ def step_costs(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: i
     rows = BatchOrder(len(dataset), params.train.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
     counts, parts = {}, {}
     for objective in OBJECTIVES:
-        collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+        collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
         counts[objective] = measure_token_counts(collator([dataset[i] for i in r]) for r in rows)
         parts[objective] = training_flops_per_step(params, len(tokenizer), objective, counts[objective])
     return StepCosts(counts, parts)
@@ -399,7 +399,7 @@ class Engine:
 
     @property
     def target_precision(self) -> str | None:
-        """The precision of the EMA target's forward pass (objective.target_precision; hybrid only)."""
+        """The precision of the EMA target's forward pass (jepa.target_precision; hybrid only)."""
         if self.core.objective != "hybrid":
             return None
         return "bf16" if self.core.target_bf16(self.acc.device.type) else "fp32"
@@ -609,7 +609,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
     tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
-    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
     order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
     val_batches = fixed_batches(data.blocks["validation"], new_collator(), t.eval_batches, t.batch_size)
     costs = step_costs(params, tokenizer, train_blocks, seed)
@@ -654,7 +654,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             run.epoch, run.batch, batch = next(stream)
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             lr = engine.scheduler.get_last_lr()[0]
-            momentum = ema_momentum(run.step, run.total_steps, params.objective.ema_start, params.objective.ema_end)
+            momentum = ema_momentum(run.step, run.total_steps, params.jepa.ema_start, params.jepa.ema_end)
             # Step 1: forward (EMA target, context, losses), backward, gradient clipping
             out, grad_norm, finite = forward_backward(engine.model, batch, t.grad_clip, acc.backward,
                                                       acc.clip_grad_norm_)

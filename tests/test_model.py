@@ -299,7 +299,7 @@ def test_target_encoder_frozen_and_always_eval(architecture):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_target_forward_is_layernormed_top_layers(precision, architecture):
-    p = tiny_params(architecture, **{"objective.target_layers": 2, "objective.target_precision": precision})
+    p = tiny_params(architecture, **{"jepa.target_layers": 2, "jepa.target_precision": precision})
     model = new_model(p).eval()
     batch = make_batch(p)
     targets = model.target_forward(batch)
@@ -311,8 +311,8 @@ def test_target_forward_is_layernormed_top_layers(precision, architecture):
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(targets, gather_positions(h, batch["target_idx"]), atol=1e-5, rtol=1e-5)
     if precision == "bf16":  # bf16 matmuls: close to the fp32 targets, not equal
-        fp32 = new_model(tiny_params(architecture, **{"objective.target_layers": 2,
-                                                      "objective.target_precision": "fp32"})).eval()
+        fp32 = new_model(tiny_params(architecture, **{"jepa.target_layers": 2,
+                                                      "jepa.target_precision": "fp32"})).eval()
         diff = (fp32.target_forward(batch) - targets).abs()
         assert 0 < diff.max() < 0.1
 
@@ -331,7 +331,7 @@ def test_target_precision_auto_follows_the_hardware(monkeypatch):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
 def test_forward_outputs(objective, shared_pass, architecture):
-    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
+    p = tiny_params(architecture, **{"jepa.shared_pass": shared_pass})
     model = new_model(p, objective)
     batch = make_batch(p, objective, shared_pass=shared_pass)
     out = model(batch)
@@ -350,7 +350,7 @@ def test_forward_outputs(objective, shared_pass, architecture):
 
 
 def test_shared_pass_uses_one_student_pass():
-    p = tiny_params(**{"objective.shared_pass": True})
+    p = tiny_params(**{"jepa.shared_pass": True})
     model = new_model(p)
     calls = []
     model.encoder.register_forward_hook(lambda m, a, kw, out: calls.append(1), with_kwargs=True)
@@ -365,7 +365,7 @@ def test_shared_pass_uses_one_student_pass():
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
 def test_a_few_steps_lower_both_losses(objective, shared_pass, architecture):
-    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
+    p = tiny_params(architecture, **{"jepa.shared_pass": shared_pass})
     model = new_model(p, objective).train()
     batch = make_batch(p, objective, shared_pass=shared_pass)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=3e-3)

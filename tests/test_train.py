@@ -15,6 +15,7 @@ from transformers import AutoModel, AutoTokenizer
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
 from jepa_core import resume as R
+from jepa_core.config import hash_dict
 from jepa_core.model import PretrainModel
 from jepa_core.run_state import SECONDS_PROBE_STEPS
 
@@ -195,7 +196,7 @@ def test_seeds_differ_in_init_order_and_masks_objectives_share_them(tmp_path, mo
     monkeypatch.setattr(T, "PretrainModel", model)
     monkeypatch.setattr(T, "forward_backward", step)
     data, params = tiny_data(), tiny_params(train__steps=1, train__warmup_steps=0, train__eval_every=100)
-    assert params.objective.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
+    assert params.jepa.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
     for run in (("hybrid", 0), ("mlm", 0), ("hybrid", 1), ("mlm", 1)):
         T.train(params, run[0], tmp_path / f"{run[0]}-{run[1]}", seed=run[1], data=data)
 
@@ -383,12 +384,24 @@ def test_resume_reads_the_checkpoint_state_once(runs, tmp_path, monkeypatch):
 
 def test_legacy_checkpoint_identity_follows_the_old_rule():
     params = tiny_params()
-    legacy = {"objective": "mlm", "seed": 0, "params": params.fingerprint("data", "model", "mask", "objective"),
-              "batch_size": params.train.batch_size}
+    d = params.to_dict()  # the old rule hashed the JEPA section under its old name, objective
+    old_hash = hash_dict({"data": d["data"], "model": d["model"], "mask": d["mask"], "objective": d["jepa"]})
+    legacy = {"objective": "mlm", "seed": 0, "params": old_hash, "batch_size": params.train.batch_size}
     now = R.run_identity(params, "mlm", 0)
     assert R._changed_keys(legacy, now, params) == []
     other = tiny_params(model__hidden=16)
     (changed,) = R._changed_keys(legacy, R.run_identity(other, "mlm", 0), other)
-    assert changed.startswith("params (data/model/mask/objective")
+    assert changed.startswith("params (data/model/mask/jepa")
     assert R._changed_keys(now, R.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
                                                                                  "seed: 0 -> 1"]
+
+
+def test_checkpoints_from_before_the_jepa_rename_keep_their_identity():
+    params = tiny_params()
+    now = R.run_identity(params, "hybrid", 0)
+    assert any(k.startswith("jepa.") for k in now["weight_keys"])
+    saved = {**now, "weight_keys": {k.replace("jepa.", "objective.", 1) if k.startswith("jepa.") else k: v
+                                    for k, v in now["weight_keys"].items()}}
+    assert R._changed_keys(saved, now, params) == []
+    saved["weight_keys"]["objective.ema_end"] = 0.5
+    assert R._changed_keys(saved, now, params) == [f"jepa.ema_end: 0.5 -> {params.jepa.ema_end!r}"]
