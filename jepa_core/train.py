@@ -135,16 +135,10 @@ class PretrainData:
 
 
 def prepare_data(params: Params, data_dir: str | os.PathLike, seed: int) -> PretrainData:
-    """Corpus → tokenizer → packed blocks, cached under data_dir (the data path of corpus/tokenizer/blocks)."""
-    from .blocks import build_blocks
-    from .corpus import load_corpus
-    from .tokenizer import get_tokenizer
+    """The data step (blocks.prepare_data) as training's input."""
+    from .blocks import prepare_data as data_step
 
-    data_dir = Path(data_dir)
-    corpus = load_corpus(params.data, seed)
-    tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
-    blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
-    (data_dir / "corpus.json").write_text(corpus.to_json())  # lets `--data DIR` name the source later
+    corpus, tokenizer, blocks = data_step(params.data, data_dir, seed)
     return PretrainData(tokenizer, blocks, f"{corpus.source}:{corpus.path or params.data.hub_name}")
 
 

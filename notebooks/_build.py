@@ -57,21 +57,17 @@ train/validation by a hash of their id, trains (or loads) the WordPiece tokenize
 split only, and packs each split into full-length blocks `[CLS] + L−1` tokens of the document
 stream (documents joined with `[SEP]`, never truncated). Writes `data/` in the run folder.""") + [
         code('''
-from jepa_core.corpus import load_corpus, validation_sentences
+from jepa_core.blocks import prepare_data
+from jepa_core.corpus import validation_sentences
 
 data_dir = run_dir / "data"
-data_dir.mkdir(exist_ok=True)
-corpus = load_corpus(params.data, params.seed)
-(data_dir / "corpus.json").write_text(corpus.to_json())
+corpus, tokenizer, blocks = prepare_data(params.data, data_dir, params.seed)
 print(corpus.describe())'''),
         md("The line above names the **source actually used** and why; it is recorded in `data/corpus.json` "
            "and repeated in `summary.md`."),
         code('''
-from jepa_core.blocks import build_blocks, corpus_statistics
-from jepa_core.tokenizer import get_tokenizer
+from jepa_core.blocks import corpus_statistics
 
-tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
-blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
 stats = corpus_statistics(corpus, tokenizer, blocks)
 stats.to_csv(data_dir / "corpus_statistics.csv")
 stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"},

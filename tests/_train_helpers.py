@@ -36,16 +36,10 @@ def tiny_params(**overrides):
 def tiny_data_dir() -> Path:
     """A prepared data folder (tokenizer/, blocks_*.npy, corpus.json) from 6 articles of the
     embedded Wikipedia excerpt, built once per test session through the project's data path."""
-    from jepa_core.blocks import build_blocks
-    from jepa_core.corpus import load_corpus
-    from jepa_core.tokenizer import get_tokenizer
+    from jepa_core.blocks import prepare_data
 
-    params = tiny_params()
     out = Path(tempfile.mkdtemp(prefix="tiny_data_"))
-    corpus = load_corpus(params.data, 0)
-    tokenizer = get_tokenizer(params.data, corpus, out / "tokenizer")
-    build_blocks(corpus, tokenizer, params.data, out)
-    (out / "corpus.json").write_text(corpus.to_json())
+    prepare_data(tiny_params().data, out, 0)
     return out
 
 

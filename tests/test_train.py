@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
@@ -405,3 +406,15 @@ def test_checkpoints_from_before_the_jepa_rename_keep_their_identity():
     assert R._changed_keys(saved, now, params) == []
     saved["weight_keys"]["objective.ema_end"] = 0.5
     assert R._changed_keys(saved, now, params) == [f"jepa.ema_end: 0.5 -> {params.jepa.ema_end!r}"]
+
+
+def test_the_data_step_writes_what_training_reads(tmp_path):
+    from jepa_core.blocks import prepare_data
+    prepared = prepare_data(tiny_params().data, tmp_path / "data", 0)
+    back = T.load_prepared_data(tmp_path / "data")
+    for split in ("train", "validation"):
+        assert len(prepared.blocks[split]) > 0
+        np.testing.assert_array_equal(back.blocks[split], prepared.blocks[split])
+    assert back.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()
+    assert back.source == f"{prepared.corpus.source}:{prepared.corpus.path}"
+    assert T.prepare_data(tiny_params(), tmp_path / "data", 0).source == back.source
