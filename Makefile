@@ -8,7 +8,7 @@ ARGS ?=
 # Offline and hermetic by default for tests: no hub calls, caches in temp dirs.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast run bench clean lab
+.PHONY: setup lint test test-fast run bench clean lab
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,14 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 setup: $(BIN)/.installed
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(TEST_ENV) $(BIN)/python -m pytest -q $(ARGS)
 
 # Everything except the end-to-end papermill chain.
-test-fast: setup
+test-fast: lint
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 run: setup

@@ -12,7 +12,7 @@ In ONE process, with the same encoder config, batch, sequence length, vocabulary
   mlm     our MLM-only step: PretrainCollator + PretrainModel("mlm") (vocab projection at masked
           positions only) + the trainer's optimizer (train.build_optimizer) and schedule
   hybrid  our hybrid step as in the paper: MLM pass + student pass on context tokens + EMA target pass
-  shared  the hybrid with objective.shared_pass: one student pass over the corrupted context
+  shared  the hybrid with jepa.shared_pass: one student pass over the corrupted context
   gemm    one large matmul (fp32 on CPU, bf16 on GPU): this machine's achievable FLOP/s
 
 After a warm-up, the five run round-robin for R rounds, so machine noise (other processes, thermal
@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import ARCHITECTURES, DataConfig, Params, load_params
+from .config import ARCHITECTURES, PRECISIONS, DataConfig, Params, load_params
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first key
 # found as a word in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
@@ -114,8 +114,8 @@ class BenchConfig:
         if self.predictor_hidden % self.predictor_heads:
             raise ValueError(f"bench predictor_heads={self.predictor_heads} is invalid: allowed a divisor of "
                              f"predictor_hidden={self.predictor_hidden}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"bench precision={self.precision!r} is invalid: allowed auto, bf16 or fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"bench precision={self.precision!r} is invalid: allowed {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"bench device={self.device!r} is invalid: allowed auto, cpu, cuda or cuda:N")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -176,7 +176,8 @@ def _sync(device: torch.device) -> None:
 def bench_params(cfg: BenchConfig) -> Params:
     """The Params our model and trainer would get for this benchmark config."""
     return load_params(None, {
-        "model.architecture": cfg.architecture, "model.dropout": cfg.dropout, "model.layers": cfg.layers, "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
+        "model.architecture": cfg.architecture, "model.dropout": cfg.dropout, "model.layers": cfg.layers,
+        "model.hidden": cfg.hidden, "model.heads": cfg.heads, "model.ffn": cfg.ffn,
         "model.max_position": max(128, cfg.seq, cfg.encode_max_length),
         "model.predictor_layers": cfg.predictor_layers, "model.predictor_hidden": cfg.predictor_hidden,
         "model.predictor_heads": cfg.predictor_heads,
@@ -357,7 +358,7 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     from .train import WarmupCosine, apply_update, build_optimizer, forward_backward
 
     params = bench_params(cfg)
-    params.objective.shared_pass = shared_pass
+    params.jepa.shared_pass = shared_pass
     torch.manual_seed(cfg.seed)
     model = PretrainModel(params, objective, cfg.vocab, tokenizer.pad_token_id).to(device).train()
     optimizer = build_optimizer(model, params, fused=device.type in ("cuda", "cpu"))  # as train.py
@@ -384,8 +385,8 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
             _, _, finite = forward_backward(model, batch, params.train.grad_clip)
             if not finite:  # the trainer's check (a sync)
                 raise FloatingPointError(f"{objective}: non-finite loss at benchmark step {i}")
-            apply_update(optimizer, scheduler, model, ema_momentum(i, total_steps, params.objective.ema_start,
-                                                                   params.objective.ema_end))
+            apply_update(optimizer, scheduler, model, ema_momentum(i, total_steps, params.jepa.ema_start,
+                                                                   params.jepa.ema_end))
 
     notes = {"flops_parts": flops, "token_counts": dataclasses.asdict(counts)}
     if variant is not None:
@@ -425,7 +426,7 @@ VARIANTS = {
     "mlm:1_thread": ("mlm", "torch.set_num_threads(1) instead of one thread per core"),
     "hybrid:full_context": ("hybrid", "context pass over all L tokens, non-context ones hidden by the attention mask "
                                       "(masking instead of token dropping)"),
-    "hybrid:fp32_target": ("hybrid", "EMA target pass forced to fp32 (objective.target_precision=fp32); the base "
+    "hybrid:fp32_target": ("hybrid", "EMA target pass forced to fp32 (jepa.target_precision=fp32); the base "
                                      "runs the default, auto: bf16 where the hardware has native bf16, else fp32 "
                                      "(then both are the same)"),
 }
@@ -668,7 +669,8 @@ def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device
     result["bucketed_vs_unbucketed"] = result["bucketed"]["sentences_per_s"] / result["unbucketed"]["sentences_per_s"]
     # Upper bound of the bucketing gain on token-linear work: padded tokens without / with sorting.
     order = np.sort(lengths)[::-1]
-    padded_tokens = lambda ls: sum(int(ls[s:s + B].max()) * len(ls[s:s + B]) for s in range(0, len(ls), B))
+    def padded_tokens(ls):
+        return sum(int(ls[s:s + B].max()) * len(ls[s:s + B]) for s in range(0, len(ls), B))
     result["padding_bound_unbucketed"] = padded_tokens(lengths) / padded_tokens(order)
     result["padding_bound_padded"] = L * len(lengths) / padded_tokens(order)
     return result
@@ -837,7 +839,8 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
         for name, a in res["ablations"].items():
             if "variant_over_base" in a:
                 rows.append([f"`{name}`", f"{a['step_seconds'] * 1e3:,.0f}",
-                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}", f"{a['variant_over_base']['value']:.2f}",
+                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}",
+                             f"{a['variant_over_base']['value']:.2f}",
                              a["what"]])
             else:
                 rows.append([f"`{name}`", f"{a['step_seconds']['median'] * 1e3:.1f}", "", "", a["what"]])

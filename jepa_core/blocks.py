@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,24 @@ def corpus_statistics(corpus: Corpus, tokenizer, blocks: dict[str, np.ndarray]) 
                      "unk_rate": m["unk_tokens"] / max(m["tokens"], 1),
                      "mlm_unigram_entropy": m["mlm_unigram_entropy"]})
     return pd.DataFrame(rows).set_index("split")
+
+
+class PreparedData(NamedTuple):
+    corpus: Corpus
+    tokenizer: Any  # PreTrainedTokenizerFast
+    blocks: Blocks
+
+
+def prepare_data(cfg: DataConfig, data_dir: str | os.PathLike, seed: int) -> PreparedData:
+    """THE data step: corpus → tokenizer → packed blocks, cached under data_dir (tokenizer/,
+    blocks_*.npy), plus corpus.json naming the source actually used (read back with `--data DIR`)."""
+    from jepa_core.corpus import load_corpus
+    from jepa_core.tokenizer import get_tokenizer
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(cfg, seed)
+    tokenizer = get_tokenizer(cfg, corpus, data_dir / "tokenizer")
+    blocks = build_blocks(corpus, tokenizer, cfg, data_dir)
+    (data_dir / "corpus.json").write_text(corpus.to_json())
+    return PreparedData(corpus, tokenizer, blocks)

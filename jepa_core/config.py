@@ -21,10 +21,25 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 TASKS = ("sst2", "mrpc", "mnli", "cola", "stsb")
+# The probe's metrics per GLUE task; the first is the task's headline metric (docs/PROTOCOL.md §5.1).
+TASK_METRICS = {"sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "mnli": ("accuracy",), "cola": ("mcc",),
+                "stsb": ("spearman", "pearson")}
+HEADLINE_METRIC = {task: metrics[0] for task, metrics in TASK_METRICS.items()}
 POOLINGS = ("mean", "max", "weighted", "attention", "cls")
 OBJECTIVES = ("hybrid", "mlm")
 ARCHITECTURES = ("bert", "modernbert")
 SOURCES = ("auto", "hub", "wiki_dump", "wikiextractor", "text", "parquet", "jsonl")
+JEPA_LOSSES = ("cosine", "smooth_l1", "mse")
+LAMBDA_MODES = ("learned", "fixed", "uncertainty")
+PRECISIONS = ("auto", "bf16", "fp32")  # train.precision and the EMA targets' precision
+BUDGETS = ("steps", "flops", "seconds")
+PAIR_ENCODINGS = ("joint", "siamese")
+RENAMED_SECTIONS = {"objective": "jepa"}  # old name -> new name, for a clear error on old profiles
+
+
+def hash_dict(d: Mapping[str, Any]) -> str:
+    """Short hash of a JSON-able mapping (key order does not matter)."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class ParamsError(ValueError):
@@ -53,8 +68,10 @@ class ModelConfig:
     hidden: int = 256  # encoder width
     heads: int = 4
     ffn: int = 1024  # feed-forward width (modernbert: the GLU's width; its input matrix is hidden x 2*ffn)
-    max_position: int = 128  # longest input (bert: size of the position table); must cover data.seq_len and eval.max_length
-    dropout: float = 0.1  # bert: hidden and attention-probability dropout; modernbert: embedding, attention and MLP dropout
+    # longest input (bert: size of the position table); must cover data.seq_len and eval.max_length
+    max_position: int = 128
+    # bert: hidden and attention-probability dropout; modernbert: embedding, attention and MLP dropout
+    dropout: float = 0.1
     predictor_layers: int = 2  # JEPA predictor: a narrow transformer
     predictor_hidden: int = 128
     predictor_heads: int = 4
@@ -70,7 +87,7 @@ class MaskConfig:
 
 
 @dataclass
-class ObjectiveConfig:
+class JepaConfig:
     jepa_loss: str = "cosine"  # cosine (1 - cos, paper) | smooth_l1 | mse
     target_layers: int = 1  # targets = LayerNorm(mean of the top-K layers of the EMA encoder)
     ema_start: float = 0.996  # EMA momentum, linear from start to end over the run
@@ -96,7 +113,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where supported on GPU) | bf16 | fp32
     compile: bool = False  # torch.compile the encoder
     num_workers: int = 0  # DataLoader workers
-    parallel_runs: int = 1  # pre-training runs (seed x objective) at once on CPU, each in its own process with cores/N threads
+    # pre-training runs (seed x objective) at once on CPU, each in its own process with cores/N threads
+    parallel_runs: int = 1
     log_every: int = 1  # JSONL log interval (steps)
     eval_every: int = 100  # validation interval (steps)
     eval_batches: int = 8  # validation batches per evaluation
@@ -120,7 +138,8 @@ class EvalConfig:
     wiki_sentences: int = 1000  # held-out Wikipedia sentences for label-free geometry
     random_init_baseline: bool = True  # also evaluate a random-init encoder of the same architecture
     learned_pooling_epochs: int = 30  # weighted/attention pooling trained with the probe
-    workers: int | None = None  # encoders evaluated at once, each in its own process (None: one per core, at most one per encoder)
+    # encoders evaluated at once, each in its own process (None: one per core, at most one per encoder)
+    workers: int | None = None
 
 
 @dataclass
@@ -131,7 +150,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    jepa: JepaConfig = field(default_factory=JepaConfig)  # JEPA-only keys (the MLM-only run ignores them)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -141,8 +160,7 @@ class Params:
     def fingerprint(self, *sections: str) -> str:
         """Short hash of the given sections (all when none), to key caches and reuse steps."""
         d = self.to_dict()
-        picked = {k: d[k] for k in sections} if sections else d
-        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+        return hash_dict({k: d[k] for k in sections} if sections else d)
 
     @property
     def seed(self) -> int:
@@ -156,25 +174,31 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ParamsError(f"parameter {key}={value!r} is invalid: allowed {allowed}")
 
 
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, "one of " + ", ".join(choices))
+
+
 def _check_choices(key: str, values: list[str], choices: tuple[str, ...]) -> None:
     for v in values:
-        _check(v in choices, key, v, "one of " + ", ".join(choices))
+        _check_choice(key, v, choices)
     _check(len(values) > 0, key, values, "a non-empty list")
 
 
 def _validate_ranges(p: Params) -> None:
-    d, m, k, o, t, e = p.data, p.model, p.mask, p.objective, p.train, p.eval
+    d, m, k, o, t, e = p.data, p.model, p.mask, p.jepa, p.train, p.eval
     _check(bool(p.run_name) and "/" not in p.run_name, "run_name", p.run_name, "a non-empty name without '/'")
     _check(len(p.seeds) > 0, "seeds", p.seeds, "a non-empty list of integers")
     _check_choices("objectives", p.objectives, OBJECTIVES)
-    _check(d.source in SOURCES, "data.source", d.source, "one of " + ", ".join(SOURCES))
-    _check(d.max_documents is None or d.max_documents > 0, "data.max_documents", d.max_documents, "a positive integer or null")
+    _check_choice("data.source", d.source, SOURCES)
+    _check(d.max_documents is None or d.max_documents > 0, "data.max_documents", d.max_documents,
+           "a positive integer or null")
     _check(0 < d.validation_fraction < 1, "data.validation_fraction", d.validation_fraction, "a number in (0, 1)")
     _check(d.vocab_size >= 200, "data.vocab_size", d.vocab_size, "an integer >= 200")
-    _check(16 <= d.seq_len <= m.max_position, "data.seq_len", d.seq_len, f"an integer in [16, model.max_position={m.max_position}]")
+    _check(16 <= d.seq_len <= m.max_position, "data.seq_len", d.seq_len,
+           f"an integer in [16, model.max_position={m.max_position}]")
     for key in ("layers", "hidden", "heads", "ffn", "predictor_layers", "predictor_hidden", "predictor_heads"):
         _check(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "a positive integer")
-    _check(m.architecture in ARCHITECTURES, "model.architecture", m.architecture, "one of " + ", ".join(ARCHITECTURES))
+    _check_choice("model.architecture", m.architecture, ARCHITECTURES)
     _check(m.hidden % m.heads == 0, "model.heads", m.heads, f"a divisor of model.hidden={m.hidden}")
     _check(m.architecture != "modernbert" or (m.hidden // m.heads) % 2 == 0, "model.heads", m.heads,
            f"a divisor of model.hidden={m.hidden} giving an even head size (rotary positions rotate pairs of dims)")
@@ -185,34 +209,38 @@ def _validate_ranges(p: Params) -> None:
     _check(k.num_targets >= 1, "mask.num_targets", k.num_targets, "a positive integer")
     for key in ("target_scale", "context_scale"):
         lo_hi = getattr(k, key)
-        _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, f"mask.{key}", lo_hi, "[low, high] with 0 < low <= high < 1")
+        _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, f"mask.{key}", lo_hi,
+               "[low, high] with 0 < low <= high < 1")
     _check(k.num_targets * k.target_scale[1] < 1, "mask.target_scale", k.target_scale,
            f"num_targets * high < 1 so that context tokens remain (num_targets={k.num_targets})")
     _check(k.min_keep >= 1, "mask.min_keep", k.min_keep, "a positive integer")
-    _check(o.jepa_loss in ("cosine", "smooth_l1", "mse"), "objective.jepa_loss", o.jepa_loss, "cosine, smooth_l1 or mse")
-    _check(1 <= o.target_layers <= m.layers, "objective.target_layers", o.target_layers, f"an integer in [1, model.layers={m.layers}]")
-    _check(0 <= o.ema_start <= o.ema_end <= 1, "objective.ema_start", (o.ema_start, o.ema_end), "0 <= ema_start <= ema_end <= 1")
-    _check(o.target_precision in ("auto", "bf16", "fp32"), "objective.target_precision", o.target_precision,
-           "auto, bf16 or fp32")
-    _check(o.lambda_mode in ("learned", "fixed", "uncertainty"), "objective.lambda_mode", o.lambda_mode, "learned, fixed or uncertainty")
-    _check(0 <= o.fixed_lambda <= 1, "objective.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
+    _check_choice("jepa.jepa_loss", o.jepa_loss, JEPA_LOSSES)
+    _check(1 <= o.target_layers <= m.layers, "jepa.target_layers", o.target_layers,
+           f"an integer in [1, model.layers={m.layers}]")
+    _check(0 <= o.ema_start <= o.ema_end <= 1, "jepa.ema_start", (o.ema_start, o.ema_end),
+           "0 <= ema_start <= ema_end <= 1")
+    _check_choice("jepa.target_precision", o.target_precision, PRECISIONS)
+    _check_choice("jepa.lambda_mode", o.lambda_mode, LAMBDA_MODES)
+    _check(0 <= o.fixed_lambda <= 1, "jepa.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
     _check(t.lr > 0, "train.lr", t.lr, "a positive number")
     _check(t.parallel_runs >= 1, "train.parallel_runs", t.parallel_runs, "a positive integer")
     _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a number >= 0")
-    _check(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps, f"an integer in [0, train.steps={t.steps})")
+    _check(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
+           f"an integer in [0, train.steps={t.steps})")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a number in [0, 1]")
     _check(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "a positive number")
-    _check(t.budget in ("steps", "flops", "seconds"), "train.budget", t.budget, "steps, flops or seconds")
+    _check_choice("train.budget", t.budget, BUDGETS)
     _check(t.budget != "seconds" or (t.budget_seconds or 0) > 0, "train.budget_seconds", t.budget_seconds,
            "a positive number when train.budget=seconds")
-    _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", t.precision, "auto, bf16 or fp32")
+    _check_choice("train.precision", t.precision, PRECISIONS)
     _check(t.num_workers >= 0, "train.num_workers", t.num_workers, "an integer >= 0")
     _check(t.collapse_std >= 0, "train.collapse_std", t.collapse_std, "a number >= 0")
     _check_choices("eval.tasks", e.tasks, TASKS)
     _check_choices("eval.poolings", e.poolings, POOLINGS)
-    _check(8 <= e.max_length <= m.max_position, "eval.max_length", e.max_length, f"an integer in [8, model.max_position={m.max_position}]")
+    _check(8 <= e.max_length <= m.max_position, "eval.max_length", e.max_length,
+           f"an integer in [8, model.max_position={m.max_position}]")
     for key in ("batch_size", "cv_folds", "geometry_samples", "bootstrap", "wiki_sentences", "learned_pooling_epochs"):
         _check(getattr(e, key) > 0, f"eval.{key}", getattr(e, key), "a positive integer")
     _check(e.cv_folds >= 2, "eval.cv_folds", e.cv_folds, "an integer >= 2")
@@ -220,11 +248,12 @@ def _validate_ranges(p: Params) -> None:
     for key in ("max_train_examples", "max_dev_examples"):
         v = getattr(e, key)
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")
-    _check(e.pair_encoding in ("joint", "siamese"), "eval.pair_encoding", e.pair_encoding, "joint or siamese")
+    _check_choice("eval.pair_encoding", e.pair_encoding, PAIR_ENCODINGS)
     if d.path is not None and d.source not in ("auto", "hub"):
         _check(Path(d.path).expanduser().exists(), "data.path", d.path, "an existing file or folder")
     if e.glue_dir is not None:
-        _check(Path(e.glue_dir).expanduser().is_dir(), "eval.glue_dir", e.glue_dir, "an existing folder (GLUE TSV layout) or null")
+        _check(Path(e.glue_dir).expanduser().is_dir(), "eval.glue_dir", e.glue_dir,
+               "an existing folder (GLUE TSV layout) or null")
 
 
 # ---------------------------------------------------------------- typed construction
@@ -247,7 +276,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ParamsError:
                 pass
-        raise ParamsError(f"parameter {key}={value!r} has the wrong type: expected {' or '.join(_type_name(a) for a in args)}")
+        expected = " or ".join(_type_name(a) for a in args)
+        raise ParamsError(f"parameter {key}={value!r} has the wrong type: expected {expected}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -274,6 +304,10 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
+        if not prefix and key in RENAMED_SECTIONS:
+            new = RENAMED_SECTIONS[key]
+            raise ParamsError(f"the section `{key}` is now `{new}`: rename it (in a profile `{new}:`, "
+                              f"on the command line --set {new}.KEY=VALUE)")
         if key not in names:
             raise ParamsError(f"unknown parameter {prefix}{key}: allowed keys here are {', '.join(names)}")
     kwargs = {}

@@ -94,7 +94,8 @@ class Corpus:
         s = self.stats()
         lines = [f"corpus: source={self.source} path={self.path} ({self.notice})"]
         for name, st in s["splits"].items():
-            lines.append(f"  {name:<10} {st['documents']:>8,} documents {st['words']:>12,} words {st['chars']:>14,} chars")
+            lines.append(f"  {name:<10} {st['documents']:>8,} documents {st['words']:>12,} words "
+                         f"{st['chars']:>14,} chars")
         if self.skipped:
             lines.append("  skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(self.skipped.items())))
         return "\n".join(lines)
@@ -447,7 +448,8 @@ def resolve_source(cfg: DataConfig) -> tuple[str, Path | None, str]:
         if cfg.path is not None:
             return cfg.source, _existing(cfg.path, "data.path"), f"data.source={cfg.source}"
         if cfg.source == "wiki_dump":  # $WIKI_DIR names WikiExtractor output, not a dump
-            return "wiki_dump", embedded_dump_path(), "data.source=wiki_dump without data.path: gensim's embedded excerpt"
+            return ("wiki_dump", embedded_dump_path(),
+                    "data.source=wiki_dump without data.path: gensim's embedded excerpt")
         if wiki_dir is not None:
             return cfg.source, _existing(wiki_dir, "$WIKI_DIR"), f"data.source={cfg.source}, path from $WIKI_DIR"
         raise FileNotFoundError(f"data.source={cfg.source} needs data.path or $WIKI_DIR (neither is set)")
@@ -460,7 +462,8 @@ def resolve_source(cfg: DataConfig) -> tuple[str, Path | None, str]:
     if wiki_dir is not None:
         p = _existing(wiki_dir, "$WIKI_DIR")
         return detect_source(p), p, f"auto: hub not used ({why}); $WIKI_DIR is set"
-    return "wiki_dump", embedded_dump_path(), f"auto: hub not used ({why}) and $WIKI_DIR unset: gensim's embedded excerpt"
+    return ("wiki_dump", embedded_dump_path(),
+            f"auto: hub not used ({why}) and $WIKI_DIR unset: gensim's embedded excerpt")
 
 
 # ---------------------------------------------------------------- split and load

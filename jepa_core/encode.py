@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import PAIR_ENCODINGS
+
 CACHE_VERSION = 1  # bump when the stored layout changes
 
 
@@ -123,7 +125,8 @@ def fingerprint(model: torch.nn.Module, tokenizer) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    h.update(vocab.encode())
     return h.hexdigest()[:16]
 
 
@@ -135,8 +138,8 @@ def encode(model: torch.nn.Module | str | os.PathLike, tokenizer, sentences1: Se
            cache_dir: str | os.PathLike | None = None, cache_name: str = "states",
            model_fingerprint: str | None = None, progress: bool = True) -> TokenStates:
     """Token states of `sentences1` (paired with `sentences2` when given), in the input order."""
-    if pair_encoding not in ("joint", "siamese"):
-        raise ValueError(f"pair_encoding={pair_encoding!r}: expected joint or siamese")
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"pair_encoding={pair_encoding!r}: expected one of {', '.join(PAIR_ENCODINGS)}")
     if not isinstance(model, torch.nn.Module):
         model, loaded_tok = load_encoder(model)
         tokenizer = tokenizer or loaded_tok
@@ -154,7 +157,8 @@ def encode(model: torch.nn.Module | str | os.PathLike, tokenizer, sentences1: Se
     return _encode_cached(model, tokenizer, sentences1, sentences2, cache_name=cache_name, **kwargs)
 
 
-def _encode_cached(model, tokenizer, sentences1, sentences2, *, cache_dir, cache_name, model_fingerprint, **kw) -> TokenStates:
+def _encode_cached(model, tokenizer, sentences1, sentences2, *, cache_dir, cache_name, model_fingerprint,
+                   **kw) -> TokenStates:
     if cache_dir is None:
         return _encode(model, tokenizer, sentences1, sentences2, desc=cache_name, **kw)
     h = hashlib.sha256()
@@ -175,13 +179,15 @@ def _encode_cached(model, tokenizer, sentences1, sentences2, *, cache_dir, cache
     return ts
 
 
-def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size, bucket, dtype, progress, desc) -> TokenStates:
+def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size, bucket, dtype, progress,
+            desc) -> TokenStates:
     enc = tokenizer(list(sentences1), list(sentences2) if sentences2 is not None else None, truncation=True,
                     max_length=max_length, return_token_type_ids=True, return_special_tokens_mask=True,
                     return_attention_mask=False)
     lengths = np.fromiter(map(len, enc["input_ids"]), dtype=np.int64, count=len(sentences1))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    flat = lambda key, dt: np.fromiter(itertools.chain.from_iterable(enc[key]), dtype=dt, count=int(offsets[-1]))
+    def flat(key, dt):
+        return np.fromiter(itertools.chain.from_iterable(enc[key]), dtype=dt, count=int(offsets[-1]))
     input_ids, token_type_ids = flat("input_ids", np.int32), flat("token_type_ids", np.int8)
     special = flat("special_tokens_mask", np.int8).astype(bool)
 

@@ -2,6 +2,7 @@
 
     evaluate({"hybrid": [dir, ...], "mlm": [dir, ...]}, params, out_dir, wiki_sentences)
     python -m jepa_core.evaluate --params parameters/smoke.yaml --model hybrid=DIR --model mlm=DIR --out DIR
+        [--set eval.poolings=[mean] ...]
 
 Several checkpoint folders under one name are pre-training seeds. For every model x task x
 pooling: encode train/dev once (cached, shared by all poolings), pool, fit the linear probe on
@@ -64,17 +65,16 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import geometry, glue, lexical, pooling, probes, stats
-from .config import Params, load_params
+from .config import HEADLINE_METRIC, Params, ParamsError, load_params, parse_overrides
 from .encode import TokenStates, encode, fingerprint, load_encoder
 
 GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
 ALPHA = stats.ALPHA
-SEMANTIC_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 STS_POSITIVE = 4.0  # STS-B pairs scoring >= 4 are positive pairs for alignment
 METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
                   "chance", "note"]
-DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "level", "seed", "n_seeds", "a", "b", "diff", "ci_low",
-                "ci_high", "p", "p_holm", "se_examples", "sd_seeds", "n"]
+DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "level", "seed", "n_seeds", "a", "b", "diff",
+                "ci_low", "ci_high", "p", "p_holm", "se_examples", "sd_seeds", "n"]
 
 
 # ---------------------------------------------------------------- bootstrap bookkeeping
@@ -144,14 +144,16 @@ def _texts(df: pd.DataFrame) -> list[str]:
     return [a if b is None or b != b else f"{a} {b}" for a, b in zip(df["sentence1"], df["sentence2"])]
 
 
-def _lexical_labels(train_texts: list[str], dev_texts: list[str], min_count: int) -> tuple[dict[str, Lexical], list[str]]:
+def _lexical_labels(train_texts: list[str], dev_texts: list[str],
+                    min_count: int) -> tuple[dict[str, Lexical], list[str]]:
     """Most-frequent-word and word-content labels; classes with < min_count train examples are dropped
     so that the probe's stratified CV has every class in every fold."""
     out, notes = {}, []
     # word content: skip the function words (Conneau et al.: top 100 of a large corpus; fewer for a
     # small train subset, else no mid-frequency word is left)
-    word_content = lambda texts, classes=None: lexical.word_content_labels(
-        texts, skip_top=min(100, len(train_texts) // 20), min_count=min_count, classes=classes)
+    def word_content(texts, classes=None):
+        return lexical.word_content_labels(
+            texts, skip_top=min(100, len(train_texts) // 20), min_count=min_count, classes=classes)
     for metric, make in (("lexical_mfw", lexical.most_frequent_word_labels), ("lexical_wc", word_content)):
         try:
             y, _, classes = make(train_texts)
@@ -172,7 +174,8 @@ def _lexical_labels(train_texts: list[str], dev_texts: list[str], min_count: int
     return out, notes
 
 
-def _task_data(task: str, train: pd.DataFrame, dev: pd.DataFrame, params: Params, extra=None, split_note="") -> TaskData:
+def _task_data(task: str, train: pd.DataFrame, dev: pd.DataFrame, params: Params, extra=None,
+               split_note="") -> TaskData:
     """Fix the task's geometry subsample, its resamples and its lexical labels (the same for every model)."""
     e, seed = params.eval, _task_seed(params.seed, task)
     geo = np.sort(np.random.default_rng(seed + 1).choice(len(dev), min(e.geometry_samples, len(dev)), replace=False))
@@ -201,10 +204,12 @@ def prepare_wiki(sentences: list[str], params: Params) -> TaskData:
     rng = np.random.default_rng(_task_seed(params.seed, "wiki"))
     sentences = [s for s in sentences if s and s.strip()]
     if len(sentences) > params.eval.wiki_sentences:
-        sentences = [sentences[i] for i in np.sort(rng.choice(len(sentences), params.eval.wiki_sentences, replace=False))]
+        sentences = [sentences[i] for i in np.sort(rng.choice(len(sentences), params.eval.wiki_sentences,
+                                                              replace=False))]
     order = rng.permutation(len(sentences))
-    frame = lambda rows: pd.DataFrame({"example": rows, "sentence1": [sentences[i] for i in rows],
-                                       "sentence2": [None] * len(rows), "label": np.zeros(len(rows), int)})
+    def frame(rows):
+        return pd.DataFrame({"example": rows, "sentence1": [sentences[i] for i in rows],
+                             "sentence2": [None] * len(rows), "label": np.zeros(len(rows), int)})
     half = len(sentences) // 2
     return _task_data("wiki", frame(np.sort(order[:half])), frame(np.sort(order[half:])), params)
 
@@ -259,7 +264,8 @@ def _per_example_mean(values: np.ndarray, idx: np.ndarray) -> Measure:
 
 def _task_measures(task: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> dict[str, Measure]:
     full = probes.task_metrics(task, y_true, y_pred)
-    return {name: Measure(v, probes.bootstrap_metric(name, y_true, y_pred, idx), len(y_true)) for name, v in full.items()}
+    return {name: Measure(v, probes.bootstrap_metric(name, y_true, y_pred, idx), len(y_true)) for name,
+            v in full.items()}
 
 
 def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict[str, Measure]:
@@ -268,7 +274,8 @@ def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict
     res = geometry.GeometryResampler(X, labels)
     full = res(None)
     boot = res.resamples(idx, workers=probes.parallel_workers(8))
-    return {name: Measure(float(full[k]), boot[:, k], len(X), bool(res.recentre[k])) for k, name in enumerate(res.names)}
+    return {name: Measure(float(full[k]), boot[:, k], len(X), bool(res.recentre[k])) for k,
+            name in enumerate(res.names)}
 
 
 def _spectrum_rows(enc: Encoder, task: str, pool: str, X: np.ndarray) -> pd.DataFrame:
@@ -277,7 +284,8 @@ def _spectrum_rows(enc: Encoder, task: str, pool: str, X: np.ndarray) -> pd.Data
                          "pooling": pool, "index": np.arange(len(lam)), "eigenvalue": lam})
 
 
-def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, name: str, siamese: bool = False) -> TokenStates:
+def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, name: str,
+                  siamese: bool = False) -> TokenStates:
     s2 = df["sentence2"].tolist() if df["sentence2"].notna().any() else None
     return encode(model, tokenizer, df["sentence1"].tolist(), s2, max_length=e.max_length, batch_size=e.batch_size,
                   pair_encoding="siamese" if siamese else e.pair_encoding, cache_dir=cache, cache_name=name,
@@ -318,7 +326,8 @@ def evaluate_task(enc: Encoder, data: TaskData, loaded: tuple, params: Params, o
                                                  seed=params.seed)
             transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
         else:
-            transform = lambda ts, pool=pool: pooling.pool(ts, pool)
+            def transform(ts, pool=pool):
+                return pooling.pool(ts, pool)
         features = {split: transform(ts) for split, ts in states.items()}
         cell = (enc, task, pool)
         semantic = _probe_task(cell, data, features, params, results, note) if data.labelled else None
@@ -335,7 +344,8 @@ def _probe_task(cell, data: TaskData, features: dict, params: Params, results: R
     y_pred = probe.predict(features["dev"])
     majority = probes.task_metrics(task, y_dev, probes.majority_prediction(y_train, len(y_dev), ttype))
     measures = _task_measures(task, y_dev, y_pred, data.boot)
-    note = "; ".join(filter(None, [note, data.split_note, f"{'alpha' if ttype == 'regression' else 'C'}={probe.param:g}"]))
+    note = "; ".join(filter(None, [note, data.split_note,
+                                   f"{'alpha' if ttype == 'regression' else 'C'}={probe.param:g}"]))
     for name, m in measures.items():
         results.add(enc, task, pool, name, m, majority[name], note)
     for suffix, df in data.extra.items():
@@ -344,7 +354,7 @@ def _probe_task(cell, data: TaskData, features: dict, params: Params, results: R
             results.add(enc, task, pool, f"{name}_{suffix}", m, note=f"dev_{suffix}")
     results.predictions.append(pd.DataFrame({"model": enc.name, "seed": enc.seed, "task": task, "pooling": pool,
                                              "example": data.dev["example"], "y_true": y_dev, "y_pred": y_pred}))
-    return measures[SEMANTIC_METRIC[task]], majority[SEMANTIC_METRIC[task]]
+    return measures[HEADLINE_METRIC[task]], majority[HEADLINE_METRIC[task]]
 
 
 def _measure_geometry(cell, data: TaskData, X_dev: np.ndarray, transform, sts_pairs, params: Params, out: Path,
@@ -392,7 +402,8 @@ def _probe_lexical(cell, data: TaskData, features: dict, semantic, params: Param
         sem, sem_chance = semantic  # same resamples as lex: the balance's bootstrap is paired
         for name, value in lexical.balance(sem.value, sem_chance, lex.value, lab.chance).items():
             boot = np.array([lexical.balance(s, sem_chance, x, lab.chance)[name] for s, x in zip(sem.boot, lex.boot)])
-            results.add(enc, task, pool, name, Measure(value, boot, sem.n), note=f"{SEMANTIC_METRIC[task]} vs lexical_mfw")
+            results.add(enc, task, pool, name, Measure(value, boot, sem.n),
+                        note=f"{HEADLINE_METRIC[task]} vs lexical_mfw")
 
 
 def evaluate_majority(data: TaskData, results: Results) -> None:
@@ -429,7 +440,8 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
         seed_pairs = list(zip(seeds_a, seeds_b))  # seed i of a against seed i of b
         cells = dict.fromkeys((task, pool, metric) for (model, _, task, pool, metric) in results.measures if model == a)
         for task, pool, metric in cells:
-            per_seed = [(sa, results.measures.get((a, sa, task, pool, metric)), results.measures.get((b, sb, task, pool, metric)))
+            get = results.measures.get
+            per_seed = [(sa, get((a, sa, task, pool, metric)), get((b, sb, task, pool, metric)))
                         for sa, sb in seed_pairs]
             per_seed = [(seed, m_a, m_b) for seed, m_a, m_b in per_seed if m_a is not None and m_b is not None]
             if not per_seed:
@@ -629,8 +641,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="an HF checkpoint folder; repeat a NAME for several seeds")
     parser.add_argument("--out", required=True, help="output folder (results/ is written inside)")
     parser.add_argument("--wiki-sentences", help="held-out Wikipedia sentences (.json list or one per line)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter (repeatable), e.g. --set eval.poolings=[mean]")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params, parse_overrides(args.sets))
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     models: dict[str, list[str]] = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")

@@ -32,10 +32,10 @@ Per sequence, with L tokens, M masked tokens, C context tokens, G target tokens:
                          inside the context)
 
 Ignored as small (O(T·d) or O(d)): embedding lookups, LayerNorms, softmax, GELU, the GLU's
-product, rotary position rotations, biases, the loss itself, λ, the EMA update and the optimizer. C and G are the sizes the model actually
-computes on (padded widths of the index tensors), so `measure_token_counts` reads them from real
-collator batches; `expected_token_counts` is the analytic expectation used when no batch is
-at hand.
+product, rotary position rotations, biases, the loss itself, λ, the EMA update and the optimizer.
+C and G are the sizes the model actually computes on (padded widths of the index tensors), so
+`measure_token_counts` reads them from real collator batches; `expected_token_counts` is the
+analytic expectation used when no batch is at hand.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def training_flops_per_step(params: Params, vocab_size: int, objective: str,
                             counts: TokenCounts | None = None, shared_pass: bool | None = None) -> dict[str, float]:
     """FLOPs of one optimizer step (batch of train.batch_size sequences), by part and in total.
 
-    `objective` is "mlm" or "hybrid"; `shared_pass` defaults to params.objective.shared_pass.
+    `objective` is "mlm" or "hybrid"; `shared_pass` defaults to params.jepa.shared_pass.
     Returns {"student": ..., "target": ..., "predictor": ..., "mlm_head": ..., "total": ...}
     (student = trained encoder passes; all parts already include the ×3 / ×1 factors).
     """
@@ -128,7 +128,7 @@ def training_flops_per_step(params: Params, vocab_size: int, objective: str,
         raise ValueError(f"objective={objective!r}: expected 'mlm' or 'hybrid'")
     m = params.model
     c = counts or expected_token_counts(params)
-    shared = params.objective.shared_pass if shared_pass is None else shared_pass
+    shared = params.jepa.shared_pass if shared_pass is None else shared_pass
 
     def enc(tokens: float) -> float:
         return encoder_forward_flops(tokens, m.layers, m.hidden, m.ffn, FFN_MATRICES[m.architecture])

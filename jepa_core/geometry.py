@@ -438,7 +438,8 @@ class GeometryResampler:
                     values["alignment"] = sums["alignment"] / n_same
                 if "distance" in sums:
                     intra = sums["intra_distance"]
-                    values["class_distance_ratio"] = (intra / n_same) / ((sums["distance"] - intra) / (n_pairs - n_same))
+                    inter = (sums["distance"] - intra) / (n_pairs - n_same)
+                    values["class_distance_ratio"] = (intra / n_same) / inter
         out = np.full((len(W), len(self.names)), np.nan)
         for k, name in enumerate(self.names):
             if name in values:

@@ -130,7 +130,8 @@ def read_tsv(path: Path, task: str) -> pd.DataFrame:
             if task == "mnli" and "sentence1" not in columns:
                 columns.update({k: columns[v] for k, v in MNLI_ALIASES.items() if v in columns})
             try:
-                idx = [columns[c] if c is not None else None for c in (layout.sentence1, layout.sentence2, layout.label)]
+                idx = [columns[c] if c is not None else None
+                       for c in (layout.sentence1, layout.sentence2, layout.label)]
             except KeyError as err:
                 raise GlueFormatError(f"{path}:1: header has no column {err.args[0]!r} (header: {header})") from None
             width = len(header)
@@ -180,7 +181,8 @@ def hub_offline() -> str | None:
 def _load_hub(task: str, split: str) -> pd.DataFrame:
     reason = hub_offline()
     if reason:
-        raise GlueUnavailable(f"{task}/{split}: no GLUE folder (eval.glue_dir / $GLUE_DIR unset) and the hub is offline: {reason}")
+        raise GlueUnavailable(f"{task}/{split}: no GLUE folder (eval.glue_dir / $GLUE_DIR unset) "
+                              f"and the hub is offline: {reason}")
     import datasets  # heavy import, only needed here
 
     ds = datasets.load_dataset("nyu-mll/glue", task, split=HUB_SPLITS[split])

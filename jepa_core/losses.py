@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-JEPA_LOSSES = ("cosine", "smooth_l1", "mse")
-LAMBDA_MODES = ("learned", "fixed", "uncertainty")
+from .config import JEPA_LOSSES, LAMBDA_MODES
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: str = "cosine") -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 Every random draw for dataset item i comes from its own `torch.Generator`, seeded by a stable hash
 of (seed, epoch, i, stream). Masks therefore do not depend on batch composition, DataLoader worker,
-or resume point (for rows of equal padded length, as packed blocks are), and the MLM masks of the hybrid run equal those of the MLM-only run (the MLM and
-JEPA draws use separate streams, so adding JEPA masks does not shift the MLM draws).
+or resume point (for rows of equal padded length, as packed blocks are), and the MLM masks of the hybrid
+run equal those of the MLM-only run (the MLM and JEPA draws use separate streams, so adding JEPA
+masks does not shift the MLM draws).
 
 JEPA mask layout (docs/PROTOCOL.md §4, 1-D multi-block, per sequence of real length n):
   - position 0 ([CLS]) is never a target and is ALWAYS in the context: the student input then starts
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .config import MaskConfig, OBJECTIVES
+from .config import OBJECTIVES, MaskConfig
 
 MAX_TRIES = 20  # JEPA redraws before the shrink fallback (rarely needed at the default scales)
 
@@ -142,7 +143,8 @@ def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequ
     ok = left >= min_keep
     first = ok.int().argmax(1)  # first satisfying try (0 when none: handled below)
     rows = torch.arange(B)
-    c_start, c_size, t_start, t_size = c_start[rows, first], c_size[rows, first], t_start[rows, first], t_size[rows, first]
+    c_start, c_size = c_start[rows, first], c_size[rows, first]
+    t_start, t_size = t_start[rows, first], t_size[rows, first]
 
     # Fallback (rare): whole text as context block, target blocks shrunk until min_keep tokens remain.
     for b in (~ok.any(1)).nonzero().flatten().tolist():
@@ -188,17 +190,20 @@ class PretrainCollator:
 
     Items are {"input_ids": LongTensor(L), "index": int} with an optional "attention_mask" (padding);
     rows of different lengths are right-padded with [PAD]. Returns `input_ids, attention_mask,
-    mlm_input_ids, mlm_labels` (B, L), `mlm_positions` (N,) (flat indices of the masked tokens), and for hybrid also `context_idx, context_valid, target_idx,
-    target_valid`. With `shared_pass`, MLM positions are drawn inside the context only (so those MLM
-    masks differ from the MLM-only run's, which is inherent to a shared pass).
+    mlm_input_ids, mlm_labels` (B, L), `mlm_positions` (N,) (flat indices of the masked tokens), and for
+    hybrid also `context_idx, context_valid, target_idx, target_valid`. With `shared_pass`, MLM positions
+    are drawn inside the context only (so those MLM masks differ from the MLM-only run's, which is inherent
+    to a shared pass).
 
     Call `set_epoch(e)` before creating each epoch's DataLoader iterator (workers copy the collator).
     """
 
-    def __init__(self, tokenizer_or_ids: Any, mask_cfg: MaskConfig, seed: int, objective: str, shared_pass: bool = False):
+    def __init__(self, tokenizer_or_ids: Any, mask_cfg: MaskConfig, seed: int, objective: str,
+                 shared_pass: bool = False):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
-        self.ids = tokenizer_or_ids if isinstance(tokenizer_or_ids, TokenIds) else TokenIds.from_tokenizer(tokenizer_or_ids)
+        self.ids = (tokenizer_or_ids if isinstance(tokenizer_or_ids, TokenIds)
+                    else TokenIds.from_tokenizer(tokenizer_or_ids))
         self.cfg, self.seed, self.objective = mask_cfg, seed, objective
         self.shared_pass = shared_pass and objective == "hybrid"
         self.special = torch.tensor(self.ids.special_ids, dtype=torch.long)
@@ -208,7 +213,8 @@ class PretrainCollator:
         self.epoch = epoch
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids = pad_sequence([it["input_ids"].long() for it in items], batch_first=True, padding_value=self.ids.pad_id)
+        input_ids = pad_sequence([it["input_ids"].long() for it in items], batch_first=True,
+                                 padding_value=self.ids.pad_id)
         masks = [it.get("attention_mask", torch.ones(len(it["input_ids"]), dtype=torch.long)).long() for it in items]
         attention_mask = pad_sequence(masks, batch_first=True, padding_value=0)
         special = torch.isin(input_ids, self.special)

@@ -5,7 +5,7 @@ One training step, I-JEPA style (`PretrainModel.forward`):
   ctx     = context_forward(batch)   student sees ONLY the context tokens (original position ids)
   mlm     = mlm_forward(batch)       student pass over the MLM-corrupted sequence, head at masked positions
   loss    = balancer(jepa_loss(predictor(ctx), targets), mlm_loss)
-With objective.shared_pass one student pass over the MLM-corrupted context tokens feeds both losses.
+With jepa.shared_pass one student pass over the MLM-corrupted context tokens feeds both losses.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHeadTransform
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
-from .config import ARCHITECTURES, ModelConfig, OBJECTIVES, Params
+from .config import ARCHITECTURES, OBJECTIVES, ModelConfig, Params
 from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
+from .pooling import masked_mean
 
 INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
 ROPE_THETA = 10_000.0  # modernbert: rotary base (encoder_config says why)
@@ -98,12 +99,6 @@ def _init_bert_like(module: nn.Module) -> None:
 def gather_positions(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, L, ...) at positions idx (B, K) -> (B, K, ...)."""
     return x.take_along_dim(idx.view(*idx.shape, *([1] * (x.dim() - 2))), dim=1)
-
-
-def masked_mean(h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of h (B, K, H) over valid (B, K) slots -> (B, H)."""
-    w = valid.to(h.dtype).unsqueeze(-1)
-    return (h * w).sum(1) / w.sum(1).clamp_min(1)
 
 
 class SparseMLMHead(nn.Module):
@@ -233,7 +228,7 @@ class PretrainModel(nn.Module):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
-        m, o = params.model, params.objective
+        m, o = params.model, params.jepa
         self.objective = objective
         self.shared_pass = o.shared_pass
         self.jepa_kind = o.jepa_loss
@@ -242,7 +237,8 @@ class PretrainModel(nn.Module):
         self.encoder = build_encoder(m, vocab_size, pad_token_id)
         self.mlm_head = SparseMLMHead(self.encoder)
         if objective == "hybrid":
-            self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads, m.max_position)
+            self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads,
+                                       m.max_position)
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
             self.balancer = LossBalancer(o.lambda_mode, o.fixed_lambda)
 
@@ -255,7 +251,7 @@ class PretrainModel(nn.Module):
     # ------------------------------------------------------------ the three passes
 
     def target_bf16(self, device_type: str) -> bool:
-        """Whether the target pass runs under bf16 autocast (objective.target_precision; auto: where native)."""
+        """Whether the target pass runs under bf16 autocast (jepa.target_precision; auto: where native)."""
         return self.target_precision == "bf16" or (self.target_precision == "auto" and native_bf16(device_type))
 
     @torch.no_grad()
@@ -303,12 +299,14 @@ class PretrainModel(nn.Module):
         targets = self.target_forward(batch)
         if self.shared_pass:  # one pass over the corrupted context; MLM positions were drawn inside it
             ctx = self.context_forward(batch, batch["mlm_input_ids"])
-            labels = gather_positions(batch["mlm_labels"], batch["context_idx"]).masked_fill(~batch["context_valid"], -100)
+            labels = gather_positions(batch["mlm_labels"], batch["context_idx"])
+            labels = labels.masked_fill(~batch["context_valid"], -100)
             l_mlm = self._masked_lm_loss(ctx, labels)
         else:  # the paper: a full MLM pass plus a clean context pass
             l_mlm, _ = self.mlm_forward(batch)
             ctx = self.context_forward(batch)
-        pred = self.predictor(ctx, batch["context_idx"], batch["context_valid"], batch["target_idx"], batch["target_valid"])
+        pred = self.predictor(ctx, batch["context_idx"], batch["context_valid"], batch["target_idx"],
+                              batch["target_valid"])
         l_jepa = jepa_loss(pred, targets, batch["target_valid"], self.jepa_kind)
         total, lam = self.balancer(l_jepa, l_mlm)
         return {"loss": total, "mlm_loss": l_mlm.detach(), "jepa_loss": l_jepa.detach(), "lambda": lam,

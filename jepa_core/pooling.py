@@ -61,6 +61,7 @@ def pad(ts: TokenStates, idx: np.ndarray, include_special: bool = True) -> tuple
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (B, K, H) over the mask's (B, K) slots -> (B, H); a row without slots -> 0."""
     m = mask.unsqueeze(-1).to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 

@@ -1,9 +1,10 @@
 """Which checkpoint a run continues: THE rule of the CLI's --resume and the workbook alike.
 
 A checkpoint is continued when its run identity (`run_identity`: the objective, the seed and every
-weight-changing parameter, i.e. all keys of data/model/mask/objective/train except NON_WEIGHT_KEYS)
+weight-changing parameter, i.e. all keys of data/model/mask/jepa/train except NON_WEIGHT_KEYS)
 matches this run's; otherwise `claim_checkpoint` moves it aside to `<checkpoint>.stale-<time>/` (with
 its log and summary, `set_aside`) with a message naming the changed keys. Nothing is deleted.
+Checkpoints written before the `objective` section was renamed `jepa` compare under the new name.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import checkpoint as ckpt
-from .config import Params
+from .config import RENAMED_SECTIONS, Params, hash_dict
 
 if TYPE_CHECKING:
     from .train import RunPaths
@@ -31,7 +32,13 @@ NON_WEIGHT_KEYS = {
     "train.compile": "the same computation, compiled (equal up to float rounding)",
     "train.collapse_std": "only when a collapse warning is printed",
 }
-WEIGHT_SECTIONS = ("data", "model", "mask", "objective", "train")
+WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")
+
+
+def _current_key(key: str) -> str:
+    """A weight key as stored by an older checkpoint, under today's section name (objective.x -> jepa.x)."""
+    section, dot, rest = key.partition(".")
+    return f"{RENAMED_SECTIONS.get(section, section)}{dot}{rest}"
 
 
 def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
@@ -46,11 +53,13 @@ def run_identity(params: Params, objective: str, seed: int) -> dict[str, Any]:
 def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) -> list[str]:
     """'key: checkpoint value -> now value' for every identity key that differs."""
     if "weight_keys" not in saved:  # written before identities were stored key by key: the old rule
+        d = params.to_dict()  # hashed under the section names of the time (jepa was called objective)
+        old_hash = hash_dict({"data": d["data"], "model": d["model"], "mask": d["mask"], "objective": d["jepa"]})
         legacy = {"objective": now["objective"], "seed": now["seed"], "batch_size": params.train.batch_size,
-                  "params (data/model/mask/objective, one hash)": params.fingerprint("data", "model", "mask", "objective")}
-        saved = {**saved, "params (data/model/mask/objective, one hash)": saved.get("params")}
+                  "params (data/model/mask/jepa, one hash)": old_hash}
+        saved = {**saved, "params (data/model/mask/jepa, one hash)": saved.get("params")}
         return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
-    old, new = saved["weight_keys"], now["weight_keys"]
+    old, new = {_current_key(k): v for k, v in saved["weight_keys"].items()}, now["weight_keys"]
     changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
     return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
                       for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]

@@ -28,11 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from jepa_core.config import POOLINGS, TASKS
+from jepa_core.config import HEADLINE_METRIC, POOLINGS, TASKS
 from jepa_core.stats import PER_SEED, POOLED
 
-# Headline metric of each GLUE task (docs/PROTOCOL.md §5.1).
-TASK_METRIC = {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}
 LEXICAL_METRIC = "lexical_mfw"  # most-frequent-word probe accuracy (the paper's lexical probe)
 BALANCE_METRIC = "balance_diff"  # semantic − lexical (the paper's balance)
 SPECTRAL_METRICS = ("effective_rank", "stable_rank", "spectral_entropy")
@@ -154,7 +152,8 @@ def _diff_rows(differences: pd.DataFrame, metrics: pd.DataFrame, task_metric: Se
     per_seed = differences[differences["level"] == PER_SEED]
     rows = []
     for task, metric in task_metric:
-        cell = lambda df: df[(df["task"] == task) & (df["metric"] == metric) & (df["pooling"] == pooling)]
+        def cell(df):
+            return df[(df["task"] == task) & (df["metric"] == metric) & (df["pooling"] == pooling)]
         d = cell(pooled)
         if d.empty:
             continue
@@ -199,7 +198,7 @@ def probe_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Headline probe metric per task × pooling (rows) and model (columns), "value [CI]"; the
     majority baseline (one value per task) is repeated on every pooling row. Several seeds:
     "mean ± sd (k seeds)" of the values."""
-    head = metrics[[TASK_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
+    head = metrics[[HEADLINE_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
     if head.empty:
         return pd.DataFrame()
 
@@ -281,7 +280,8 @@ def claim_c4(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
     table = _diff_rows(differences, metrics, [(t, BALANCE_METRIC) for t in tasks], "mean")
     need = _majority_need(len(tasks))
     verdict = count_rule(table["side"], +1, need) if len(table) else INCONCLUSIVE
-    rule = (f"semantic − lexical balance (task metric minus lexical probe accuracy, mean pooling, {len(tasks)} task(s)): "
+    rule = (f"semantic − lexical balance (task metric minus lexical probe accuracy, mean pooling, "
+            f"{len(tasks)} task(s)): "
             f"reproduced if hybrid − MLM CIs lie entirely above 0 on a majority (≥ {need}); not reproduced if so many "
             "lie entirely below 0 that no majority could; else inconclusive. C3 and C5 show the two halves "
             "(lexical drop, semantic parity).")
@@ -290,7 +290,7 @@ def claim_c4(metrics: pd.DataFrame, differences: pd.DataFrame) -> Verdict:
 
 def claim_c5(metrics: pd.DataFrame, differences: pd.DataFrame, margin: float = C5_MARGIN) -> Verdict:
     tasks = _glue_tasks(differences)
-    table = _diff_rows(differences, metrics, [(t, TASK_METRIC[t]) for t in tasks], "mean")
+    table = _diff_rows(differences, metrics, [(t, HEADLINE_METRIC[t]) for t in tasks], "mean")
     if len(table):
         # both models at chance: "similar" would be vacuous, so such a task cannot support the claim
         informative = (table["hybrid_ci_low"] > table["chance"]) | (table["mlm_ci_low"] > table["chance"])
@@ -417,7 +417,8 @@ def _versus_random_section(rows: list[dict]) -> list[str]:
     show = pd.DataFrame({"model": [f"{m}-s{s}" for m, s in zip(vs["model"], vs["seed"])],
                          first["metric"]: [_fmt(v) for v in vs["value"]],
                          "random init": [_fmt(v) for v in vs["random_init"]],
-                         "difference [95% CI]": [_ci(d, lo, hi) for d, lo, hi in zip(vs["diff"], vs["ci_low"], vs["ci_high"])],
+                         "difference [95% CI]": [_ci(d, lo, hi)
+                                                 for d, lo, hi in zip(vs["diff"], vs["ci_low"], vs["ci_high"])],
                          "beats random init": ["yes" if b else "**no**" for b in vs["beats_random_init"]]})
     return [f"Each pre-trained encoder against the random-init one ({first['task']}, {first['pooling']} pooling, "
             f"probe {first['metric']}; paired bootstrap over dev examples): it beats it when the CI lies above 0.",
@@ -430,7 +431,8 @@ def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[s
            f"≥ {LEARNING_GAP_MIN:g} for the run to say anything about the objectives.", ""]
     if table.empty:
         return out + ["_no pre-trained models in this run folder_", ""] + _versus_random_section(list(vs_random))
-    show = pd.DataFrame({"model": table["model"], "validation MLM loss": [_fmt(v) for v in table["validation_mlm_loss"]],
+    show = pd.DataFrame({"model": table["model"],
+                         "validation MLM loss": [_fmt(v) for v in table["validation_mlm_loss"]],
                          "unigram entropy": [_fmt(v) for v in table["unigram_entropy"]],
                          "gap": [_fmt(v) for v in table["gap"]],
                          "learned beyond frequencies": ["unavailable" if not np.isfinite(g) else
@@ -449,7 +451,8 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     out = [f"> {warning}", ""] if warning else []  # first lines: the reader must see it before any verdict
     seeds = n_seeds(differences_df)
     out += [f"# Summary of run `{run_dir.name}`", "",
-            "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers (hybrid − MLM over pre-training seeds and dev "
+            "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers "
+            "(hybrid − MLM over pre-training seeds and dev "
             "examples: 95% intervals from the per-seed paired bootstrap differences, see `jepa_core/stats.py`) and a "
             "verdict decided from the intervals by the rule stated under each claim.", ""]
     if seeds == 1:
@@ -490,8 +493,8 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
         out.append("- MNLI: where the train split is unavailable (the offline GLUE copy has only the dev sets) the "
                    "probe trains on dev_mismatched and reports dev_matched.")
     warnings = ctx.get("collapse_warnings") or []
-    out.append("- Collapse warnings: " + ("; ".join(warnings) if warnings else "none (target spread and batch "
-                                                                              "effective rank stayed above thresholds)."))
+    quiet = "none (target spread and batch effective rank stayed above thresholds)."
+    out.append("- Collapse warnings: " + ("; ".join(warnings) if warnings else quiet))
     text = "\n".join(out) + "\n"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")

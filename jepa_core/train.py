@@ -47,7 +47,8 @@ checkpoint as one unit, with every process's RNG state: a resumed run repeats th
 
 Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` before the optimizer
 step (the last checkpoint is left untouched; on one CUDA process the finite flag is read only when a
-log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM
+finish the current step, write a checkpoint and raise
 `TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
 the previous checkpoint intact (checkpoint.py writes atomically).
 """
@@ -134,16 +135,10 @@ class PretrainData:
 
 
 def prepare_data(params: Params, data_dir: str | os.PathLike, seed: int) -> PretrainData:
-    """Corpus → tokenizer → packed blocks, cached under data_dir (the data path of corpus/tokenizer/blocks)."""
-    from .blocks import build_blocks
-    from .corpus import load_corpus
-    from .tokenizer import get_tokenizer
+    """The data step (blocks.prepare_data) as training's input."""
+    from .blocks import prepare_data as data_step
 
-    data_dir = Path(data_dir)
-    corpus = load_corpus(params.data, seed)
-    tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
-    blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
-    (data_dir / "corpus.json").write_text(corpus.to_json())  # lets `--data DIR` name the source later
+    corpus, tokenizer, blocks = data_step(params.data, data_dir, seed)
     return PretrainData(tokenizer, blocks, f"{corpus.source}:{corpus.path or params.data.hub_name}")
 
 
@@ -297,8 +292,9 @@ def mixed_precision(precision: str) -> str:
 
 # ---------------------------------------------------------------- collapse signal, OS signals
 
-def effective_rank(x: torch.Tensor) -> float:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d)."""
+def batch_rankme(x: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of x (n, d),
+    uncentred, on one training batch (logged as `batch_effective_rank`); not geometry's centred effective rank."""
     s = torch.linalg.svdvals(x.float())
     p = s / s.sum().clamp_min(1e-12)
     return math.exp(-(p * torch.log(p.clamp_min(1e-12))).sum().item())
@@ -357,7 +353,7 @@ def step_costs(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: i
     rows = BatchOrder(len(dataset), params.train.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
     counts, parts = {}, {}
     for objective in OBJECTIVES:
-        collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+        collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
         counts[objective] = measure_token_counts(collator([dataset[i] for i in r]) for r in rows)
         parts[objective] = training_flops_per_step(params, len(tokenizer), objective, counts[objective])
     return StepCosts(counts, parts)
@@ -397,7 +393,7 @@ class Engine:
 
     @property
     def target_precision(self) -> str | None:
-        """The precision of the EMA target's forward pass (objective.target_precision; hybrid only)."""
+        """The precision of the EMA target's forward pass (jepa.target_precision; hybrid only)."""
         if self.core.objective != "hybrid":
             return None
         return "bf16" if self.core.target_bf16(self.acc.device.type) else "fp32"
@@ -504,7 +500,7 @@ def step_values(out: dict[str, torch.Tensor], grad_norm: torch.Tensor, agree: Ag
                                          out.get("jepa_loss", zero).item(), out.get("target_std", zero).item()])
     return {"loss": loss, "mlm_loss": mlm, "jepa_loss": jepa, "target_std": target_std,
             "lambda": out["lambda"].item() if "lambda" in out else None, "grad_norm": grad_norm.item(),
-            "batch_effective_rank": effective_rank(out["context_embedding"])}
+            "batch_effective_rank": batch_rankme(out["context_embedding"])}
 
 
 def _warn_collapse_once(run: RunState, record: dict[str, Any], objective: str) -> None:
@@ -607,7 +603,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
     tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
-    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.objective.shared_pass)
+    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
     order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
     val_batches = fixed_batches(data.blocks["validation"], new_collator(), t.eval_batches, t.batch_size)
     costs = step_costs(params, tokenizer, train_blocks, seed)
@@ -652,7 +648,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             run.epoch, run.batch, batch = next(stream)
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             lr = engine.scheduler.get_last_lr()[0]
-            momentum = ema_momentum(run.step, run.total_steps, params.objective.ema_start, params.objective.ema_end)
+            momentum = ema_momentum(run.step, run.total_steps, params.jepa.ema_start, params.jepa.ema_end)
             # Step 1: forward (EMA target, context, losses), backward, gradient clipping
             out, grad_norm, finite = forward_backward(engine.model, batch, t.grad_clip, acc.backward,
                                                       acc.clip_grad_norm_)
@@ -712,10 +708,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", required=True, help="YAML profile, e.g. parameters/smoke.yaml")
     ap.add_argument("--objective", required=True, choices=OBJECTIVES)
     ap.add_argument("--out", required=True, help="output folder: model/, checkpoint/, log.jsonl, train_summary.json")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists; one written with other weight-changing "
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint if it exists; one written with other weight-changing "
                     "parameters is moved aside to OUT/checkpoint.stale-<time>/ instead")
     ap.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
-    ap.add_argument("--data", default=None, help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
+    ap.add_argument("--data", default=None,
+                    help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter (repeatable), e.g. --set train.steps=100")
     args = ap.parse_args(argv)

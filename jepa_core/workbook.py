@@ -43,7 +43,7 @@ KERNEL_NAME = "jepa-core"
 # keys of the steps before it: a step's fingerprint chains the previous one's).
 STEPS: dict[str, tuple[str, ...]] = {
     "01_data_prep": ("seeds", "data", "eval.wiki_sentences"),
-    "02_pretrain": ("objectives", "model", "mask", "objective", "train"),
+    "02_pretrain": ("objectives", "model", "mask", "jepa", "train"),
     "03_probe": ("eval",),
     "04_geometry": (),
 }

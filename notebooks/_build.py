@@ -57,24 +57,21 @@ train/validation by a hash of their id, trains (or loads) the WordPiece tokenize
 split only, and packs each split into full-length blocks `[CLS] + L−1` tokens of the document
 stream (documents joined with `[SEP]`, never truncated). Writes `data/` in the run folder.""") + [
         code('''
-from jepa_core.corpus import load_corpus, validation_sentences
+from jepa_core.blocks import prepare_data
+from jepa_core.corpus import validation_sentences
 
 data_dir = run_dir / "data"
-data_dir.mkdir(exist_ok=True)
-corpus = load_corpus(params.data, params.seed)
-(data_dir / "corpus.json").write_text(corpus.to_json())
+corpus, tokenizer, blocks = prepare_data(params.data, data_dir, params.seed)
 print(corpus.describe())'''),
         md("The line above names the **source actually used** and why; it is recorded in `data/corpus.json` "
            "and repeated in `summary.md`."),
         code('''
-from jepa_core.blocks import build_blocks, corpus_statistics
-from jepa_core.tokenizer import get_tokenizer
+from jepa_core.blocks import corpus_statistics
 
-tokenizer = get_tokenizer(params.data, corpus, data_dir / "tokenizer")
-blocks = build_blocks(corpus, tokenizer, params.data, data_dir)
 stats = corpus_statistics(corpus, tokenizer, blocks)
 stats.to_csv(data_dir / "corpus_statistics.csv")
-stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"}, thousands=",")'''),
+stats.style.format({"tokens_per_word": "{:.2f}", "unk_rate": "{:.2%}", "mlm_unigram_entropy": "{:.3f}"},
+                   thousands=",")'''),
         md("**Corpus statistics.** `tokens_per_word` shows how finely the tokenizer splits words (≈1.2–1.5 is "
            "typical for a WordPiece vocabulary trained on the same text); `unk_rate` should be near 0. Every block "
            "is exactly `data.seq_len` tokens, so pre-training spends no compute on padding. `mlm_unigram_entropy` "
@@ -120,7 +117,8 @@ rows = {name: {"objective": s["objective"], "seed": s["seed"], "steps": s["steps
                "wall time (s)": s["wall_time_s"], "GFLOPs/step": s["flops_per_step"] / 1e9,
                "final loss": s["final"]["loss"], "final MLM loss": s["final"]["mlm_loss"],
                "final JEPA loss": s["final"]["jepa_loss"], "final λ": s["final"]["lambda"],
-               "val MLM loss": s["learning"]["validation_mlm_loss"], "unigram entropy": s["learning"]["unigram_entropy"],
+               "val MLM loss": s["learning"]["validation_mlm_loss"],
+               "unigram entropy": s["learning"]["unigram_entropy"],
                "below unigram": s["learning"]["gap"], "budget": s["budget"]["note"]}
         for name, s in summaries.items()}
 pd.DataFrame.from_dict(rows, orient="index").round(3)'''),
@@ -174,10 +172,11 @@ probe_table(metrics)'''),
 paper's public numbers equalled) and with `random_init` (an untrained encoder: what pooling + a linear probe get from
 token identity alone). Pretraining is only doing something where it beats both."""),
         code('''
-from jepa_core.summary import LEXICAL_METRIC, TASK_METRIC
+from jepa_core.config import HEADLINE_METRIC
+from jepa_core.summary import LEXICAL_METRIC
 
-tasks = [t for t in TASK_METRIC if t in set(metrics["task"])]
-fig = figures.probe_bars(metrics, {t: TASK_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
+tasks = [t for t in HEADLINE_METRIC if t in set(metrics["task"])]
+fig = figures.probe_bars(metrics, {t: HEADLINE_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
 figures.save(fig, run_dir, "probes_semantic_lexical")
 display(fig)'''),
         md("**Semantic vs lexical probes.** Left: each task's headline metric (semantic content). Right: accuracy of "

@@ -28,23 +28,18 @@ TINY = {
 
 def tiny_params(**overrides):
     """The smoke profile shrunk further; keyword overrides use '__' for '.' (train__steps=5)."""
-    return load_params(REPO / "parameters" / "smoke.yaml", {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    return load_params(REPO / "parameters" / "smoke.yaml", {**TINY, **dotted})
 
 
 @functools.lru_cache(maxsize=1)
 def tiny_data_dir() -> Path:
     """A prepared data folder (tokenizer/, blocks_*.npy, corpus.json) from 6 articles of the
     embedded Wikipedia excerpt, built once per test session through the project's data path."""
-    from jepa_core.blocks import build_blocks
-    from jepa_core.corpus import load_corpus
-    from jepa_core.tokenizer import get_tokenizer
+    from jepa_core.blocks import prepare_data
 
-    params = tiny_params()
     out = Path(tempfile.mkdtemp(prefix="tiny_data_"))
-    corpus = load_corpus(params.data, 0)
-    tokenizer = get_tokenizer(params.data, corpus, out / "tokenizer")
-    build_blocks(corpus, tokenizer, params.data, out)
-    (out / "corpus.json").write_text(corpus.to_json())
+    prepare_data(tiny_params().data, out, 0)
     return out
 
 

@@ -15,7 +15,8 @@ WORDS = "the cat sat on a mat while dogs ran past houses near rivers and tall gr
 
 def make_corpus(n_train: int = 30, n_val: int = 6) -> Corpus:
     rng = np.random.default_rng(0)
-    doc = lambda i: Document(str(i), f"D{i}", " ".join(rng.choice(WORDS, size=int(rng.integers(5, 60)))) + ".")
+    def doc(i):
+        return Document(str(i), f"D{i}", " ".join(rng.choice(WORDS, size=int(rng.integers(5, 60)))) + ".")
     return Corpus([doc(i) for i in range(n_train)], [doc(i) for i in range(n_train, n_train + n_val)], "text", None)
 
 
@@ -93,7 +94,8 @@ def test_block_dataset_items_and_default_collate(corpus, tok, tmp_path):
 def test_corpus_statistics_known_counts_and_unk_rate(tok, tmp_path):
     # "ǂ" never occurs in the training text, so the trained vocab maps it to [UNK]
     c = Corpus([Document("1", "", " ".join(WORDS * 4))],
-               [Document("2", "", " ".join(WORDS) + " ǂ ǂ"), Document("3", "", " ".join(WORDS[:10]) + " ǂ")], "text", None)
+               [Document("2", "", " ".join(WORDS) + " ǂ ǂ"), Document("3", "", " ".join(WORDS[:10]) + " ǂ")], "text",
+               None)
     tok2 = train_tokenizer([d.text for d in c.train], vocab_size=200)
     blocks = build_blocks(c, tok2, DataConfig(seq_len=16), tmp_path)
     stats = corpus_statistics(c, tok2, blocks)
@@ -117,7 +119,8 @@ def test_embedded_excerpt_end_to_end(tmp_path, monkeypatch):
     blocks = build_blocks(c, tok, cfg, tmp_path)
     assert isinstance(blocks, Blocks) and set(blocks) == {"train", "validation"}
     assert all(b.shape[1] == 64 and b.shape[0] > 10 and (b[:, 0] == tok.cls_token_id).all() for b in blocks.values())
-    assert sorted(p.name for p in tmp_path.glob("blocks*")) == ["blocks.json", "blocks_train.npy", "blocks_validation.npy"]
+    assert sorted(p.name for p in tmp_path.glob("blocks*")) == ["blocks.json", "blocks_train.npy",
+                                                                "blocks_validation.npy"]
     stats = corpus_statistics(c, tok, blocks)
     assert 1.0 < stats.loc["train", "tokens_per_word"] < 2.5
 
@@ -131,7 +134,8 @@ def test_mlm_unigram_entropy_known_answers():
     skewed = np.array([[cls, 7, 7, 8, 9, sep]], np.int32)
     assert blocks_mod.mlm_unigram_entropy(skewed, [cls, sep]) == pytest.approx(1.5 * np.log(2), abs=1e-12)
     assert blocks_mod.mlm_unigram_entropy(np.array([[cls, 5, 5, 5]]), [cls]) == 0.0  # one token: no uncertainty
-    assert blocks_mod.mlm_unigram_entropy(skewed, [cls, sep, 99]) == pytest.approx(1.5 * np.log(2))  # id beyond the data
+    # id beyond the data
+    assert blocks_mod.mlm_unigram_entropy(skewed, [cls, sep, 99]) == pytest.approx(1.5 * np.log(2))
     with pytest.raises(ValueError, match="no maskable tokens"):
         blocks_mod.mlm_unigram_entropy(np.array([[cls, sep, sep]]), [cls, sep])
 

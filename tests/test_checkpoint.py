@@ -26,7 +26,8 @@ def trained_state(seed=0):
     model = PretrainModel(PARAMS, "hybrid", VOCAB, 0)
     opt = build_optimizer(model, PARAMS, fused=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(2, 10, 0.1))
-    items = [{"input_ids": torch.cat([torch.tensor([2]), torch.randint(5, VOCAB, (23,))]), "index": i} for i in range(4)]
+    items = [{"input_ids": torch.cat([torch.tensor([2]), torch.randint(5, VOCAB, (23,))]),
+              "index": i} for i in range(4)]
     batch = PretrainCollator(IDS, PARAMS.mask, 0, "hybrid")(items)
     model(batch)["loss"].backward()
     opt.step()

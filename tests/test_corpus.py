@@ -13,8 +13,18 @@ import pytest
 
 from jepa_core import corpus as corpus_mod
 from jepa_core.config import DataConfig
-from jepa_core.corpus import (EMBEDDED_DUMP, Corpus, Document, detect_source, hub_reachable, load_corpus,
-                              parse_wikiextractor, resolve_source, split_documents, validation_sentences)
+from jepa_core.corpus import (
+    EMBEDDED_DUMP,
+    Corpus,
+    Document,
+    detect_source,
+    hub_reachable,
+    load_corpus,
+    parse_wikiextractor,
+    resolve_source,
+    split_documents,
+    validation_sentences,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -57,7 +67,8 @@ def test_wikiextractor_folder_parses_documents_and_counts_skips():
 @pytest.mark.parametrize("compress", [gzip.open, bz2.open])
 def test_wikiextractor_compressed_files_give_the_same_documents(tmp_path, compress):
     for src in (FIXTURES / "wikiextractor").rglob("wiki_*"):
-        dst = tmp_path / src.relative_to(FIXTURES / "wikiextractor").parent / (src.name + (".gz" if compress is gzip.open else ".bz2"))
+        suffix = ".gz" if compress is gzip.open else ".bz2"
+        dst = tmp_path / src.relative_to(FIXTURES / "wikiextractor").parent / (src.name + suffix)
         dst.parent.mkdir(parents=True, exist_ok=True)
         with compress(dst, "wb") as f:
             f.write(src.read_bytes())
@@ -173,7 +184,8 @@ def test_jsonl_reads_text_id_title_and_skips_empty():
 
 
 def test_parquet_reads_the_same_records(tmp_path):
-    records = [json.loads(line) for line in (FIXTURES / "table" / "docs.jsonl").read_text().splitlines() if line.strip()]
+    lines = (FIXTURES / "table" / "docs.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
     df = pd.DataFrame(records)
     df["id"] = df["id"].astype("string")
     df.to_parquet(tmp_path / "part-0.parquet")
@@ -224,7 +236,8 @@ def test_auto_prefers_hub_when_reachable_unless_a_path_is_given(monkeypatch):
     monkeypatch.setattr(corpus_mod, "hub_reachable", lambda timeout=2.0: (True, "huggingface.co reachable"))
     monkeypatch.setenv("WIKI_DIR", str(FIXTURES / "wikiextractor"))
     assert resolve_source(DataConfig(source="auto"))[:2] == ("hub", None)
-    assert resolve_source(DataConfig(source="auto", path=str(FIXTURES / "dump")))[:2] == ("wiki_dump", FIXTURES / "dump")
+    resolved = resolve_source(DataConfig(source="auto", path=str(FIXTURES / "dump")))
+    assert resolved[:2] == ("wiki_dump", FIXTURES / "dump")
 
 
 def test_hub_reachable_honours_offline_env_and_never_hangs(monkeypatch):

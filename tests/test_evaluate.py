@@ -30,7 +30,8 @@ def test_measures_use_the_stats_functions_and_geometry_flags_recentring():
     assert m_a.value == pytest.approx(a.mean()) and not m_a.recentre
     assert m_a.ci() == stats.percentile_ci(a[idx].mean(1))
     d = m_a.minus(m_b)
-    assert (d.diff, d.ci_low, d.ci_high) == pytest.approx((a.mean() - b.mean(), *stats.percentile_ci((a[idx] * 1.0 - b[idx]).mean(1))))
+    assert (d.diff, d.ci_low, d.ci_high) == pytest.approx(
+        (a.mean() - b.mean(), *stats.percentile_ci((a[idx] * 1.0 - b[idx]).mean(1))))
     X = rng.normal(size=(60, 6))
     geo = ev._geometry(X, None, stats.resamples(60, 20, seed=1))
     assert {name for name, m in geo.items() if m.recentre} == set(geometry.RECENTRED) & set(geo)
@@ -108,7 +109,8 @@ def make_glue(root: Path, seed: int = 0) -> Path:
             premise = _sentence(rng)
             hypothesis = {0: premise, 1: _sentence(rng), 2: "not " + premise}[k]
             rows.append(f"{i}\t{premise}\t{hypothesis}\t{k}\t{names[k]}")
-        (root / "MNLI" / f"{split}.tsv").write_text("idx\tpremise\thypothesis\tlabel\tgold_label\n" + "\n".join(rows) + "\n")
+        header = "idx\tpremise\thypothesis\tlabel\tgold_label\n"
+        (root / "MNLI" / f"{split}.tsv").write_text(header + "\n".join(rows) + "\n")
     (root / "STS-B").mkdir()
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
     for split, n in (("train", 90), ("dev", 60)):
@@ -177,11 +179,13 @@ def test_tables_are_complete_finite_and_inside_their_cis(run):
     assert set(metrics.loc[metrics["model"] == "majority", "task"]) == {"sst2", "stsb"}
     values = metrics[["value", "ci_low", "ci_high"]].to_numpy(float)
     assert np.isfinite(values).all()
-    assert (metrics["ci_low"] <= metrics["value"] + 1e-9).all() and (metrics["value"] <= metrics["ci_high"] + 1e-9).all()
+    assert (metrics["ci_low"] <= metrics["value"] + 1e-9).all()
+    assert (metrics["value"] <= metrics["ci_high"] + 1e-9).all()
     lexical = metrics[metrics["metric"] == "lexical_mfw"]
     assert lexical["chance"].between(0, 1).all() and (lexical["n"] > 0).all()
     # a trained encoder reads "good"/"bad" off SST-2 far better than the majority class
-    acc = metrics[(metrics["task"] == "sst2") & (metrics["metric"] == "accuracy")].set_index(["model", "pooling"])["value"]
+    sst2_acc = metrics[(metrics["task"] == "sst2") & (metrics["metric"] == "accuracy")]
+    acc = sst2_acc.set_index(["model", "pooling"])["value"]
     assert acc["hybrid", "mean"] > acc["majority", "none"] + 0.2
 
 
@@ -192,7 +196,8 @@ def test_differences_are_paired_and_holm_corrected(run):
     np.testing.assert_allclose(differences["diff"], differences["a"] - differences["b"])
     per_seed = differences[differences["level"] == stats.PER_SEED]
     pooled = differences[differences["level"] == stats.POOLED]
-    assert len(per_seed) == len(pooled) == len(metrics[metrics["model"] == "hybrid"])  # every hybrid metric has a partner
+    # every hybrid metric has a partner
+    assert len(per_seed) == len(pooled) == len(metrics[metrics["model"] == "hybrid"])
     # one seed: the pooled rows repeat its difference and have no seed-level interval
     np.testing.assert_allclose(pooled["diff"], per_seed["diff"])
     assert (pooled["n_seeds"] == 1).all() and pooled[["ci_low", "ci_high", "p", "p_holm"]].isna().all().all()
@@ -204,8 +209,9 @@ def test_differences_are_paired_and_holm_corrected(run):
     assert (tested["p_holm"] >= tested["p"] - 1e-12).all() and tested["p"].between(0, 1).all()
     # Holm counts only the tested rows: the smallest p is multiplied by their number
     assert tested["p_holm"].min() == pytest.approx(min(1.0, tested["p"].min() * len(tested)))
-    cell = lambda model: metrics[(metrics["model"] == model) & (metrics["task"] == "sst2") & (metrics["pooling"] == "max")
-                                 & (metrics["metric"] == "uniformity")]["value"].item()
+    def cell(model):
+        return metrics[(metrics["model"] == model) & (metrics["task"] == "sst2") & (metrics["pooling"] == "max")
+                       & (metrics["metric"] == "uniformity")]["value"].item()
     row = per_seed[(per_seed["task"] == "sst2") & (per_seed["pooling"] == "max") & (per_seed["metric"] == "uniformity")]
     assert row["diff"].item() == pytest.approx(cell("hybrid") - cell("mlm"))
     written = pd.read_csv(out / "results" / "differences.csv")
@@ -249,17 +255,25 @@ def test_cli(tmp_path, tiny_checkpoint, capsys):
     save_params(params, profile)
     (tmp_path / "wiki.txt").write_text("\n".join(WIKI))
     assert ev.main(["--params", str(profile), "--model", f"a={tiny_checkpoint}", "--model", f"b={tiny_checkpoint}",
-                    "--out", str(tmp_path / "run"), "--wiki-sentences", str(tmp_path / "wiki.txt")]) == 0
+                    "--out", str(tmp_path / "run"), "--wiki-sentences", str(tmp_path / "wiki.txt"),
+                    "--set", "eval.poolings=[mean, max]"]) == 0
     assert "metric rows" in capsys.readouterr().out
     differences = pd.read_csv(tmp_path / "run" / "results" / "differences.csv")
     assert set(differences["model_a"]) == {"a"} and np.allclose(differences["diff"], 0)  # same checkpoint twice
+    assert set(differences["pooling"]) == {"mean", "max"} != set(params.eval.poolings)  # --set applied
+    recorded = json.loads((tmp_path / "run" / "results" / "evaluation.json").read_text())["eval"]
+    assert recorded["poolings"] == ["mean", "max"]
+    assert ev.main(["--params", str(profile), "--model", f"a={tiny_checkpoint}", "--out", str(tmp_path / "y"),
+                    "--set", "eval.poolings=[nope]"]) == 2
+    assert "eval.poolings" in capsys.readouterr().err and not (tmp_path / "y").exists()
     with pytest.raises(SystemExit):
         ev.main(["--params", str(profile), "--model", "nopath", "--out", str(tmp_path / "x")])
 
 
 def test_seeds_siamese_pairs_and_mnli_note(tmp_path, tiny_checkpoint):
     params = small_params(make_glue(tmp_path / "glue", seed=2), ["stsb", "mnli"])
-    params.eval.pair_encoding, params.eval.random_init_baseline, params.eval.poolings = "siamese", False, ["mean", "weighted"]
+    params.eval.pair_encoding, params.eval.random_init_baseline = "siamese", False
+    params.eval.poolings = ["mean", "weighted"]
     params.seeds = [3, 4]
     ck = str(tiny_checkpoint)
     metrics, differences = ev.evaluate({"hybrid": [ck, ck], "mlm": [ck, ck]}, params, tmp_path / "run")

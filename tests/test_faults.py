@@ -10,12 +10,11 @@ import time
 
 import pandas as pd
 import pytest
+from test_evaluate import WIKI, make_glue, small_params, tiny_checkpoint  # noqa: F401  (fixture)
 
 from jepa_core import corpus, glue
 from jepa_core import evaluate as ev
 from jepa_core.config import load_params
-
-from test_evaluate import WIKI, make_glue, small_params, tiny_checkpoint  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -103,7 +103,8 @@ def test_probe_bars_draw_chance_lines(metrics):
     fig = figures.probe_bars(metrics, {"sst2": "accuracy", "stsb": "accuracy"}, "lexical_mfw")
     _assert_labelled(fig, 2)
     semantic, lexical = _visible_axes(fig)
-    assert any(abs(seg[0][1] - 0.5) < 1e-9 for c in semantic.collections for seg in getattr(c, "get_segments", lambda: [])())
+    assert any(abs(seg[0][1] - 0.5) < 1e-9 for c in semantic.collections
+               for seg in getattr(c, "get_segments", lambda: [])())
 
 
 def test_difference_heatmaps_mark_significance():

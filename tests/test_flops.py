@@ -4,8 +4,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from jepa_core.config import load_params
-from jepa_core.flops import (TokenCounts, encoder_forward_flops, expected_token_counts, measure_token_counts,
-                             mlm_head_forward_flops, predictor_forward_flops, training_flops_per_step)
+from jepa_core.flops import (
+    TokenCounts,
+    encoder_forward_flops,
+    expected_token_counts,
+    measure_token_counts,
+    mlm_head_forward_flops,
+    predictor_forward_flops,
+    training_flops_per_step,
+)
 from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import PretrainModel
 
@@ -56,7 +63,7 @@ def test_matches_torch_flop_counter_on_the_real_model(objective, shared, archite
     attention matmuls are visible to the counter (its CPU SDPA kernel is not registered)."""
     params = load_params(None, {"model.layers": 2, "model.hidden": 32, "model.heads": 2, "model.ffn": 64,
                                 "model.predictor_layers": 1, "model.predictor_hidden": 16, "model.predictor_heads": 2,
-                                "model.dropout": 0.0, "train.batch_size": 4, "objective.shared_pass": shared,
+                                "model.dropout": 0.0, "train.batch_size": 4, "jepa.shared_pass": shared,
                                 "model.architecture": architecture})
     batch = _batch(objective, shared, params)
     model = PretrainModel(params, objective, VOCAB, IDS.pad_id)

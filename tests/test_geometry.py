@@ -203,8 +203,10 @@ def test_resampler_matches_brute_force_on_a_resample_with_duplicates():
         return A / np.linalg.norm(A, axis=1, keepdims=True)
 
     Z, Zc = unit(S), unit(S - S.mean(axis=0))
-    assert got["uniformity"] == pytest.approx(np.log(np.mean([np.exp(-2 * ((Z[a] - Z[b]) ** 2).sum()) for a, b in pairs])))
-    assert got["uniformity_centred"] == pytest.approx(np.log(np.mean([np.exp(-2 * ((Zc[a] - Zc[b]) ** 2).sum()) for a, b in pairs])))
+    assert got["uniformity"] == pytest.approx(np.log(np.mean([np.exp(-2 * ((Z[a] - Z[b]) ** 2).sum())
+                                                     for a, b in pairs])))
+    assert got["uniformity_centred"] == pytest.approx(np.log(np.mean([np.exp(-2 * ((Zc[a] - Zc[b]) ** 2).sum())
+                                                              for a, b in pairs])))
     assert got["anisotropy"] == pytest.approx(np.mean([Z[a] @ Z[b] for a, b in pairs]))
     same = [(a, b) for a, b in pairs if lab[a] == lab[b]]
     diff = [(a, b) for a, b in pairs if lab[a] != lab[b]]

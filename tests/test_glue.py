@@ -10,7 +10,8 @@ import pytest
 from jepa_core import glue
 
 GLUE_DIR = os.environ.get("GLUE_DIR")
-needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(), reason="GLUE_DIR is not set to a GLUE folder")
+needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(),
+                                reason="GLUE_DIR is not set to a GLUE folder")
 
 # official GLUE sizes: (task, split) -> rows
 OFFICIAL_ROWS = {("sst2", "train"): 67_349, ("sst2", "dev"): 872, ("cola", "train"): 8_551, ("cola", "dev"): 1_043,
@@ -32,7 +33,8 @@ def test_real_files_have_official_row_counts(task, split):
 
 @needs_glue
 def test_real_label_balance_and_first_rows():
-    counts = lambda task, split: glue.load_task(task, split, GLUE_DIR)["label"].value_counts().to_dict()
+    def counts(task, split):
+        return glue.load_task(task, split, GLUE_DIR)["label"].value_counts().to_dict()
     assert counts("sst2", "dev") == {1: 444, 0: 428}
     assert counts("mrpc", "dev") == {1: 279, 0: 129}
     assert counts("cola", "train") == {1: 6_023, 0: 2_528}
@@ -63,9 +65,11 @@ def write(path: Path, text: str, bom: bool = False) -> None:
 def glue_tree(tmp_path):
     write(tmp_path / "SST-2/train.tsv", "sentence\tlabel\nit 's \" good\t1\nbad \t0\n")
     write(tmp_path / "SST-2/dev.tsv", "sentence\tlabel\nfine\t1\n")
-    write(tmp_path / "CoLA/train.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode sailors the.")  # no final newline
+    # no final newline
+    write(tmp_path / "CoLA/train.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode sailors the.")
     write(tmp_path / "MRPC/dev.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\ta \" b\tc d\n", bom=True)
-    write(tmp_path / "STS-B/dev.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    write(tmp_path / "STS-B/dev.tsv",
+          "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
           "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man.\tA guy.\t4.750\n")
     classic = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
                "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3",

@@ -28,7 +28,7 @@ def test_gpu_profile_is_the_papers_model():
     m = p.model
     assert (m.layers, m.hidden, m.heads, m.ffn) == (6, 512, 8, 2048)
     assert (m.predictor_layers, m.predictor_hidden) == (6, 192)
-    assert (p.data.seq_len, p.objective.ema_start, p.objective.ema_end, p.objective.lambda_mode) == \
+    assert (p.data.seq_len, p.jepa.ema_start, p.jepa.ema_end, p.jepa.lambda_mode) == \
         (128, 0.996, 1.0, "learned")
     assert p.train.precision == "auto" and p.data.source == "wikiextractor" and p.data.max_documents is None
     assert len(p.seeds) >= 3 and p.train.log_every > 1  # seed-level intervals; no host sync every step

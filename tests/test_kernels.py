@@ -7,9 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from jepa_core.kernels import (DROPOUT_RESOLUTION, FastDropout, _uniform16, dropout_attention, fast_dropout,
-                               linear_cross_entropy, use_fast_dropout)
-
+from jepa_core.kernels import (
+    DROPOUT_RESOLUTION,
+    FastDropout,
+    _uniform16,
+    dropout_attention,
+    fast_dropout,
+    linear_cross_entropy,
+    use_fast_dropout,
+)
 
 # ---------------------------------------------------------------- dropout
 

@@ -219,7 +219,8 @@ def test_token_ids_from_a_real_bert_tokenizer():
     assert set(ids.special_ids) == {0, 100, 101, 102, 103}  # [PAD] [UNK] [CLS] [SEP] [MASK]
     enc = tok(["the cat sat on the mat", "a much longer sentence about masks and tokens"], padding=True,
               return_tensors="pt")
-    items = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "index": i} for i in range(2)]
+    items = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+              "index": i} for i in range(2)]
     batch = PretrainCollator(tok, MaskConfig(min_keep=2), seed=0, objective="mlm")(items)
     selected = batch["mlm_labels"] != -100
     assert selected.sum(1).tolist() == [1, 1]  # 6 and 9 eligible tokens: round(0.9) = round(1.35) = 1

@@ -6,11 +6,18 @@ import torch
 from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
 from jepa_core.config import params_from_dict
+from jepa_core.encode import takes_token_type_ids
 from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
-from jepa_core.model import (ROPE_THETA, Predictor, PretrainModel, build_encoder, ema_momentum, ema_update,
-                             gather_positions)
-from jepa_core.encode import takes_token_type_ids
+from jepa_core.model import (
+    ROPE_THETA,
+    Predictor,
+    PretrainModel,
+    build_encoder,
+    ema_momentum,
+    ema_update,
+    gather_positions,
+)
 
 VOCAB, L = 300, 32
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
@@ -71,7 +78,8 @@ def test_build_encoder_config_and_attention_mask():
     enc = build_encoder(p.model, VOCAB, 0).eval()
     c = enc.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 2, 64)
-    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (64, 2, 0, ATTENTION)
+    assert (c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c._attn_implementation) == (
+        64, 2, 0, ATTENTION)
     assert enc.pooler is None
     assert not any(type(m) is torch.nn.Dropout for m in enc.modules())  # all swapped for FastDropout
     ids = torch.randint(5, VOCAB, (2, 16))
@@ -161,7 +169,8 @@ def test_sparse_mlm_head_matches_hf_for_masked_lm(architecture):
     embedding = model.encoder.get_input_embeddings()
     assert model.mlm_head._tied[0].weight is embedding.weight
     assert hf.get_output_embeddings().weight is hf.get_input_embeddings().weight  # the stock model ties too
-    assert not any(k.startswith("mlm_head") and q.shape == embedding.weight.shape for k, q in model.state_dict().items())
+    assert not any(k.startswith("mlm_head") and q.shape == embedding.weight.shape
+                   for k, q in model.state_dict().items())
     assert sum(q.numel() for q in model.parameters()) == sum(q.numel() for q in model.encoder.parameters()) + \
         sum(q.numel() for q in model.mlm_head.parameters())
 
@@ -290,7 +299,7 @@ def test_target_encoder_frozen_and_always_eval(architecture):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_target_forward_is_layernormed_top_layers(precision, architecture):
-    p = tiny_params(architecture, **{"objective.target_layers": 2, "objective.target_precision": precision})
+    p = tiny_params(architecture, **{"jepa.target_layers": 2, "jepa.target_precision": precision})
     model = new_model(p).eval()
     batch = make_batch(p)
     targets = model.target_forward(batch)
@@ -302,8 +311,8 @@ def test_target_forward_is_layernormed_top_layers(precision, architecture):
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(targets, gather_positions(h, batch["target_idx"]), atol=1e-5, rtol=1e-5)
     if precision == "bf16":  # bf16 matmuls: close to the fp32 targets, not equal
-        fp32 = new_model(tiny_params(architecture, **{"objective.target_layers": 2,
-                                                      "objective.target_precision": "fp32"})).eval()
+        fp32 = new_model(tiny_params(architecture, **{"jepa.target_layers": 2,
+                                                      "jepa.target_precision": "fp32"})).eval()
         diff = (fp32.target_forward(batch) - targets).abs()
         assert 0 < diff.max() < 0.1
 
@@ -322,7 +331,7 @@ def test_target_precision_auto_follows_the_hardware(monkeypatch):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
 def test_forward_outputs(objective, shared_pass, architecture):
-    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
+    p = tiny_params(architecture, **{"jepa.shared_pass": shared_pass})
     model = new_model(p, objective)
     batch = make_batch(p, objective, shared_pass=shared_pass)
     out = model(batch)
@@ -341,7 +350,7 @@ def test_forward_outputs(objective, shared_pass, architecture):
 
 
 def test_shared_pass_uses_one_student_pass():
-    p = tiny_params(**{"objective.shared_pass": True})
+    p = tiny_params(**{"jepa.shared_pass": True})
     model = new_model(p)
     calls = []
     model.encoder.register_forward_hook(lambda m, a, kw, out: calls.append(1), with_kwargs=True)
@@ -356,7 +365,7 @@ def test_shared_pass_uses_one_student_pass():
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("objective,shared_pass", [("hybrid", False), ("hybrid", True), ("mlm", False)])
 def test_a_few_steps_lower_both_losses(objective, shared_pass, architecture):
-    p = tiny_params(architecture, **{"objective.shared_pass": shared_pass})
+    p = tiny_params(architecture, **{"jepa.shared_pass": shared_pass})
     model = new_model(p, objective).train()
     batch = make_batch(p, objective, shared_pass=shared_pass)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=3e-3)

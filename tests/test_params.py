@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jepa_core import config as C
 from jepa_core.config import Params, ParamsError, load_params, params_from_dict, parse_overrides, save_params
 
 PROFILES = sorted((Path(__file__).resolve().parents[1] / "parameters").glob("*.yaml"))
@@ -44,8 +45,8 @@ def test_defaults_are_valid():
         ({"mask.mlm_probability": 1.5}, "mask.mlm_probability=1.5 is invalid: allowed a number in (0, 1)"),
         ({"mask.target_scale": [0.3, 0.2]}, "mask.target_scale"),
         ({"mask.context_scale": [0.5, 1.2]}, "mask.context_scale"),
-        ({"objective.fixed_lambda": 1.2}, "objective.fixed_lambda=1.2 is invalid: allowed a number in [0, 1]"),
-        ({"objective.lambda_mode": "magic"}, "objective.lambda_mode='magic'"),
+        ({"jepa.fixed_lambda": 1.2}, "jepa.fixed_lambda=1.2 is invalid: allowed a number in [0, 1]"),
+        ({"jepa.lambda_mode": "magic"}, "jepa.lambda_mode='magic'"),
         ({"eval.poolings": ["mean", "median"]}, "eval.poolings='median' is invalid: allowed one of mean"),
         ({"eval.tasks": ["sst2", "qqp"]}, "eval.tasks='qqp' is invalid"),
         ({"data.source": "ftp"}, "data.source='ftp'"),
@@ -56,7 +57,7 @@ def test_defaults_are_valid():
         ({"model.architecture": "modernbert", "model.hidden": 96, "model.heads": 32}, "even head size"),
         ({"data.seq_len": 512}, "data.seq_len=512 is invalid"),
         ({"train.budget": "seconds"}, "train.budget_seconds=None"),
-        ({"objective.shared_pass": "yes"}, "objective.shared_pass='yes' has the wrong type: expected bool"),
+        ({"jepa.shared_pass": "yes"}, "jepa.shared_pass='yes' has the wrong type: expected bool"),
         ({"seeds": 3}, "seeds=3 has the wrong type: expected a list of int"),
     ],
 )
@@ -108,3 +109,28 @@ def test_parse_overrides_types():
         parse_overrides(["novalue"])
     with pytest.raises(ParamsError, match="not valid YAML"):
         parse_overrides(["a=[unclosed"])
+
+
+@pytest.mark.parametrize("key, choices", [
+    ("data.source", C.SOURCES), ("model.architecture", C.ARCHITECTURES), ("jepa.jepa_loss", C.JEPA_LOSSES),
+    ("jepa.lambda_mode", C.LAMBDA_MODES), ("jepa.target_precision", C.PRECISIONS),
+    ("train.precision", C.PRECISIONS), ("train.budget", C.BUDGETS), ("eval.pair_encoding", C.PAIR_ENCODINGS),
+])
+def test_choice_parameters_accept_exactly_their_one_list(key, choices):
+    extra = {"train.budget_seconds": 5.0}  # needed by train.budget=seconds
+    section, name = key.split(".")
+    for choice in choices:
+        assert getattr(getattr(params_from_dict({}, {key: choice, **extra}), section), name) == choice
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({}, {key: "nope", **extra})
+    assert f"{key}='nope' is invalid: allowed one of {', '.join(choices)}" in str(err.value)
+
+
+def test_the_old_objective_section_says_it_is_now_jepa(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("objective:\n  jepa_loss: mse\n")
+    for load in (lambda: load_params(old), lambda: load_params(None, parse_overrides(["objective.jepa_loss=mse"])),
+                 lambda: params_from_dict({"objective": {"ema_end": 1.0}})):
+        with pytest.raises(ParamsError, match="the section `objective` is now `jepa`: rename it"):
+            load()
+    assert load_params(None, parse_overrides(["jepa.jepa_loss=mse"])).jepa.jepa_loss == "mse"

@@ -27,7 +27,8 @@ def test_mean_max_cls_match_per_sentence_reference(include_special):
     pieces = [ts.states[a:b][(slice(None) if include_special else ~ts.special[a:b])]
               for a, b in zip(ts.offsets[:-1], ts.offsets[1:])]
     # a sentence with no non-special token (length 2 without [CLS]/[SEP]) pools to zeros, not NaN
-    reference = lambda reduce: [reduce(p, 0) if len(p) else np.zeros(6) for p in pieces]
+    def reference(reduce):
+        return [reduce(p, 0) if len(p) else np.zeros(6) for p in pieces]
     np.testing.assert_allclose(pooling.pool(ts, "mean", include_special), reference(np.mean), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pooling.pool(ts, "max", include_special), reference(np.max), rtol=1e-6)
     np.testing.assert_array_equal(pooling.pool(ts, "cls"), ts.states[ts.offsets[:-1]])
@@ -81,7 +82,8 @@ def test_learned_poolings_beat_mean_when_signal_sits_at_one_position():
     mean_acc = probe_accuracy(pooling.pool(train, "mean"), y_train, pooling.pool(test, "mean"), y_test)
     assert 0.55 < mean_acc < 0.8  # the signal is diluted over ~10 tokens of noise
     for method in ("weighted", "attention"):
-        learned = pooling.fit_learned_pooling(method, train, y_train, "classification", max_length=16, epochs=25, seed=0)
+        learned = pooling.fit_learned_pooling(method, train, y_train, "classification", max_length=16, epochs=25,
+                                              seed=0)
         acc = probe_accuracy(learned.transform(train), y_train, learned.transform(test), y_test)
         assert acc > mean_acc + 0.1, (method, acc, mean_acc)
         assert not any(p.requires_grad for p in learned.pooler.parameters())  # frozen after training

@@ -122,3 +122,9 @@ def test_no_nested_workers_inside_an_evaluation_worker(monkeypatch):
     assert probes.parallel_workers(3) == 3
     monkeypatch.setattr(probes, "NESTED_WORKERS", False)
     assert probes.parallel_workers(3) == 1
+
+
+def test_one_table_of_task_metrics_with_the_protocols_headline_metrics():
+    from jepa_core.config import HEADLINE_METRIC, TASK_METRICS, TASKS
+    assert tuple(TASK_METRICS) == TASKS and probes.TASK_METRICS is TASK_METRICS
+    assert HEADLINE_METRIC == {"sst2": "accuracy", "mrpc": "f1", "mnli": "accuracy", "cola": "mcc", "stsb": "spearman"}

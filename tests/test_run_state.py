@@ -4,11 +4,9 @@ import json
 
 import pytest
 import torch
-
-from jepa_core.run_state import (COLLAPSE_RANK, JsonlLog, RunState, Throughput, TimeBudget, log_record,
-                                 plan_steps)
-
 from _train_helpers import tiny_params
+
+from jepa_core.run_state import COLLAPSE_RANK, JsonlLog, RunState, Throughput, TimeBudget, log_record, plan_steps
 
 
 class FakeClock:
@@ -38,14 +36,16 @@ def test_run_state_round_trips_through_a_weights_only_checkpoint():
     run = RunState(total_steps=17, budget_note="equal wall-clock", step=5, epoch=1, batch=2, tokens=1280,
                    flops=7.5e9, elapsed_s=12.25, warned_collapse=True)
     buffer = io.BytesIO()
-    torch.save({"step": run.step, "data_position": run.data_position, "extra": {"seed": 0, **run.to_checkpoint()}}, buffer)
+    torch.save({"step": run.step, "data_position": run.data_position, "extra": {"seed": 0, **run.to_checkpoint()}},
+               buffer)
     buffer.seek(0)
     assert RunState.from_checkpoint(torch.load(buffer, weights_only=True)) == run
 
 
 def test_run_state_reads_the_flat_layout_of_older_checkpoints():
     state = {"step": 4, "data_position": {"epoch": 0, "batch": 4},
-             "extra": {"objective": "mlm", "seed": 0, "weight_keys": {}, "total_steps": 30, "budget_note": "train.steps=30",
+             "extra": {"objective": "mlm", "seed": 0, "weight_keys": {}, "total_steps": 30,
+                       "budget_note": "train.steps=30",
                        "elapsed_s": 2.5, "tokens": 1024, "flops": 8.0e7, "warned_collapse": False}}
     assert RunState.from_checkpoint(state) == RunState(30, "train.steps=30", step=4, epoch=0, batch=4, tokens=1024,
                                                        flops=8.0e7, elapsed_s=2.5)
@@ -139,10 +139,12 @@ VALUES = {"loss": 3.0, "mlm_loss": 5.0, "jepa_loss": 1.0, "lambda": 0.5, "lr": 1
 def test_log_record_fields_in_order_and_nulls_for_mlm():
     run = RunState(30, "n", step=12, epoch=1, flops=1.2e9)
     record = log_record(run, VALUES, hybrid=True, collapse_std=0.01)
-    assert list(record) == ["step", "epoch", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm",
+    assert list(record) == ["step", "epoch", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum",
+                            "grad_norm",
                             "tokens_per_s", "target_std", "batch_effective_rank", "flops", "elapsed_s"]
     assert record == {"step": 12, "epoch": 1, "flops": 1.2e9, **VALUES}
-    mlm = log_record(run, {**VALUES, "jepa_loss": 0.0, "lambda": None, "target_std": 0.0}, hybrid=False, collapse_std=0.01)
+    mlm = log_record(run, {**VALUES, "jepa_loss": 0.0, "lambda": None, "target_std": 0.0}, hybrid=False,
+                     collapse_std=0.01)
     assert [mlm[k] for k in ("jepa_loss", "lambda", "ema_momentum", "target_std")] == [None] * 4
     assert mlm["loss"] == 3.0 and mlm["lr"] == 1e-3 and "warning" not in mlm  # target_std is no signal without JEPA
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import norm, t as student_t
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from jepa_core import evaluate as ev
 from jepa_core import geometry, stats
@@ -168,8 +169,10 @@ def test_recentred_ci_of_effective_rank_covers_at_the_nominal_rate():
     plain percentile interval covers 4.5%."""
     rng = np.random.default_rng(0)
     scale = np.sqrt(0.8 ** np.arange(32))
-    draw = lambda: rng.normal(size=(100, 32)) * scale
-    resampler = lambda X: geometry.GeometryResampler(X, metrics=["effective_rank"])
+    def draw():
+        return rng.normal(size=(100, 32)) * scale
+    def resampler(X):
+        return geometry.GeometryResampler(X, metrics=["effective_rank"])
     truth = np.mean([resampler(draw())(None)[0] for _ in range(4000)])
     sims, hits, plain = 400, 0, 0
     for r in range(sims):

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from jepa_core import summary as S
+from jepa_core.config import HEADLINE_METRIC
 from jepa_core.stats import PER_SEED, POOLED
 from jepa_core.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
@@ -62,7 +63,7 @@ def _tables(diff_fn, seeds=(0, 1, 2)):
                     for seed in seeds:
                         metrics.append(dict(model=obj, objective=obj, seed=seed, task=task, pooling=pooling,
                                             metric=metric, value=v, ci_low=v - 0.01, ci_high=v + 0.01, n=100,
-                                            chance=0.3 if metric in S.TASK_METRIC.values() else np.nan, note=""))
+                                            chance=0.3 if metric in HEADLINE_METRIC.values() else np.nan, note=""))
     return pd.DataFrame(metrics), pd.DataFrame(diffs)
 
 
@@ -77,7 +78,7 @@ def _paper_like(task, pooling, metric):
 
 def _opposite(task, pooling, metric):
     d, lo, hi = _paper_like(task, pooling, metric)
-    if metric in S.TASK_METRIC.values():
+    if metric in HEADLINE_METRIC.values():
         return 0.1, 0.07, 0.13  # hybrid clearly better: not "similar"
     return -d, -hi, -lo
 
@@ -124,7 +125,7 @@ def test_c2_four_of_five_tasks():
 
 def test_c5_one_task_clearly_different_is_not_reproduced():
     def fn(task, pooling, metric):
-        if metric in S.TASK_METRIC.values():
+        if metric in HEADLINE_METRIC.values():
             return (-0.06, -0.09, -0.04) if task == "mnli" else (0.0, -0.01, 0.01)
         return 0.0, -0.1, 0.1
     metrics, diffs = _tables(fn)
@@ -274,7 +275,7 @@ def test_probe_table_rows_columns_and_majority():
 
 def test_c5_models_at_chance_are_not_evidence_of_similarity():
     metrics, diffs = _tables(_paper_like)
-    at_chance = metrics["metric"].isin(S.TASK_METRIC.values()) & (metrics["task"] == "cola")
+    at_chance = metrics["metric"].isin(HEADLINE_METRIC.values()) & (metrics["task"] == "cola")
     metrics.loc[at_chance, "chance"] = 0.6  # above both models' CIs
     v = S.claim_c5(metrics, diffs)
     assert v.verdict == INCONCLUSIVE

@@ -5,7 +5,13 @@ from transformers import AutoTokenizer
 from jepa_core import tokenizer as tok_mod
 from jepa_core.config import DataConfig
 from jepa_core.corpus import Corpus, Document
-from jepa_core.tokenizer import SPECIAL_TOKENS, get_tokenizer, load_tokenizer, offline_bert_uncased_path, train_tokenizer
+from jepa_core.tokenizer import (
+    SPECIAL_TOKENS,
+    get_tokenizer,
+    load_tokenizer,
+    offline_bert_uncased_path,
+    train_tokenizer,
+)
 
 TRAIN_TEXT = ("The cat sat on the mat. The dog sat on the log. A bird flew over the house and the garden. "
               "Cafés in Paris serve coffee, tea and cake to the people of the city. ") * 20
@@ -24,7 +30,8 @@ def tok(corpus):
 
 def test_special_tokens_and_vocab_size(tok):
     assert tok.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
-    assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (0, 1, 2, 3, 4)
+    ids = (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id)
+    assert ids == (0, 1, 2, 3, 4)
     assert len(tok) <= 300
 
 
@@ -32,7 +39,8 @@ def test_single_and_pair_templates_with_segment_ids(tok):
     single = tok("the cat sat")
     assert single["input_ids"][0] == tok.cls_token_id and single["input_ids"][-1] == tok.sep_token_id
     assert set(single["token_type_ids"]) == {0}
-    a, b = tok("the cat sat", add_special_tokens=False)["input_ids"], tok("on the mat", add_special_tokens=False)["input_ids"]
+    a = tok("the cat sat", add_special_tokens=False)["input_ids"]
+    b = tok("on the mat", add_special_tokens=False)["input_ids"]
     pair = tok("the cat sat", "on the mat")
     assert pair["input_ids"] == [2] + a + [3] + b + [3]
     assert pair["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
@@ -40,7 +48,8 @@ def test_single_and_pair_templates_with_segment_ids(tok):
 
 
 def test_round_trip_and_uncased_accent_stripped(tok):
-    assert tok.decode(tok("The cat sat on the mat.")["input_ids"], skip_special_tokens=True) == "the cat sat on the mat."
+    assert tok.decode(tok("The cat sat on the mat.")["input_ids"],
+                      skip_special_tokens=True) == "the cat sat on the mat."
     assert tok("CAFÉS in PARIS")["input_ids"] == tok("cafes in paris")["input_ids"]
     assert "the" in tok.get_vocab() and "The" not in tok.get_vocab()
 

@@ -7,18 +7,18 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 from transformers import AutoModel, AutoTokenizer
 
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
 from jepa_core import resume as R
-from jepa_core.config import load_params
+from jepa_core.config import hash_dict
 from jepa_core.model import PretrainModel
 from jepa_core.run_state import SECONDS_PROBE_STEPS
-
-from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 
 STEP_FIELDS = {"step", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
                "target_std", "batch_effective_rank", "flops", "elapsed_s"}
@@ -53,7 +53,8 @@ def test_log_has_every_field_and_lambda_every_step(runs):
     mlm, mlm_val = read_log(root / "mlm" / "log.jsonl")
     for r in hybrid + mlm:
         assert STEP_FIELDS <= r.keys()
-        assert all(math.isfinite(r[k]) for k in ("loss", "mlm_loss", "lr", "grad_norm", "flops", "batch_effective_rank"))
+        assert all(math.isfinite(r[k]) for k in ("loss", "mlm_loss", "lr", "grad_norm", "flops",
+                                                 "batch_effective_rank"))
     assert all(0 < r["lambda"] < 1 and r["jepa_loss"] > 0 and r["target_std"] > 0 for r in hybrid)
     assert hybrid[0]["lambda"] == pytest.approx(0.5, abs=0.01)  # sigmoid(w0 = 0)
     assert len({r["lambda"] for r in hybrid}) > 20  # λ is learned: it moves every step
@@ -93,9 +94,11 @@ def test_summary_and_exported_model(runs):
         trained = PretrainModel(tiny_params(), objective, len(tok), tok.pad_token_id)
         ckpt.load_checkpoint(root / objective / "checkpoint", trained)
         enc = trained.encoder_for_export().eval()
-        inputs = tok(["The history of the city.", "Anarchism is a political philosophy"], padding=True, return_tensors="pt")
+        inputs = tok(["The history of the city.", "Anarchism is a political philosophy"], padding=True,
+                     return_tensors="pt")
         with torch.no_grad():
-            torch.testing.assert_close(model(**inputs).last_hidden_state, enc(**inputs).last_hidden_state, rtol=0, atol=1e-6)
+            torch.testing.assert_close(model(**inputs).last_hidden_state, enc(**inputs).last_hidden_state, rtol=0,
+                                       atol=1e-6)
     assert summaries["hybrid"]["hybrid_mlm_flops_ratio"] == summaries["mlm"]["hybrid_mlm_flops_ratio"] > 1.5
 
 
@@ -194,7 +197,7 @@ def test_seeds_differ_in_init_order_and_masks_objectives_share_them(tmp_path, mo
     monkeypatch.setattr(T, "PretrainModel", model)
     monkeypatch.setattr(T, "forward_backward", step)
     data, params = tiny_data(), tiny_params(train__steps=1, train__warmup_steps=0, train__eval_every=100)
-    assert params.objective.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
+    assert params.jepa.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
     for run in (("hybrid", 0), ("mlm", 0), ("hybrid", 1), ("mlm", 1)):
         T.train(params, run[0], tmp_path / f"{run[0]}-{run[1]}", seed=run[1], data=data)
 
@@ -263,12 +266,12 @@ def test_warmup_cosine_known_values():
     assert f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
 
 
-def test_effective_rank_known_values():
-    assert T.effective_rank(torch.eye(6)) == pytest.approx(6.0)
-    assert T.effective_rank(torch.ones(8, 5)) == pytest.approx(1.0)
+def test_batch_rankme_known_values():
+    assert T.batch_rankme(torch.eye(6)) == pytest.approx(6.0)
+    assert T.batch_rankme(torch.ones(8, 5)) == pytest.approx(1.0)
     x = torch.zeros(4, 4)
     x[0, 0], x[1, 1] = 3.0, 1.0  # singular values 3, 1: p = (.75, .25)
-    assert T.effective_rank(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert T.batch_rankme(x) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
 
 
 def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
@@ -280,7 +283,8 @@ def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     assert "balancer.lambda_logit" in no_decay_names
-    assert all(n.endswith("bias") or "LayerNorm" in n or "norm" in n or n in ("balancer.lambda_logit", "predictor.mask_token")
+    assert all(n.endswith("bias") or "LayerNorm" in n or "norm" in n or
+               n in ("balancer.lambda_logit", "predictor.mask_token")
                for n in no_decay_names)
     assert all(p.ndim == 2 for p in decay["params"])
     assert id(model.encoder.get_input_embeddings().weight) in {id(p) for p in decay["params"]}
@@ -295,7 +299,8 @@ def test_precision_choice():
 
 def test_run_paths_layouts(tmp_path):
     a = T.RunPaths.in_folder(tmp_path)
-    assert (a.model_dir, a.checkpoint_dir, a.log_path) == (tmp_path / "model", tmp_path / "checkpoint", tmp_path / "log.jsonl")
+    assert (a.model_dir, a.checkpoint_dir, a.log_path) == (tmp_path / "model", tmp_path / "checkpoint",
+                                                           tmp_path / "log.jsonl")
     b = T.RunPaths.for_run(tmp_path, "mlm", seed=3)
     assert b.model_dir == tmp_path / "models" / "mlm-s3" and b.checkpoint_dir == tmp_path / "checkpoints" / "mlm-s3"
     assert b.log_path == tmp_path / "logs" / "mlm-s3.jsonl" and b.data_dir == tmp_path / "data"
@@ -303,7 +308,8 @@ def test_run_paths_layouts(tmp_path):
 
 
 def test_cli_rejects_bad_overrides(tmp_path, capsys):
-    code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path), "--set", "train.lr=-1"])
+    code = T.main(["--params", str(REPO / "parameters" / "smoke.yaml"), "--objective", "mlm", "--out", str(tmp_path),
+                   "--set", "train.lr=-1"])
     assert code == 2 and "train.lr=-1" in capsys.readouterr().err
 
 
@@ -314,8 +320,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
-    """NON_WEIGHT_KEYS is a claim about the trainer: changing all of them at once (but compile, which
-    only changes float rounding) gives the same weights, bit for bit."""
+    """NON_WEIGHT_KEYS is a claim about the trainer: changing all of them at once (but compile and
+    parallel_runs, which only change float rounding) gives the same weights, bit for bit."""
     from safetensors.torch import load_file
 
     data = tiny_data()
@@ -324,7 +330,8 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
         other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
                                     train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
                         "hybrid", tmp_path / "b", data=data)
-    changed = {k for k in R.NON_WEIGHT_KEYS if k != "train.compile"}
+    # parallel_runs is read by the workbook, not by train(), and only changes thread counts (float rounding)
+    changed = {k for k in R.NON_WEIGHT_KEYS if k not in ("train.compile", "train.parallel_runs")}
     assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
     a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -334,8 +341,9 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
 
 def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
     out = tmp_path / "run"
-    run = lambda *sets: T.main(cli_args("--objective", "mlm", "--out", str(out), "--resume", "--set=train.steps=4",
-                                        *[f"--set={s}" for s in sets]))
+    def run(*sets):
+        return T.main(cli_args("--objective", "mlm", "--out", str(out), "--resume", "--set=train.steps=4",
+                               *[f"--set={s}" for s in sets]))
     assert run() == 0
     first = _files(out / "checkpoint")
     # a key that does not change the weights: the checkpoint is resumed, nothing moves
@@ -378,12 +386,36 @@ def test_resume_reads_the_checkpoint_state_once(runs, tmp_path, monkeypatch):
 
 def test_legacy_checkpoint_identity_follows_the_old_rule():
     params = tiny_params()
-    legacy = {"objective": "mlm", "seed": 0, "params": params.fingerprint("data", "model", "mask", "objective"),
-              "batch_size": params.train.batch_size}
+    d = params.to_dict()  # the old rule hashed the JEPA section under its old name, objective
+    old_hash = hash_dict({"data": d["data"], "model": d["model"], "mask": d["mask"], "objective": d["jepa"]})
+    legacy = {"objective": "mlm", "seed": 0, "params": old_hash, "batch_size": params.train.batch_size}
     now = R.run_identity(params, "mlm", 0)
     assert R._changed_keys(legacy, now, params) == []
     other = tiny_params(model__hidden=16)
     (changed,) = R._changed_keys(legacy, R.run_identity(other, "mlm", 0), other)
-    assert changed.startswith("params (data/model/mask/objective")
+    assert changed.startswith("params (data/model/mask/jepa")
     assert R._changed_keys(now, R.run_identity(params, "hybrid", 1), params) == ["objective: 'mlm' -> 'hybrid'",
                                                                                  "seed: 0 -> 1"]
+
+
+def test_checkpoints_from_before_the_jepa_rename_keep_their_identity():
+    params = tiny_params()
+    now = R.run_identity(params, "hybrid", 0)
+    assert any(k.startswith("jepa.") for k in now["weight_keys"])
+    saved = {**now, "weight_keys": {k.replace("jepa.", "objective.", 1) if k.startswith("jepa.") else k: v
+                                    for k, v in now["weight_keys"].items()}}
+    assert R._changed_keys(saved, now, params) == []
+    saved["weight_keys"]["objective.ema_end"] = 0.5
+    assert R._changed_keys(saved, now, params) == [f"jepa.ema_end: 0.5 -> {params.jepa.ema_end!r}"]
+
+
+def test_the_data_step_writes_what_training_reads(tmp_path):
+    from jepa_core.blocks import prepare_data
+    prepared = prepare_data(tiny_params().data, tmp_path / "data", 0)
+    back = T.load_prepared_data(tmp_path / "data")
+    for split in ("train", "validation"):
+        assert len(prepared.blocks[split]) > 0
+        np.testing.assert_array_equal(back.blocks[split], prepared.blocks[split])
+    assert back.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()
+    assert back.source == f"{prepared.corpus.source}:{prepared.corpus.path}"
+    assert T.prepare_data(tiny_params(), tmp_path / "data", 0).source == back.source

@@ -8,13 +8,12 @@ import warnings
 
 import pytest
 import torch
+from _train_helpers import cli, cli_args, one_thread, read_log, tiny_data, tiny_params
 from transformers import AutoModel
 
 import jepa_core.train as T
 from jepa_core import checkpoint as ckpt
 from jepa_core.model import PretrainModel
-
-from _train_helpers import cli, cli_args, one_thread, read_log, tiny_data, tiny_params
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -76,7 +75,8 @@ def _wait_for_step(log_path, step, proc, output, timeout=120.0):
             if done and done[-1] >= step:
                 return done[-1]
         if proc.poll() is not None:
-            raise AssertionError(f"training ended (code {proc.returncode}) before step {step}: {output.read_text()[-2000:]}")
+            raise AssertionError(f"training ended (code {proc.returncode}) before step {step}: "
+                                 f"{output.read_text()[-2000:]}")
         time.sleep(0.01)
     raise AssertionError(f"no step {step} within {timeout} s")
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _train_helpers import one_thread, tiny_data, tiny_params
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jepa_core import workbook as wb
 from jepa_core.config import ParamsError, load_params, parse_overrides
-
-from _train_helpers import one_thread, tiny_data, tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -185,7 +184,8 @@ def test_papermill_failure_names_error_and_partial_notebook(tmp_path):
     nbs = tmp_path / "nbs"
     _tiny_notebooks(nbs, {
         "01_data_prep": "import os, sys, pathlib\n"
-                        "pathlib.Path(run_dir, 'kernel.txt').write_text(sys.executable + ' ' + os.environ['MPLBACKEND'])",
+                        "pathlib.Path(run_dir, 'kernel.txt')"
+                        ".write_text(sys.executable + ' ' + os.environ['MPLBACKEND'])",
         "02_pretrain": "raise ValueError('boom in step two')",
     })
     lines = []
