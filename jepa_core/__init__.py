@@ -33,5 +33,6 @@ report
     summary     summary.md: claims C1–C5 with this run's numbers and verdicts
     explorer    the ipywidgets explorer of notebook 04
     workbook    the papermill runner behind `make run`
-bench           side-by-side speed benchmark (`make bench`)
+bench           side-by-side speed benchmark (`make bench`), a package: config, data, workloads, timing,
+                encoding, report
 """

@@ -1,0 +1,102 @@
+"""The benchmark's report: one list of tables, rendered as aligned text or as Markdown."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TRAINING, WORKLOADS
+from .workloads import STOCK
+
+
+@dataclass
+class Table:
+    """One section of the report: an intro line, then a table (cells already formatted)."""
+
+    intro: str
+    header: list[str]
+    rows: list[list[str]]
+    left: tuple[int, ...] = (0,)  # left-aligned (text) columns; the others are numbers, right-aligned
+
+
+def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
+    """(machine and config paragraph, tables): what both renderers below print."""
+    m, c = res["machine"], res["config"]
+    about = (f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {m['torch_threads']}, "
+             f"torch {m['torch']}, transformers {m['transformers']}, device {m['device']}"
+             f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, precision {res['precision']}; "
+             f"1-min load average {m['load_average_start']:.1f} at the start, {m['load_average_end']:.1f} "
+             f"at the end. Config: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, "
+             f"FFN {c['ffn']}, vocab {c['vocab']}, batch {c['batch']} x {c['seq']} tokens, {c['rounds']} timed "
+             f"rounds after {c['warmup']} warm-up.")
+    tables = []
+    rows = []
+    for name in [n for n in dict.fromkeys((*STOCK, *WORKLOADS)) if n in res["results"]]:
+        r, s = res["results"][name], res["results"][name]["step_seconds"]
+        rows.append([r["label"], f"{s['median'] * 1e3:,.0f} ({s['iqr'] * 1e3:,.0f})",
+                     f"{r['tokens_per_s']['median']:,.0f}" if "tokens_per_s" in r else "–",
+                     f"{r['flops_per_step'] / 1e9:.1f}", f"{r['achieved_flops_per_s'] / 1e9:.1f}",
+                     f"{r['fraction_of_gemm']:.0%}"])
+    tables.append(Table("", ["workload", "step ms, median (IQR)", "tokens/s", "GFLOP/step", "GFLOP/s", "of GEMM"],
+                        rows))
+    rows = []
+    for name, t in res["targets"].items():
+        cpu = res["ratios"].get(name, {}).get("cpu_time_value")
+        rows.append([t["what"], f"{t['measured']:.2f}{f' ({cpu:.2f})' if cpu else ''}", f"{t['target']}",
+                     {True: "yes", False: "NO", None: "n/a"}[t["pass"]], f"`{name}`"])
+    tables.append(Table("Targets (wall clock; in brackets the same ratio in process CPU time, less sensitive "
+                        "to other load):", ["target", "measured (CPU-time ratio)", "target", "pass", "JSON key"],
+                        rows, left=(0, 4)))
+    stock = [k for k in res["ratios"] if k.startswith(("speedup_mlm_vs_hf_", "speedup_hybrid_vs_hf"))]
+    if stock:
+        tables.append(Table("Tokens/s of our steps over each stock step (> 1: ours is faster):", ["ratio", "value"],
+                            [[k, f"{res['ratios'][k]['value']:.2f}"] for k in stock], left=(0,)))
+    if res["ablations"]:
+        rows = []
+        for name, a in res["ablations"].items():
+            if "variant_over_base" in a:
+                rows.append([f"`{name}`", f"{a['step_seconds'] * 1e3:,.0f}",
+                             f"{a['base']} {a['base_step_seconds'] * 1e3:,.0f}",
+                             f"{a['variant_over_base']['value']:.2f}",
+                             a["what"]])
+            else:
+                rows.append([f"`{name}`", f"{a['step_seconds']['median'] * 1e3:.1f}", "", "", a["what"]])
+        tables.append(Table("Ablations (one change each; variant / base > 1: our base choice is that much faster):",
+                            ["ablation", "ms", "vs base", "variant / base", "what changes"], rows, left=(0, 4)))
+    e = res["encoding"]
+    tables.append(Table(
+        f"Encoding {e['sentences']} sentences ({e['source']}; mean {e['mean_tokens']:.1f}, max {e['max_tokens']} "
+        f"tokens), batch {e['batch_size']}; on token-linear work bucketing can beat input order by at most "
+        f"{e['padding_bound_unbucketed']:.2f}x and padding to max_length by {e['padding_bound_padded']:.2f}x:",
+        ["mode", "sentences/s"],
+        [[mode, f"{e[mode]['sentences_per_s']:,.0f}"] for mode in ("padded", "unbucketed", "bucketed")]))
+    mem = res["memory"]
+    training = [n for n in dict.fromkeys((*STOCK, *TRAINING)) if isinstance(mem.get(n), dict)]
+    tables.append(Table(
+        f"Memory (process peak RSS {mem['process_peak_rss_mib']:,.0f} MiB):", ["memory, MiB", *training],
+        [["state (params + grads + AdamW)", *(f"{mem[n]['state_mib']:.0f}" for n in training)],
+         ["one step above resident", *(f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None
+                                       else "–" for n in training)]]))
+    return about, tables
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The report as aligned plain text (printed at the end of a run)."""
+    about, tables = report(res)
+    out = [about]
+    for t in tables:
+        widths = [max(len(row[k]) for row in [t.header, *t.rows]) for k in range(len(t.header))]
+        line = lambda cells: "  ".join(cell.ljust(w) if k in t.left else cell.rjust(w)  # noqa: E731
+                                       for k, (cell, w) in enumerate(zip(cells, widths))).rstrip()
+        out += ["", *([t.intro] if t.intro else []), line(t.header), *(line(row) for row in t.rows)]
+    return "\n".join(out)
+
+
+def format_markdown(res: dict[str, Any]) -> str:
+    """The report as Markdown tables (docs/PERFORMANCE.md is pasted from this: --markdown)."""
+    about, tables = report(res)
+    out = [about]
+    for t in tables:
+        out += ["", *([t.intro, ""] if t.intro else []), "| " + " | ".join(t.header) + " |",
+                "|" + "".join("---|" if k in t.left else "---:|" for k in range(len(t.header))),
+                *("| " + " | ".join(row) + " |" for row in t.rows)]
+    return "\n".join(out)
