@@ -53,7 +53,7 @@ from .config import (
     gpu_peak_flops,
     machine_info,
 )
-from .data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_text, packed_blocks
+from .data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_data
 from .encoding import encoding_benchmark
 from .report import Table, format_markdown, format_table, report
 from .timing import round_robin, spread, state_bytes, step_memory, timed
@@ -71,8 +71,8 @@ from .workloads import (
 __all__ = [  # the public names of the single-module bench.py this package replaces: `bench.X` keeps working
     "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS", "BenchConfig",
     "BlockCycle", "Table", "Workload", "batch_source", "bench_params", "encode_sentences", "encoding_benchmark",
-    "format_markdown", "format_table", "gemm_workload", "gpu_peak_flops", "hf_workload", "load_text", "machine_info",
-    "main", "micro_workloads", "our_workload", "packed_blocks", "parse_args", "report", "round_robin",
+    "format_markdown", "format_table", "gemm_workload", "gpu_peak_flops", "hf_workload", "load_data", "machine_info",
+    "main", "micro_workloads", "our_workload", "parse_args", "report", "round_robin",
     "run_benchmark", "spread", "state_bytes", "step_memory", "stock_workloads", "timed",
 ]
 
@@ -109,8 +109,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     t_start = time.perf_counter()
     machine = machine_info(device)
 
-    corpus, tokenizer = load_text(cfg)
-    cycle = BlockCycle(packed_blocks(corpus, tokenizer, cfg), cfg.batch)
+    corpus, tokenizer, blocks = load_data(cfg)
+    cycle = BlockCycle(blocks, cfg.batch)
     sentences, sentence_source = encode_sentences(cfg, corpus)
 
     workloads = [*(hf_workload(cfg, tokenizer, cycle, device, bf16, name) for name in stock_workloads(cfg)),

