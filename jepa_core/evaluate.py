@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import json
 import multiprocessing
-import os
 import sys
 import time
 import zlib
@@ -513,7 +512,7 @@ def _one_thread_each():
 
 def eval_workers(setting: int | None, n_units: int) -> int:
     """Processes for evaluate_encoders: eval.workers, or (None) one per core, never more than units."""
-    return max(1, min(setting or os.cpu_count() or 1, n_units))
+    return max(1, min(setting or probes.available_cores(), n_units))
 
 
 _WORKER_ENCODER: dict = {}  # in a worker process: the encoder it loaded last (units come encoder by encoder)

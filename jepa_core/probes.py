@@ -127,6 +127,11 @@ def _mean_log_likelihood(estimator, X: np.ndarray, y: np.ndarray) -> float:
 NESTED_WORKERS = True  # False in evaluate's worker processes: the cores are already shared out among them
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def parallel_workers(limit: int) -> int:
     """Workers for `limit` independent single-threaded jobs: up to one per core where there are more
     than 2 cores, else 1 (on a shared 2-core machine extra workers only compete with other work), and
@@ -135,7 +140,7 @@ def parallel_workers(limit: int) -> int:
     Used for a probe's CV folds and the geometry bootstrap; each worker does the same arithmetic as
     the serial loop, so results do not depend on it (tests/test_probes.py, tests/test_geometry.py).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     return max(1, min(limit, cores)) if cores > 2 and NESTED_WORKERS else 1
 
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 import re
 import shutil
 import sys
@@ -126,11 +125,12 @@ def pretrain_all(params: Params, run_dir: Path, resume: bool = True, echo: Calla
 
     train.parallel_runs > 1 (CPU only) runs that many at once, each in a spawned process with
     cores / parallel_runs threads: a small encoder uses two cores poorly (its matmuls are too small to
-    split), so two single-thread runs side by side finish sooner than one after the other (measured:
-    docs/WORKBOOK.md). Each run is the same computation either way but for the thread count's
-    rounding. On a GPU the runs take turns on it."""
+    split), so two single-thread runs side by side should finish sooner than one after the other (not
+    yet measured side by side; the cpu reference run used it: docs/results/cpu/). Each run is the same
+    computation either way but for the thread count's rounding. On a GPU the runs take turns on it."""
     import torch
 
+    from jepa_core import probes
     from jepa_core.train import load_prepared_data
 
     runs = [(seed, objective) for seed in params.seeds for objective in params.objectives]
@@ -138,7 +138,7 @@ def pretrain_all(params: Params, run_dir: Path, resume: bool = True, echo: Calla
     if parallel == 1:
         data = load_prepared_data(run_dir / "data")
         return {model_name(params, o, s): pretrain(params, run_dir, o, s, data, resume) for s, o in runs}
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    threads = max(1, probes.available_cores() // parallel)
     echo(f"[pretrain] {len(runs)} runs, {parallel} at a time, {threads} thread(s) each")
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {model_name(params, o, s): pool.submit(_pretrain_in_process, params, run_dir, o, s, resume, threads)

@@ -322,9 +322,9 @@ def test_encoders_evaluated_in_worker_processes_give_the_same_tables(tmp_path, t
 
 
 def test_eval_workers_default_to_one_per_core_and_never_more_than_units(monkeypatch):
-    monkeypatch.setattr(ev.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(ev.probes, "available_cores", lambda: 16)
     assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 42) == 16 and ev.eval_workers(3, 7) == 3
-    monkeypatch.setattr(ev.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(ev.probes, "available_cores", lambda: 1)
     assert ev.eval_workers(None, 7) == 1
 
 
