@@ -72,6 +72,11 @@ class ModelConfig:
     max_position: int = 128
     # bert: hidden and attention-probability dropout; modernbert: embedding, attention and MLP dropout
     dropout: float = 0.1
+    # std of the random initial weights (encoder, MLM head, predictor): BERT's 0.02 by default. A small
+    # encoder leaves the unigram plateau far sooner from a larger init (docs/RECIPE.md: 0.05 at width 128).
+    # Our reading: the initial attention logits have std init_std^2 * hidden (0.05 at 0.02 x 128), so
+    # attention starts uniform and the query/key gradients, each proportional to the other, start near zero.
+    init_std: float = 0.02
     predictor_layers: int = 2  # JEPA predictor: a narrow transformer
     predictor_hidden: int = 128
     predictor_heads: int = 4
@@ -205,6 +210,7 @@ def _validate_ranges(p: Params) -> None:
     _check(m.predictor_hidden % m.predictor_heads == 0, "model.predictor_heads", m.predictor_heads,
            f"a divisor of model.predictor_hidden={m.predictor_hidden}")
     _check(0 <= m.dropout < 1, "model.dropout", m.dropout, "a number in [0, 1)")
+    _check(0 < m.init_std < 1, "model.init_std", m.init_std, "a number in (0, 1)")
     _check(0 < k.mlm_probability < 1, "mask.mlm_probability", k.mlm_probability, "a number in (0, 1)")
     _check(k.num_targets >= 1, "mask.num_targets", k.num_targets, "a positive integer")
     for key in ("target_scale", "context_scale"):

@@ -25,7 +25,6 @@ from .kernels import ATTENTION, linear_cross_entropy, use_fast_dropout
 from .losses import LossBalancer, jepa_loss
 from .pooling import masked_mean
 
-INIT_STD = 0.02  # BERT's initializer_range, also used for the modules built outside PreTrainedModel
 ROPE_THETA = 10_000.0  # modernbert: rotary base (encoder_config says why)
 
 
@@ -49,7 +48,7 @@ def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -
             num_attention_heads=m.heads, intermediate_size=m.ffn,
             hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout,
             max_position_embeddings=m.max_position, type_vocab_size=2, pad_token_id=pad_token_id,
-            initializer_range=INIT_STD, attn_implementation=ATTENTION,
+            initializer_range=m.init_std, attn_implementation=ATTENTION,
         )
     if m.architecture == "modernbert":
         return ModernBertConfig(
@@ -59,7 +58,7 @@ def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": ROPE_THETA}},
             embedding_dropout=m.dropout, attention_dropout=m.dropout, mlp_dropout=m.dropout,
             pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None, cls_token_id=None, sep_token_id=None,
-            initializer_range=INIT_STD, attn_implementation="sdpa",
+            initializer_range=m.init_std, attn_implementation="sdpa",
             # Older transformers 5.x compile ModernBERT's MLP/embeddings by default on CUDA (every
             # process, every model instance); train.compile decides that here.
             reference_compile=False,
@@ -84,11 +83,11 @@ def build_encoder(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) ->
     return ModernBertModel(config)
 
 
-def _init_bert_like(module: nn.Module) -> None:
-    """HF's BERT init (normal(0, 0.02) weights, zero biases, unit LayerNorm) for hand-built modules."""
+def _init_bert_like(module: nn.Module, std: float) -> None:
+    """HF's BERT init (normal(0, std) weights, zero biases, unit LayerNorm) for hand-built modules."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=INIT_STD)
+            nn.init.normal_(m.weight, std=std)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.LayerNorm):
@@ -115,7 +114,7 @@ class SparseMLMHead(nn.Module):
         self.model_type = config.model_type
         if self.model_type == "bert":
             self.transform = BertPredictionHeadTransform(config)
-            _init_bert_like(self.transform)
+            _init_bert_like(self.transform, config.initializer_range)
         elif self.model_type == "modernbert":
             self.transform = ModernBertPredictionHead(config)
             # ModernBERT's own init (truncated normal, dense scaled by 1/sqrt(2·layers)); apply() visits
@@ -155,7 +154,8 @@ class Predictor(nn.Module):
     Dropout is 0 (I-JEPA's predictor has none). Built from a BertEncoder (post-LN blocks, SDPA).
     """
 
-    def __init__(self, encoder_hidden: int, pred_hidden: int, depth: int, heads: int, max_position: int):
+    def __init__(self, encoder_hidden: int, pred_hidden: int, depth: int, heads: int, max_position: int,
+                 init_std: float = 0.02):
         super().__init__()
         self.config = BertConfig(
             vocab_size=1, hidden_size=pred_hidden, num_hidden_layers=depth, num_attention_heads=heads,
@@ -168,8 +168,8 @@ class Predictor(nn.Module):
         self.norm = nn.LayerNorm(pred_hidden, eps=self.config.layer_norm_eps)
         self.blocks = BertEncoder(self.config)
         self.out_proj = nn.Linear(pred_hidden, encoder_hidden)
-        _init_bert_like(self)
-        nn.init.normal_(self.mask_token, std=INIT_STD)
+        _init_bert_like(self, init_std)
+        nn.init.normal_(self.mask_token, std=init_std)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, context_valid: torch.Tensor,
                 target_idx: torch.Tensor, target_valid: torch.Tensor) -> torch.Tensor:
@@ -238,7 +238,7 @@ class PretrainModel(nn.Module):
         self.mlm_head = SparseMLMHead(self.encoder)
         if objective == "hybrid":
             self.predictor = Predictor(m.hidden, m.predictor_hidden, m.predictor_layers, m.predictor_heads,
-                                       m.max_position)
+                                       m.max_position, m.init_std)
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
             self.balancer = LossBalancer(o.lambda_mode, o.fixed_lambda)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
-from jepa_core.config import params_from_dict
+from jepa_core.config import ParamsError, params_from_dict
 from jepa_core.encode import takes_token_type_ids
 from jepa_core.kernels import ATTENTION
 from jepa_core.masking import PretrainCollator, TokenIds
@@ -391,3 +391,32 @@ def test_export_round_trip(tmp_path, architecture):
     assert type(loaded) is type(model.encoder) and loaded.config._attn_implementation == "sdpa"
     ids = torch.randint(5, VOCAB, (2, 16))
     torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, model.encoder(input_ids=ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_init_std_sets_the_scale_of_every_random_weight(architecture, tmp_path):
+    """model.init_std reaches the encoder (and its exported config), the MLM head and the predictor."""
+    def weight_std(module, kinds):
+        ws = [p.detach().flatten() for n, p in module.named_parameters() if p.dim() == 2 and any(k in n for k in kinds)]
+        return torch.cat(ws).std().item()
+
+    stds = {}
+    for init_std in (0.02, 0.08):
+        model = new_model(tiny_params(architecture, **{"model.init_std": init_std}))
+        stds[init_std] = {
+            "attention": weight_std(model.encoder, (".query.", ".key.", ".Wqkv.")),
+            "head": weight_std(model.mlm_head, ("transform",)),
+            "predictor": weight_std(model.predictor, ("in_proj", "blocks")),
+        }
+        model.encoder.save_pretrained(tmp_path / str(init_std))
+        assert AutoModel.from_pretrained(tmp_path / str(init_std)).config.initializer_range == init_std
+    # ModernBERT's normal truncated at 2 std (initializer_cutoff_factor) has 0.88 x its nominal std
+    shrink = 0.88 if architecture == "modernbert" else 1.0
+    assert stds[0.08]["attention"] == pytest.approx(0.08 * shrink, rel=0.05)
+    for part in ("attention", "head", "predictor"):
+        assert stds[0.08][part] / stds[0.02][part] == pytest.approx(4.0, rel=0.1), part
+
+
+def test_init_std_must_be_positive():
+    with pytest.raises(ParamsError, match="model.init_std"):
+        tiny_params(**{"model.init_std": 0.0})
