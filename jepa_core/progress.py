@@ -16,6 +16,7 @@ imbalance of parallel runs and the tail when fewer runs are left than slots, so 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -162,8 +163,9 @@ class Board:
             self.drawn = 0
 
     def _draw(self) -> None:
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line would break the cursor-up count
         for line in self.lines.values():
-            self.stream.write(line + "\x1b[K\n")
+            self.stream.write(line[:width] + "\x1b[K\n")
         self.drawn = len(self.lines)
         self.stream.flush()
 
@@ -195,6 +197,19 @@ class Board:
     def remove(self, key: str) -> None:
         with self.lock:
             self.lines.pop(key, None)
+
+    def finish(self, key: str) -> None:
+        """A key's work is done: its last line stays on screen (TTY) or is printed if it was held back."""
+        if self.tty:
+            line = self.lines.get(key)
+            self.remove(key)
+            if line is not None:
+                self.event(line)
+        else:
+            line = self.lines.get(key)
+            if line is not None:
+                self.status(key, line, force=True)
+            self.remove(key)
 
     def flush(self) -> None:
         """Non-TTY: print every line that changed since it was last printed; TTY: leave the block as it is."""
@@ -231,8 +246,7 @@ class Watcher:
             self.board.status(name, model.line())
             self._estimate(name)
             if model.done():
-                self.board.flush()
-                self.board.remove(name)
+                self.board.finish(name)
                 self.finished.add(name)
         for record in self.eval_tail.read():
             if record.get("phase") == "start":

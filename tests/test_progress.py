@@ -167,3 +167,12 @@ def test_a_display_error_is_reported_once_and_does_not_fail_the_step(tmp_path, m
         progress.note(tmp_path, unit="mlm/cola", phase="encode", split="dev", n=5)
     assert watcher.broken and not watcher.safe_poll()
     assert out.getvalue().splitlines() == ["(progress display stopped: ValueError: bad record)"]
+
+
+def test_tty_board_keeps_a_finished_line_above_the_live_block():
+    out = io.StringIO()
+    board = progress.Board(out, tty=True)
+    board.status("a", "a 9/9")
+    board.status("b", "b 1")
+    board.finish("a")
+    assert out.getvalue().endswith("\x1b[2F\x1b[Ja 9/9\nb 1\x1b[K\n") and list(board.lines) == ["b"]
