@@ -63,7 +63,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import geometry, glue, lexical, pooling, probes, stats
+from . import geometry, glue, lexical, pooling, probes, progress, stats
 from .config import HEADLINE_METRIC, Params, ParamsError, load_params, parse_overrides
 from .encode import TokenStates, encode, fingerprint, load_encoder
 
@@ -311,12 +311,17 @@ def evaluate_task(enc: Encoder, data: TaskData, loaded: tuple, params: Params, o
     e, task = params.eval, data.task
     model, tokenizer, fp = loaded
     cache = out / "cache" / "encode"
-    states = {split: _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
-              for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items())}
+    unit = f"{enc.key}/{task}"
+    states = {}
+    for split, df in (("train", data.train), ("dev", data.dev), *data.extra.items()):
+        progress.note(out, unit=unit, phase="encode", split=split, n=len(df))
+        states[split] = _encode_split(model, tokenizer, df, e, fp, cache, f"{task}-{split}")
     sts_pairs = None
     if task == "stsb":  # siamese u, v for zero-shot cosine and alignment, whatever the pair encoding
         sts_pairs = _encode_split(model, tokenizer, data.dev, e, fp, cache, f"{task}-dev", siamese=True)
-    for pool in (e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]):
+    pools = e.poolings if data.labelled else [p for p in e.poolings if p in pooling.FIXED]
+    for i, pool in enumerate(pools, 1):
+        progress.note(out, unit=unit, phase="pooling", pooling=pool, i=i, of=len(pools))
         note = ""
         if pool in pooling.LEARNED:
             ttype = probes.task_type(task)
@@ -332,6 +337,7 @@ def evaluate_task(enc: Encoder, data: TaskData, loaded: tuple, params: Params, o
         semantic = _probe_task(cell, data, features, params, results, note) if data.labelled else None
         _measure_geometry(cell, data, features["dev"], transform, sts_pairs, params, out, results)
         _probe_lexical(cell, data, features, semantic, params, results)
+    progress.note(out, unit=unit, phase="done")
 
 
 def _probe_task(cell, data: TaskData, features: dict, params: Params, results: Results, note: str):
@@ -542,6 +548,7 @@ def evaluate_encoders(encoders: list[Encoder], datasets: list[TaskData], params:
     16-core GPU machine sixteen. Spawned, not forked: a CUDA context cannot be forked."""
     units = [(enc, data) for enc in encoders for data in datasets]
     workers = eval_workers(params.eval.workers, len(units))
+    progress.note(out, phase="start", units=len(units), workers=workers)  # read by the runner's progress display
     if workers == 1:
         for enc in encoders:
             evaluate_encoder(enc, datasets, params, out, results)

@@ -499,3 +499,25 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     return text
+
+
+def console_verdicts(run_dir: str | Path) -> list[str]:
+    """summary.md's verdicts as plain lines for the console: claim, verdict and its first (headline) row's
+    hybrid − MLM difference with the seed-level 95% CI, plus how many of the claim's CIs lie above / below 0
+    (none with one seed: no seed-level interval).
+    The verdicts are `verdicts()`'s, from the run's results/metrics.csv and differences.csv."""
+    res = Path(run_dir) / "results"
+    metrics_df, differences_df = pd.read_csv(res / "metrics.csv"), pd.read_csv(res / "differences.csv")
+    one_seed = n_seeds(differences_df) == 1
+    lines = []
+    for v in verdicts(metrics_df, differences_df):
+        verdict = f"{INCONCLUSIVE} ({ONE_SEED})" if one_seed else v.verdict
+        head = "no rows"
+        if len(v.table):
+            r = v.table.iloc[0]
+            head = f"{r['task']} {r['metric']} ({r['pooling']}): {_ci(r['diff'], r['ci_low'], r['ci_high'])}"
+            if len(v.table) > 1 and np.isfinite(v.table["ci_low"].astype(float)).any():
+                sides = v.table["side"].tolist()
+                head += f"; {sides.count(1)} of {len(sides)} CIs above 0, {sides.count(-1)} below"
+        lines.append(f"{v.claim} {CLAIMS[v.claim]}: {verdict} | hybrid − MLM {head}")
+    return lines

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from jepa_core import progress
 from jepa_core.config import Params, ParamsError, load_params, parse_overrides, save_params
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +231,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run
     try:
         with _kernel_manager(run_dir) as km:
             pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
-                                km=km, progress_bar=True, log_output=log_output)
+                                km=km, progress_bar=False, log_output=log_output)  # progress.Watcher reports instead
     except pm.PapermillExecutionError as exc:  # a cell raised
         tb = "\n".join(exc.traceback[-6:]) if exc.traceback else ""
         raise WorkbookError(source.stem, output, f"{exc.ename}: {exc.evalue}\n{_strip_ansi(tb)}") from None
@@ -289,11 +290,13 @@ Executor = Callable[[Path, Path, dict, Path], None]
 def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping[str, Any] | None = None,
         force: bool = False, outputs_dir: str | Path = "outputs", notebooks_dir: Path = NOTEBOOKS_DIR,
         executor: Executor | None = None, html: bool = True, log_output: bool = False,
-        echo: Callable[[str], None] = print) -> list[StepResult]:
-    """Validate parameters, then execute the notebooks in order into outputs/<run_name>/.
+        echo: Callable[[str], None] = print, board: progress.Board | None = None) -> list[StepResult]:
+    """Validate parameters, then execute the notebooks in order into outputs/<run_name>/, showing live
+    progress (`progress.Watcher` on `board`, default: stdout) and ending with the verdicts (`report_end`).
 
     `executor(source, output, parameters, run_dir)` runs one notebook (default: papermill); tests
     pass a fake one to check the reuse logic without starting kernels."""
+    started = time.perf_counter()
     overrides = dict(overrides or {})
     if run_name is not None:
         overrides["run_name"] = run_name
@@ -310,6 +313,9 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
             execute_notebook(src, out, nb_params, rd, log_output=log_output)
 
     echo(f"run folder: {run_dir}")
+    board = board or progress.Board(sys.stdout)
+    runs = [model_name(params, o, s) for s in params.seeds for o in params.objectives]
+    parallel = min(params.train.parallel_runs, len(runs))
     results = []
     for i, (step, must_run) in enumerate(todo.items(), 1):
         output = run_dir / "notebooks" / f"{step}.ipynb"
@@ -318,13 +324,23 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
             results.append(StepResult(step, False, 0.0))
             continue
         echo(f"[{i}/{len(todo)}] {step}: running ...")
+        if step == "02_pretrain":
+            echo(f"[pretrain] plan: {len(runs)} run(s) ({', '.join(runs)}), {params.train.steps:,} steps each "
+                 f"(train.budget: {params.train.budget}), {parallel} at a time (CPU); an estimate follows after "
+                 f"the first {progress.ESTIMATE_STEPS} steps")
+        watcher = progress.Watcher(run_dir, runs, params.train.steps if params.train.budget == "steps" else None,
+                                   parallel, board)
         _marker(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}
         if "resume" in _notebook_parameters(notebooks_dir / f"{step}.ipynb"):
             nb_params["resume"] = not force  # --force: pre-train from scratch, not from checkpoints
         try:
-            executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
+            with watcher.running():
+                executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
+        except BaseException:
+            report_failure(step, watcher, time.perf_counter() - start, echo)
+            raise
         finally:
             if html and output.is_file():  # also for a failed notebook: the HTML shows where it stopped
                 export_html(output, output.with_suffix(".html"))
@@ -337,8 +353,42 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         results.append(StepResult(step, True, seconds))
     if html and any(r.ran for r in results):
         export_report([run_dir / "notebooks" / f"{s}.ipynb" for s in todo], run_dir / "report.html")
-    echo(f"finished: {run_dir / 'summary.md'}  report: {run_dir / 'report.html'}")
+    report_end(run_dir, time.perf_counter() - started, echo)
     return results
+
+
+def report_failure(step: str, watcher: progress.Watcher, seconds: float, echo: Callable[[str], None]) -> None:
+    """What was running when a step failed, how far it got, and how to continue."""
+    try:
+        lines = watcher.last_lines() or ["(none reported)"]
+    except Exception as exc:  # never hide the step's own error behind a display error
+        lines = [f"(unavailable: {type(exc).__name__}: {exc})"]
+    echo(f"{step} stopped after {seconds:.0f} s; last progress:")
+    for line in lines:
+        echo(f"  {line}")
+    echo("to resume: run the same command again; finished steps are reused and pre-training continues from "
+         "its last checkpoint")
+
+
+def report_end(run_dir: Path, seconds: float, echo: Callable[[str], None] = print) -> None:
+    """The answer: summary.md's verdicts (summary.console_verdicts), its learning warning, collapse
+    warnings, time, peak memory and where the summary and the report are."""
+    from jepa_core import summary
+
+    if (run_dir / "results" / "differences.csv").is_file():
+        echo("verdicts (hybrid − MLM, 95% CI over seeds; rules and all rows in summary.md):")
+        for line in summary.console_verdicts(run_dir):
+            echo(f"  {line}")
+        warning = summary.learning_warning(run_dir)
+        if warning:
+            echo("warning: " + warning.replace("**", "").replace("`", ""))
+        for w in summary.run_context(run_dir)["collapse_warnings"]:
+            echo(f"warning: {w}")
+    memory = progress.peak_memory()
+    echo(f"total {seconds / 60:.1f} min; peak memory (resident, per process): runner {memory['runner_gb']:.2f} GB, "
+         f"largest finished child process (kernel or worker) {memory['largest_child_gb']:.2f} GB")
+    echo(f"summary: {run_dir / 'summary.md'}")
+    echo(f"report:  {run_dir / 'report.html'}")
 
 
 # ---------------------------------------------------------------- CLI

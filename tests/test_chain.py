@@ -4,6 +4,8 @@ offline, on real Wikipedia ($WIKI_DIR) and GLUE ($GLUE_DIR); assertions on the p
 One chain run per session (module fixture, a few minutes on 2 cores); the other tests read it.
 Skipped with a reason when GLUE_DIR / WIKI_DIR are unset (CI sets both).
 """
+import contextlib
+import io
 import json
 import math
 import os
@@ -29,7 +31,10 @@ FIGURES = ["document_lengths", "training_curves", "probes_semantic_lexical", "un
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, glue_dir, wiki_dir):
     outputs = tmp_path_factory.mktemp("outputs")
-    results = wb.run(SMOKE, outputs_dir=outputs)
+    console = io.StringIO()  # not a terminal: the runner prints plain, throttled progress lines
+    with contextlib.redirect_stdout(console):
+        results = wb.run(SMOKE, outputs_dir=outputs)
+    (outputs / "console.txt").write_text(console.getvalue())
     return outputs / "smoke", results
 
 
@@ -54,6 +59,21 @@ def test_every_step_ran_and_wrote_its_files(chain, params):
     assert corpus["source"] == "wikiextractor"  # auto -> $WIKI_DIR offline
     assert corpus["splits"]["train"]["documents"] + corpus["splits"]["validation"]["documents"] \
         <= params.data.max_documents
+
+
+def test_console_shows_training_progress_and_ends_with_the_verdicts(chain, params):
+    """`make run` without --verbose: per-model progress lines while pre-training, then the answer."""
+    run_dir, _ = chain
+    lines = (run_dir.parent / "console.txt").read_text().splitlines()
+    for objective in params.objectives:  # each run's last line is always printed
+        assert any(line.startswith(f"pretrain {objective}: step {params.train.steps}/{params.train.steps}  loss ")
+                   for line in lines), objective
+    assert any(line.startswith("evaluate ") for line in lines)
+    verdicts = [line.strip() for line in lines if line.startswith("  C")]
+    assert [v.split()[0] for v in verdicts] == ["C1", "C2", "C3", "C4", "C5"]
+    assert all("inconclusive (one seed: not seed-level evidence) | hybrid − MLM " in v for v in verdicts)
+    assert f"summary: {run_dir / 'summary.md'}" in lines and f"report:  {run_dir / 'report.html'}" in lines
+    assert any(line.startswith("total ") and "peak memory" in line for line in lines)
 
 
 def test_models_load_with_transformers(chain, params):

@@ -296,3 +296,21 @@ def test_summary_shows_each_trained_encoder_against_random_init(tmp_path):
     assert "against the random-init one (sst2, mean pooling, probe accuracy" in text
     assert "| hybrid-s0 | 0.710 | 0.620 |" in text and "| yes |" in text
     assert "| mlm-s0 | 0.630 | 0.620 |" in text and "| **no** |" in text
+
+
+@pytest.mark.parametrize("seeds", [(0, 1, 2), (0,)])
+def test_console_verdicts_repeat_the_summary_verdicts_with_the_headline_interval(tmp_path, seeds):
+    metrics, diffs = _tables(_paper_like, seeds=seeds)
+    (tmp_path / "results").mkdir()
+    metrics.to_csv(tmp_path / "results" / "metrics.csv", index=False)
+    diffs.to_csv(tmp_path / "results" / "differences.csv", index=False)
+    lines = S.console_verdicts(tmp_path)
+    assert [line.split()[0] for line in lines] == ["C1", "C2", "C3", "C4", "C5"]
+    if len(seeds) == 1:
+        assert all(f": {INCONCLUSIVE} ({S.ONE_SEED}) | " in line and "CIs above" not in line for line in lines)
+        assert lines[0].endswith("sst2 uniformity (mean): -0.100 [–, –]")
+    else:
+        assert all(f": {REPRODUCED} | " in line for line in lines)
+        # C1: uniformity first, and 2 rows (uncentred and centred), both CIs below 0
+        assert lines[0].endswith("sst2 uniformity (mean): -0.100 [-0.150, -0.050]; 0 of 2 CIs above 0, 2 below")
+        assert "effective_rank (max): 0.100 [0.050, 0.150]; 15 of 15 CIs above 0, 0 below" in lines[1]
