@@ -23,6 +23,7 @@ TINY = {
     "mask.min_keep": 4,
     "train.steps": 30, "train.batch_size": 8, "train.lr": 3e-3, "train.warmup_steps": 3,
     "train.log_every": 1, "train.eval_every": 10, "train.eval_batches": 2, "train.checkpoint_every": 10,
+    "train.report_to": ["jsonl"],  # TensorBoard: tests/test_tensorboard.py and the chain test (smoke profile)
 }
 
 
