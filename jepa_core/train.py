@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -82,6 +83,7 @@ from .config import OBJECTIVES, Params, ParamsError, load_params, parse_override
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
 from .model import PretrainModel, ema_momentum, native_bf16
+from .model_card import write_card
 from .resume import claim_checkpoint, run_identity
 from .run_state import (
     Agree,
@@ -470,6 +472,9 @@ class Engine:
             with ckpt.atomic_dir(paths.model_dir) as tmp:
                 ckpt.save_encoder(tmp, self.core.encoder_for_export(), self.tokenizer)
                 (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
+                if (paths.model_dir / "README.md").exists():  # the folder is replaced: keep a hand-edited card
+                    shutil.copy2(paths.model_dir / "README.md", tmp / "README.md")
+                write_card(tmp, summary)  # training facts; the summary step adds the evaluation
             paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
             paths.summary_path.write_text(json.dumps(summary, indent=1))
         self.acc.wait_for_everyone()
