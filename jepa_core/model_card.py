@@ -68,7 +68,9 @@ def card_text(summary: Mapping[str, Any], evaluation: Sequence[Mapping[str, Any]
              "the student encoder (`AutoModel`) and its WordPiece tokenizer; the MLM head and predictor are not "
              "exported. Written by the research workbook (`jepa_core`).", "",
              "## Training", "",
-             f"- Data: `{source}` ({'Hugging Face dataset' if kind == 'hub' else 'local text'}), blocks of "
+             # a local corpus by its file name only: a card may be published, the machine's paths are not
+             f"- Data: `{where if kind == 'hub' else f'{kind}: {Path(where).name}'}` "
+             f"({'Hugging Face dataset' if kind == 'hub' else 'local text'}), blocks of "
              f"{p.get('data', {}).get('seq_len')} tokens",
              f"- Steps: {_num(summary.get('steps'))} ({summary.get('budget', {}).get('note', '')}); tokens seen: "
              f"{_num(summary.get('tokens'))}; seed {summary.get('seed')}",
@@ -85,7 +87,8 @@ def card_text(summary: Mapping[str, Any], evaluation: Sequence[Mapping[str, Any]
     else:
         lines.append("Not evaluated yet: the workbook's evaluation (notebooks 03/04) adds the GLUE probe results here.")
     lines += ["", "## Use", "", "```python", "from transformers import AutoModel, AutoTokenizer",
-              "tokenizer = AutoTokenizer.from_pretrained(PATH)", "encoder = AutoModel.from_pretrained(PATH)",
+              "path = \"<this folder, or its hub repo id>\"",
+              "tokenizer = AutoTokenizer.from_pretrained(path)", "encoder = AutoModel.from_pretrained(path)",
               "```", ""]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}",
                                    body="\n".join(lines)).content

@@ -32,6 +32,7 @@ def test_export_writes_a_card_with_the_training_facts(run):
     assert card.data.library_name == "transformers" and card.data.license == "other"
     assert {"jepa", "masked-lm", "feature-extraction"} <= set(card.data.tags)
     assert card.data.datasets is None  # local text (the embedded excerpt), not a hub dataset
+    assert "- Data: `wiki_dump: enwiki-" in card.text and "site-packages" not in card.text  # no local paths
     assert MC.MARKER in card.content and "Not evaluated yet" in card.text
     assert "- Steps: 6 (train.steps=6)" in card.text and f"tokens seen: {summary['tokens']:,}" in card.text
     final = summary["final"]
