@@ -108,11 +108,11 @@ def write_card(model_dir: str | Path, train_summary: Mapping[str, Any],
 
 
 def update_cards(run_dir: str | Path, metrics: Any) -> list[Path]:
-    """Rewrite the card of every models/<name>/ of a run with its evaluation rows (summary step)."""
+    """Rewrite the card of every exported encoder models/<name>/ of a run with its evaluation rows (summary step)."""
     written = []
-    for summary_path in sorted(Path(run_dir).glob("models/*/train_summary.json")):
-        s = json.loads(summary_path.read_text())
-        written.append(write_card(summary_path.parent, s, evaluation_rows(metrics, s["objective"], s.get("seed"))))
+    for model_dir in sorted(p.parent for p in Path(run_dir).glob("models/*/config.json")):
+        s = json.loads((model_dir / "train_summary.json").read_text())
+        written.append(write_card(model_dir, s, evaluation_rows(metrics, s["objective"], s.get("seed"))))
     return written
 
 
