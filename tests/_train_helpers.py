@@ -84,3 +84,24 @@ TIMING_FIELDS = ("tokens_per_s", "elapsed_s")
 def deterministic(records: list[dict]) -> list[dict]:
     """Log records without the wall-clock fields."""
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def read_events(folder: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalars in a TensorBoard run folder (a later session's value wins)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every event
+    acc.Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+def log_scalars(log_path: Path) -> dict[str, dict[int, float]]:
+    """What the TensorBoard event files should hold for a log.jsonl: {tag: {step: value}}."""
+    from jepa_core.run_state import tensorboard_scalars
+
+    steps, validations = read_log(log_path)
+    expected: dict[str, dict[int, float]] = {}
+    for record in steps + validations:
+        for tag, value in tensorboard_scalars(record).items():
+            expected.setdefault(tag, {})[record["step"]] = value
+    return expected

@@ -1,22 +1,12 @@
 """train.report_to=[jsonl, tensorboard]: the event files hold the JSONL log's numbers, at its steps."""
 import pytest
 import torch
-from _train_helpers import one_thread, read_log, tiny_data, tiny_params
+from _train_helpers import log_scalars, one_thread, read_events, read_log, tiny_data, tiny_params
 
 import jepa_core.train as T
 from jepa_core.run_state import tensorboard_scalars
 
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
 single_thread = pytest.fixture(autouse=True)(one_thread)
-
-
-def read_events(folder) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of the scalars in a TensorBoard run folder (a later session's value wins)."""
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every event
-    acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("objective", ["hybrid", "mlm"])
@@ -29,10 +19,7 @@ def test_event_files_hold_the_jsonl_values(tmp_path, objective):
     events = read_events(paths.tensorboard_dir)
     steps, validations = read_log(paths.log_path)
     assert [r["step"] for r in steps] == list(range(1, 13)) and [v["step"] for v in validations] == [5, 10, 12]
-    expected = {}
-    for record in steps + validations:
-        for tag, value in tensorboard_scalars(record).items():
-            expected.setdefault(tag, {})[record["step"]] = value
+    expected = log_scalars(paths.log_path)
     assert set(events) == set(expected)
     for tag in expected:  # TensorBoard stores float32
         assert events[tag] == pytest.approx(expected[tag], rel=1e-6, abs=1e-12), tag
