@@ -87,12 +87,16 @@ def deterministic(records: list[dict]) -> list[dict]:
 
 
 def read_events(folder: Path) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of the scalars in a TensorBoard run folder (a later session's value wins)."""
+    """{tag: {step: value}} of the scalars in a TensorBoard run folder; fails on a step logged twice."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every event
     acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    events = {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+    for tag, scalars in events.items():  # a resumed run's recomputed steps replace the earlier session's
+        steps = [e.step for e in scalars]
+        assert len(steps) == len(set(steps)), f"{tag}: steps logged twice: {sorted(steps)}"
+    return {tag: {e.step: e.value for e in scalars} for tag, scalars in events.items()}
 
 
 def log_scalars(log_path: Path) -> dict[str, dict[int, float]]:

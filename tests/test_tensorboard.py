@@ -29,6 +29,32 @@ def test_event_files_hold_the_jsonl_values(tmp_path, objective):
     assert always <= set(events)
 
 
+def test_a_resumed_run_replaces_the_events_after_its_checkpoint(tmp_path, monkeypatch):
+    """A crash after step 7 (checkpoint at 5): the resumed run recomputes steps 6-12; the event files,
+    like the JSONL log, hold each step once, with the values of the log."""
+    torch.set_num_threads(1)
+    params = tiny_params(train__steps=12, train__eval_every=5, train__checkpoint_every=5,
+                         train__report_to=["jsonl", "tensorboard"])
+    paths = T.RunPaths.for_run(tmp_path, "hybrid")
+    real = T.ema_momentum
+
+    def crash_at_step_8(step, *args):
+        if step == 7:  # 0-based: the eighth step, after seven logged ones
+            raise RuntimeError("simulated crash")
+        return real(step, *args)
+
+    monkeypatch.setattr(T, "ema_momentum", crash_at_step_8)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        T.train(params, "hybrid", paths, data=tiny_data())
+    assert max(read_events(paths.tensorboard_dir)["train/loss"]) == 7
+    monkeypatch.setattr(T, "ema_momentum", real)
+    T.train(params, "hybrid", paths, data=tiny_data(), resume=True)
+    events, expected = read_events(paths.tensorboard_dir), log_scalars(paths.log_path)
+    assert sorted(events["train/loss"]) == list(range(1, 13)) and set(events) == set(expected)
+    for tag in expected:
+        assert events[tag] == pytest.approx(expected[tag], rel=1e-6, abs=1e-12), tag
+
+
 def test_tensorboard_scalars_of_a_record():
     record = {"step": 3, "epoch": 0, "loss": 2.5, "mlm_loss": 2.0, "jepa_loss": None, "lr": 1e-3, "flops": 9.0,
               "warning": "possible representation collapse"}
