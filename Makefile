@@ -8,7 +8,7 @@ ARGS ?=
 # Offline and hermetic by default for tests: no hub calls, caches in temp dirs.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup lint test test-fast run bench clean lab
+.PHONY: setup lint test test-fast run bench clean lab tensorboard
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: setup
 
 lab: setup
 	$(BIN)/python -m jupyter lab notebooks/
+
+# The TensorBoard event files of one run (train.report_to): make tensorboard RUN=smoke
+RUN ?= $(PROFILE)
+tensorboard: setup
+	$(BIN)/tensorboard --logdir outputs/$(RUN)/logs/tensorboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -33,6 +33,7 @@ JEPA_LOSSES = ("cosine", "smooth_l1", "mse")
 LAMBDA_MODES = ("learned", "fixed", "uncertainty")
 PRECISIONS = ("auto", "bf16", "fp32")  # train.precision and the EMA targets' precision
 BUDGETS = ("steps", "flops", "seconds")
+REPORT_TO = ("jsonl", "tensorboard")  # train.report_to: where the training log goes (jsonl always)
 PAIR_ENCODINGS = ("joint", "siamese")
 RENAMED_SECTIONS = {"objective": "jepa"}  # old name -> new name, for a clear error on old profiles
 
@@ -121,6 +122,8 @@ class TrainConfig:
     # pre-training runs (seed x objective) at once on CPU, each in its own process with cores/N threads
     parallel_runs: int = 1
     log_every: int = 1  # JSONL log interval (steps)
+    # where the log records go: jsonl (always) | tensorboard (event files in logs/tensorboard/<model>/)
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
     eval_every: int = 100  # validation interval (steps)
     eval_batches: int = 8  # validation batches per evaluation
     checkpoint_every: int = 200  # checkpoint interval (steps); one is always written at the end
@@ -241,6 +244,8 @@ def _validate_ranges(p: Params) -> None:
     _check(t.budget != "seconds" or (t.budget_seconds or 0) > 0, "train.budget_seconds", t.budget_seconds,
            "a positive number when train.budget=seconds")
     _check_choice("train.precision", t.precision, PRECISIONS)
+    _check_choices("train.report_to", t.report_to, REPORT_TO)
+    _check("jsonl" in t.report_to, "train.report_to", t.report_to, "a list that includes jsonl (the log of record)")
     _check(t.num_workers >= 0, "train.num_workers", t.num_workers, "an integer >= 0")
     _check(t.collapse_std >= 0, "train.collapse_std", t.collapse_std, "a number >= 0")
     _check_choices("eval.tasks", e.tasks, TASKS)

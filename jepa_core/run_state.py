@@ -5,7 +5,8 @@
 - `plan_steps` + `TimeBudget`: how many steps train.budget allows. "steps" and "flops" fix the count
   up front; "seconds" plans provisionally, times the first steps, re-plans once, and stops the run
   when the wall-clock is spent. `TimeBudget` is also the run's clock (elapsed time across resumes).
-- `log_record`: one step's measured values -> the JSONL record (a pure function); `JsonlLog` writes it.
+- `log_record`: one step's measured values -> the JSONL record (a pure function); `JsonlLog` writes it;
+  `tensorboard_scalars`: the same record as TensorBoard scalars (train.report_to).
 """
 from __future__ import annotations
 
@@ -156,6 +157,17 @@ def log_record(run: RunState, values: Mapping[str, float], hybrid: bool, collaps
     if collapse:
         record["warning"] = "possible representation collapse: " + "; ".join(collapse)
     return record
+
+
+TENSORBOARD_KEYS = ("loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
+                    "target_std", "batch_effective_rank")
+
+
+def tensorboard_scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """The TensorBoard scalars of a JSONL record (a step's or a validation's), the same numbers under
+    train/<key> or validation/<key>; nulls (the JEPA values of an MLM run) are left out."""
+    split = record.get("split", "train")
+    return {f"{split}/{k}": record[k] for k in TENSORBOARD_KEYS if record.get(k) is not None}
 
 
 class JsonlLog:

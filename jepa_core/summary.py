@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from jepa_core.config import HEADLINE_METRIC, POOLINGS, TASKS
+from jepa_core.model_card import update_cards
 from jepa_core.stats import PER_SEED, POOLED
 
 LEXICAL_METRIC = "lexical_mfw"  # most-frequent-word probe accuracy (the paper's lexical probe)
@@ -443,7 +444,8 @@ def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[s
 
 def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
                   context: dict[str, Any] | None = None) -> str:
-    """Write run_dir/summary.md and return its text. context: see run_context (read from run_dir if None)."""
+    """Write run_dir/summary.md and return its text; update the model cards of run_dir/models/*/ with
+    their evaluation. context: see run_context (read from run_dir if None)."""
     run_dir = Path(run_dir)
     ctx = run_context(run_dir) if context is None else context
     learning = pd.DataFrame(ctx.get("learning") or [], columns=LEARNING_COLUMNS)
@@ -498,6 +500,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     text = "\n".join(out) + "\n"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    update_cards(run_dir, metrics_df)  # each encoder's model card gets its evaluation
     return text
 
 

@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -72,7 +73,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -82,8 +83,18 @@ from .config import OBJECTIVES, Params, ParamsError, load_params, parse_override
 from .flops import TokenCounts, measure_token_counts, training_flops_per_step
 from .masking import PretrainCollator, item_generator
 from .model import PretrainModel, ema_momentum, native_bf16
+from .model_card import write_card
 from .resume import claim_checkpoint, run_identity
-from .run_state import Agree, JsonlLog, RunState, Throughput, TimeBudget, log_record, plan_steps
+from .run_state import (
+    Agree,
+    JsonlLog,
+    RunState,
+    Throughput,
+    TimeBudget,
+    log_record,
+    plan_steps,
+    tensorboard_scalars,
+)
 
 FLOPS_PROBE_BATCHES = 8  # batches collated to measure token counts for the FLOPs estimate
 
@@ -109,20 +120,23 @@ class RunPaths:
     log_path: Path  # JSONL, one record per logged step / validation
     summary_path: Path  # train_summary.json
     data_dir: Path  # where train() builds the data when none is passed in
+    tensorboard_dir: Path  # TensorBoard event files (train.report_to includes tensorboard)
 
     @classmethod
     def in_folder(cls, out_dir: str | os.PathLike) -> "RunPaths":
         out = Path(out_dir)
-        return cls(out / "model", out / "checkpoint", out / "log.jsonl", out / "train_summary.json", out / "data")
+        return cls(out / "model", out / "checkpoint", out / "log.jsonl", out / "train_summary.json", out / "data",
+                   out / "tensorboard" / "run")
 
     @classmethod
     def for_run(cls, run_dir: str | os.PathLike, objective: str, seed: int | None = None) -> "RunPaths":
         """docs/DESIGN.md's run folder: models/<name>/, checkpoints/<name>/, logs/<name>.jsonl,
-        name = objective, or objective-s<seed> when `seed` is given (several seeds per run)."""
+        logs/tensorboard/<name>/; name = objective, or objective-s<seed> when `seed` is given (several
+        seeds per run)."""
         run, name = Path(run_dir), objective if seed is None else f"{objective}-s{seed}"
         model_dir = run / "models" / name
         return cls(model_dir, run / "checkpoints" / name, run / "logs" / f"{name}.jsonl",
-                   model_dir / "train_summary.json", run / "data")
+                   model_dir / "train_summary.json", run / "data", run / "logs" / "tensorboard" / name)
 
 
 # ---------------------------------------------------------------- data
@@ -458,10 +472,15 @@ class Engine:
             with ckpt.atomic_dir(paths.model_dir) as tmp:
                 ckpt.save_encoder(tmp, self.core.encoder_for_export(), self.tokenizer)
                 (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
+                if (paths.model_dir / "README.md").exists():  # the folder is replaced: keep a hand-edited card
+                    shutil.copy2(paths.model_dir / "README.md", tmp / "README.md")
+                write_card(tmp, summary)  # training facts; the summary step adds the evaluation
             paths.summary_path.parent.mkdir(parents=True, exist_ok=True)
             paths.summary_path.write_text(json.dumps(summary, indent=1))
         self.acc.wait_for_everyone()
-        if self.acc.num_processes > 1:  # an undestroyed gloo group can abort the process at exit (pytorch#190489)
+        # An undestroyed gloo group can abort the process at exit (pytorch#190489); end_training also
+        # closes the TensorBoard writer (train.report_to).
+        if self.acc.num_processes > 1 or self.acc.trackers:
             self.acc.end_training()
 
 
@@ -472,11 +491,27 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _accelerator(precision: str) -> Accelerator:
+def _accelerator(precision: str, tensorboard_dir: Path | None = None) -> Accelerator:
+    """The run's Accelerator; with `tensorboard_dir`, its TensorBoard tracker is set up to write there
+    (Accelerate's tracker API: it writes on the main process only, and the trainer already holds an
+    Accelerator, so no second writer is needed)."""
     # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate sets up gloo
     # DDP only when told cpu=True.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu)
+    if tensorboard_dir is None:
+        return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu)
+    if not is_tensorboard_available():
+        raise ImportError("train.report_to includes tensorboard but the tensorboard package is not installed: "
+                          "pip install tensorboard (requirements.txt installs it), or drop it from train.report_to")
+    return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu, log_with="tensorboard",
+                       project_dir=tensorboard_dir.parent)
+
+
+def _write_log(log: JsonlLog, acc: Accelerator, record: dict[str, Any]) -> None:
+    """One record to the JSONL log and, as scalars, to the trackers (none unless train.report_to asks):
+    the values the record already holds, so TensorBoard costs no extra host sync."""
+    log.write(record)
+    acc.log(tensorboard_scalars(record), step=record["step"])
 
 
 # ---------------------------------------------------------------- pieces of the step
@@ -594,7 +629,7 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     paths = out_dir if isinstance(out_dir, RunPaths) else RunPaths.in_folder(out_dir)
     seed = params.seed if seed is None else seed
     t, hybrid = params.train, objective == "hybrid"
-    acc = _accelerator(t.precision)
+    acc = _accelerator(t.precision, paths.tensorboard_dir if "tensorboard" in t.report_to else None)
     main, say = acc.is_main_process, acc.print
 
     # 1. data, batch order, cost of a step, planned steps -----------------------------------------
@@ -628,6 +663,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     # 3. the loop ---------------------------------------------------------------------------------
     say(_start_message(objective, engine, costs, run, data.source))
     log = JsonlLog(paths.log_path, main, keep_until_step=resumed_from)
+    # purge_step: TensorBoard drops an earlier session's events from this step on, as the JSONL log
+    # drops its records after the checkpoint's step.
+    acc.init_trackers(paths.tensorboard_dir.name, init_kwargs={"tensorboard": {"purge_step": (resumed_from or 0) + 1}})
     stream = batch_stream(BlockDataset(train_blocks), new_collator(), order, run.epoch, run.batch, t.num_workers)
     tokens_per_step, flops_per_step = t.batch_size * train_blocks.shape[1], costs.flops[objective]
     throughput = Throughput(tokens_per_step, run.step)
@@ -670,11 +708,11 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
                           "tokens_per_s": throughput(run.step), "elapsed_s": budget.elapsed()}
                 last = log_record(run, values, hybrid, t.collapse_std)
                 _warn_collapse_once(run, last, objective)
-                log.write(last)
+                _write_log(log, acc, last)
                 bar.set_postfix_str(_postfix(last), refresh=False)
             bar.update(1)
             if val_batches and _due(run.step, t.eval_every, run.total_steps):
-                log.write(engine.validate(val_batches, run.step))
+                _write_log(log, acc, engine.validate(val_batches, run.step))
             if (plan := budget.replan(run.step, engine.agree)) is not None:  # budget=seconds, once
                 run.total_steps, run.budget_note = plan
                 engine.schedule.total = bar.total = run.total_steps

@@ -23,6 +23,7 @@ TINY = {
     "mask.min_keep": 4,
     "train.steps": 30, "train.batch_size": 8, "train.lr": 3e-3, "train.warmup_steps": 3,
     "train.log_every": 1, "train.eval_every": 10, "train.eval_batches": 2, "train.checkpoint_every": 10,
+    "train.report_to": ["jsonl"],  # TensorBoard: tests/test_tensorboard.py and the chain test (smoke profile)
 }
 
 
@@ -83,3 +84,28 @@ TIMING_FIELDS = ("tokens_per_s", "elapsed_s")
 def deterministic(records: list[dict]) -> list[dict]:
     """Log records without the wall-clock fields."""
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def read_events(folder: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalars in a TensorBoard run folder; fails on a step logged twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every event
+    acc.Reload()
+    events = {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+    for tag, scalars in events.items():  # a resumed run's recomputed steps replace the earlier session's
+        steps = [e.step for e in scalars]
+        assert len(steps) == len(set(steps)), f"{tag}: steps logged twice: {sorted(steps)}"
+    return {tag: {e.step: e.value for e in scalars} for tag, scalars in events.items()}
+
+
+def log_scalars(log_path: Path) -> dict[str, dict[int, float]]:
+    """What the TensorBoard event files should hold for a log.jsonl: {tag: {step: value}}."""
+    from jepa_core.run_state import tensorboard_scalars
+
+    steps, validations = read_log(log_path)
+    expected: dict[str, dict[int, float]] = {}
+    for record in steps + validations:
+        for tag, value in tensorboard_scalars(record).items():
+            expected.setdefault(tag, {})[record["step"]] = value
+    return expected

@@ -104,6 +104,32 @@ def test_lambda_logged_at_every_hybrid_step(chain, params):
     assert any(r.get("split") == "validation" for r in _log(run_dir, "hybrid"))
 
 
+def test_tensorboard_event_files_hold_the_logged_values(chain, params):
+    from _train_helpers import log_scalars, read_events
+
+    run_dir, _ = chain
+    assert "tensorboard" in params.train.report_to
+    for objective in params.objectives:
+        expected = log_scalars(run_dir / "logs" / f"{objective}.jsonl")
+        events = read_events(run_dir / "logs" / "tensorboard" / objective)
+        assert set(events) == set(expected) and "train/loss" in events and "validation/mlm_loss" in events
+        for tag in expected:  # float32 in the event files
+            assert events[tag] == pytest.approx(expected[tag], rel=1e-6, abs=1e-12), (objective, tag)
+
+
+def test_model_cards_hold_training_facts_and_the_evaluation(chain, params):
+    from huggingface_hub import ModelCard
+
+    run_dir, _ = chain
+    m = pd.read_csv(run_dir / "results" / "metrics.csv")
+    for objective in params.objectives:
+        card = ModelCard.load(run_dir / "models" / objective / "README.md")
+        assert card.data.library_name == "transformers" and "jepa" in card.data.tags
+        assert f"- Steps: {params.train.steps} " in card.text
+        sst2 = m[(m["model"] == objective) & (m["task"] == "sst2") & (m["pooling"] == "mean")].iloc[0]
+        assert f"| sst2 | accuracy | {sst2['value']:.3f} [{sst2['ci_low']:.3f}, {sst2['ci_high']:.3f}] |" in card.text
+
+
 def test_metrics_cover_every_task_and_are_in_range(chain):
     run_dir, _ = chain
     m = pd.read_csv(run_dir / "results" / "metrics.csv")
