@@ -109,8 +109,9 @@ def project(run_dir: Path, keys: list[str], task: str, pooling: str, seed: int =
 def selection_table(metrics: pd.DataFrame, task: str, pooling: str, metric: str | None = None,
                     seed: int | str = ALL_SEEDS) -> pd.DataFrame:
     """value [CI] per encoder (metric × key) for the task × pooling, one metric or all; the chosen seed's
-    encoders and the baselines. With all of several seeds, a `<model> mean ± sd` column per model."""
-    sel = metrics[(metrics["task"] == task) & (metrics["pooling"] == pooling)]
+    encoders and the baselines (majority whatever the pooling: it has none). With all of several seeds,
+    a `<model> mean ± sd` column per model."""
+    sel = metrics[(metrics["task"] == task) & ((metrics["pooling"] == pooling) | (metrics["model"] == "majority"))]
     if metric:
         sel = sel[sel["metric"] == metric]
     sel = sel[sel["key"].isin(encoder_keys(metrics, seed)) | sel["model"].isin(BASELINES)]
@@ -140,7 +141,8 @@ class Explorer:
 
     def options(self, run: str) -> dict[str, list]:
         m = load_metrics(self.outputs_dir / run)
-        return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(m["pooling"].dropna())),
+        encoders = m[m["model"] != "majority"]  # the majority baseline's pooling "none" has no embeddings
+        return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(encoders["pooling"].dropna())),
                 "metric": sorted(m["metric"].unique()),
                 "seed": [("all seeds", ALL_SEEDS)] + [(f"s{s}", s) for s in seeds(m)],
                 "compare": [NO_COMPARISON] + [r for r in self.runs if r != run]}
@@ -156,8 +158,10 @@ class Explorer:
             if len(points) else None
         table = selection_table(metrics, task, pooling, metric, seed)
         if compare and compare != NO_COMPARISON:
-            other = selection_table(load_metrics(self.outputs_dir / compare), task, pooling, metric, seed)
-            table = side_by_side({run: table, compare: other})
+            other = load_metrics(self.outputs_dir / compare)
+            if seed != ALL_SEEDS and seed not in seeds(other):  # say so rather than show baselines only
+                seed, compare = ALL_SEEDS, f"{compare} (no seed {seed}: all seeds)"
+            table = side_by_side({run: table, compare: selection_table(other, task, pooling, metric, seed)})
         return fig, table
 
     def show(self):
@@ -194,7 +198,11 @@ class Explorer:
         out = w.Output()
         self.dropdowns = dd
 
+        refilling = []  # non-empty while new_run swaps the options: one redraw after, not one per dropdown
+
         def update(*_):
+            if refilling:
+                return
             out.clear_output(wait=True)
             with out:
                 try:
@@ -212,9 +220,13 @@ class Explorer:
 
         def new_run(change):
             o = self.options(change["new"])
-            for name in ("task", "pooling", "seed", "compare"):
-                dd[name].options = o[name]
-            dd["metric"].options = ["(all)"] + o["metric"]
+            refilling.append(True)
+            try:
+                for name in ("task", "pooling", "seed", "compare"):
+                    dd[name].options = o[name]
+                dd["metric"].options = ["(all)"] + o["metric"]
+            finally:
+                refilling.clear()
             update()
 
         dd["run"].observe(new_run, names="value")

@@ -36,3 +36,14 @@ def glue_dir() -> Path:
 @pytest.fixture(scope="session")
 def wiki_dir() -> Path:
     return _data_dir("WIKI_DIR", "WikiExtractor folder", "../shared/data/wikipedia")
+
+
+@pytest.fixture(scope="session")
+def smoke_chain(tmp_path_factory, glue_dir, wiki_dir):
+    """One papermill chain (workbook.run, parameters/smoke.yaml) per session, a few minutes on 2 cores:
+    (run folder, step results). test_chain.py checks it; test_browser.py shows its results in JupyterLab."""
+    from jepa_core import workbook
+
+    outputs = tmp_path_factory.mktemp("outputs")
+    results = workbook.run(REPO / "parameters" / "smoke.yaml", outputs_dir=outputs)
+    return outputs / "smoke", results

@@ -10,9 +10,10 @@ from jepa_core import explorer
 HYBRID_UNIFORMITY = {0: -2.0, 1: -3.0}
 
 
-def _metrics(offset: float) -> pd.DataFrame:
+def _metrics(offset: float, trained_seeds: list[int]) -> pd.DataFrame:
     rows = []
-    for model, seed_list in (("hybrid", [0, 1]), ("mlm", [0, 1]), ("random_init", [0]), ("majority", [None])):
+    for model, seed_list in (("hybrid", trained_seeds), ("mlm", trained_seeds), ("random_init", [0]),
+                             ("majority", [None])):
         for seed in seed_list:
             for task in ("sst2", "wiki"):
                 for metric in ("uniformity", "effective_rank"):
@@ -24,10 +25,10 @@ def _metrics(offset: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_run(outputs, name: str, offset: float):
+def _write_run(outputs, name: str, offset: float, trained_seeds=(0, 1)):
     run_dir = outputs / name
     (run_dir / "results").mkdir(parents=True)
-    _metrics(offset).to_csv(run_dir / "results" / "metrics.csv", index=False)
+    _metrics(offset, list(trained_seeds)).to_csv(run_dir / "results" / "metrics.csv", index=False)
     rng = np.random.default_rng(1)
     for task, labels in (("sst2", rng.integers(0, 2, 30)), ("wiki", np.zeros(30, dtype=int))):
         folder = run_dir / "results" / "embeddings" / task
@@ -51,6 +52,7 @@ def _panel_titles(fig):
 
 def test_seeds_and_encoder_keys(outputs):
     m = explorer.load_metrics(outputs / "r1")
+    assert explorer.Explorer(outputs).options("r1")["pooling"] == ["mean"]  # not majority's "none"
     assert explorer.seeds(m) == [0, 1]  # random_init's and majority's seed are not pre-training seeds
     assert explorer.encoder_keys(m) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
     assert explorer.encoder_keys(m, 1) == ["hybrid-s1", "mlm-s1"]
@@ -60,7 +62,7 @@ def test_seeds_and_encoder_keys(outputs):
 def test_table_for_one_seed_and_for_all_seeds_with_their_spread(outputs):
     m = explorer.load_metrics(outputs / "r1")
     one = explorer.selection_table(m, "sst2", "mean", "uniformity", seed=1)
-    assert list(one.columns) == ["hybrid-s1", "mlm-s1", "random_init"]
+    assert list(one.columns) == ["hybrid-s1", "majority", "mlm-s1", "random_init"]  # majority: any pooling
     assert one.loc["uniformity", "hybrid-s1"] == "-3.000 [-3.100, -2.900]"
     every = explorer.selection_table(m, "sst2", "mean", "uniformity")
     assert {"hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init"} <= set(every.columns)
@@ -93,8 +95,12 @@ def test_second_run_table_next_to_the_first(outputs):
     assert list(table.columns.get_level_values(0).unique()) == ["r1", "r2"]
     assert table.loc["uniformity", ("r1", "hybrid-s0")] == "-2.000 [-2.100, -1.900]"
     assert table.loc["uniformity", ("r2", "hybrid-s0")] == "8.000 [7.900, 8.100]"
+    _write_run(outputs, "one-seed", 20.0, trained_seeds=[0])
+    _, table = explorer.Explorer(outputs, run="r1").render("r1", "sst2", "mean", "uniformity", seed=1,
+                                                           compare="one-seed")
+    assert table.loc["uniformity", ("one-seed (no seed 1: all seeds)", "hybrid-s0")] == "18.000 [17.900, 18.100]"
     _, alone = ex.render("r1", "sst2", "mean", "uniformity", seed=0, compare="(none)")
-    assert list(alone.columns) == ["hybrid-s0", "mlm-s0", "random_init"]
+    assert list(alone.columns) == ["hybrid-s0", "majority", "mlm-s0", "random_init"]
 
 
 def test_every_dropdown_reaches_render(outputs, monkeypatch):
@@ -115,6 +121,10 @@ def test_every_dropdown_reaches_render(outputs, monkeypatch):
         dd[name].value = value
         assert calls[-1][position] == (None if value == "(all)" else value), name
     assert dd["compare"].options == ("(none)", "r1")  # the run itself is not offered for comparison
+    dd["compare"].value, dd["seed"].value = "r1", 1
+    calls.clear()
+    dd["run"].value = "r1"  # new options for every dropdown: one redraw; seed 1 kept (r1 has it), compare reset
+    assert calls == [("r1", "wiki", "mean", None, 1, "(none)")]
 
 
 def test_headless_renders_static_view(outputs, monkeypatch, capsys):
