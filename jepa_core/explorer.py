@@ -1,5 +1,6 @@
-"""An ipywidgets explorer over finished runs: pick run, task, pooling and metric; see both
-encoders' dev embeddings side by side (PCA to 2-D, coloured by label) and the metric table.
+"""An ipywidgets explorer over finished runs: pick run, task, pooling, metric and seed (one or all, to
+see the spread between pre-training seeds); see the encoders' dev embeddings side by side (PCA to 2-D,
+coloured by label where the task has labels) and the metric table, optionally next to a second run's.
 
     from jepa_core.explorer import Explorer
     Explorer("outputs").show()          # in JupyterLab: dropdowns + live plot
@@ -20,6 +21,9 @@ import pandas as pd
 from jepa_core import figures
 
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
+ALL_SEEDS = "all"
+NO_COMPARISON = "(none)"
+BASELINES = ("majority", "random_init")  # not pre-trained: no seed of their own to choose
 
 
 def _image(fig):
@@ -45,52 +49,86 @@ def find_runs(outputs_dir: str | Path) -> list[str]:
 
 @lru_cache(maxsize=8)
 def _metrics(path: str, mtime: float) -> pd.DataFrame:  # mtime in the key: a re-run is re-read
-    return pd.read_csv(path)
+    m = pd.read_csv(path)
+    # the folder name evaluate.py gives each encoder (Encoder.key): <model>-s<seed>, baselines without seed
+    seeded = m["seed"].notna() & ~m["model"].isin(BASELINES)
+    key = m["model"].astype(str).where(~seeded, m["model"].astype(str) + "-s" + m["seed"].astype("Int64").astype(str))
+    return m.assign(key=key)
 
 
 def load_metrics(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "results" / "metrics.csv"
+    path = Path(run_dir) / "results" / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (is {run_dir} a finished run?)")
     return _metrics(str(path), path.stat().st_mtime)
 
 
-def load_embeddings(run_dir: Path, model: str, task: str, pooling: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(X, labels) of the dev embeddings evaluate() saved for this selection (first seed), or None.
+def seeds(metrics: pd.DataFrame) -> list[int]:
+    """The pre-training seeds of the run's trained encoders."""
+    trained = metrics[~metrics["model"].isin(BASELINES)]
+    return sorted(int(s) for s in trained["seed"].dropna().unique())
 
-    Layout (evaluate.py): results/embeddings/<task>/<model>[-s<seed>]/<pooling>.npy, rows in the
-    order of results/embeddings/<task>/examples.parquet, which holds the labels."""
+
+def encoder_keys(metrics: pd.DataFrame, seed: int | str = ALL_SEEDS) -> list[str]:
+    """The trained encoders' keys (hybrid-s0, mlm-s0, ...) for one seed or all, grouped by model."""
+    trained = metrics[~metrics["model"].isin(BASELINES)]
+    if seed != ALL_SEEDS:
+        trained = trained[trained["seed"] == seed]
+    return list(trained.sort_values(["model", "seed"])["key"].drop_duplicates())
+
+
+def load_embeddings(run_dir: Path, key: str, task: str, pooling: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X, labels) of the dev embeddings evaluate() saved for one encoder key, or None.
+
+    Layout (evaluate.py): results/embeddings/<task>/<key>/<pooling>.npy, rows in the order of
+    results/embeddings/<task>/examples.parquet, which holds the labels."""
     folder = Path(run_dir) / "results" / "embeddings" / task
-    for candidate in [folder / model, *sorted(folder.glob(f"{model}-s*"))]:
-        path = candidate / f"{pooling}.npy"
-        if path.is_file() and (folder / "examples.parquet").is_file():
-            labels = pd.read_parquet(folder / "examples.parquet", columns=["label"])["label"].to_numpy()
-            return np.load(path), labels
-    return None
+    path = folder / key / f"{pooling}.npy"
+    if not (path.is_file() and (folder / "examples.parquet").is_file()):
+        return None
+    labels = pd.read_parquet(folder / "examples.parquet", columns=["label"])["label"].to_numpy()
+    return np.load(path), labels
 
 
-def project(run_dir: Path, models: list[str], task: str, pooling: str, seed: int = 0) -> pd.DataFrame:
-    """PCA to 2-D of each model's dev embeddings (fitted per model): `model, x, y, label`."""
+def project(run_dir: Path, keys: list[str], task: str, pooling: str, seed: int = 0) -> pd.DataFrame:
+    """PCA to 2-D of each encoder's dev embeddings (fitted per encoder): `model, x, y, label`."""
     from sklearn.decomposition import PCA
 
     frames = []
-    for model in models:
-        loaded = load_embeddings(run_dir, model, task, pooling)
+    for key in keys:
+        loaded = load_embeddings(run_dir, key, task, pooling)
         if loaded is None:
             continue
         X, labels = loaded
         keep = np.random.default_rng(seed).permutation(len(X))[:PROJECTED_POINTS]
         xy = PCA(n_components=2, random_state=seed).fit_transform(np.asarray(X, dtype=np.float64)[keep])
-        frames.append(pd.DataFrame({"model": model, "x": xy[:, 0], "y": xy[:, 1], "label": np.asarray(labels)[keep]}))
+        frames.append(pd.DataFrame({"model": key, "x": xy[:, 0], "y": xy[:, 1], "label": np.asarray(labels)[keep]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "x", "y", "label"])
 
 
-def selection_table(metrics: pd.DataFrame, task: str, pooling: str, metric: str | None = None) -> pd.DataFrame:
-    """value [CI] per model for the task × pooling (one metric, or all of them)."""
-    sel = metrics[(metrics["task"] == task) & (metrics["pooling"] == pooling)]
+def selection_table(metrics: pd.DataFrame, task: str, pooling: str, metric: str | None = None,
+                    seed: int | str = ALL_SEEDS) -> pd.DataFrame:
+    """value [CI] per encoder (metric × key) for the task × pooling, one metric or all; the chosen seed's
+    encoders and the baselines (majority whatever the pooling: it has none). With all of several seeds,
+    a `<model> mean ± sd` column per model."""
+    sel = metrics[(metrics["task"] == task) & ((metrics["pooling"] == pooling) | (metrics["model"] == "majority"))]
     if metric:
         sel = sel[sel["metric"] == metric]
+    sel = sel[sel["key"].isin(encoder_keys(metrics, seed)) | sel["model"].isin(BASELINES)]
     cell = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else f"{v:.3f}"
             for v, lo, hi in zip(sel["value"], sel["ci_low"], sel["ci_high"])]
-    return sel.assign(cell=cell).pivot_table(index="metric", columns="model", values="cell", aggfunc="first")
+    table = sel.assign(cell=cell).pivot_table(index="metric", columns="key", values="cell", aggfunc="first")
+    trained = sel[~sel["model"].isin(BASELINES)]
+    if seed == ALL_SEEDS and trained["seed"].nunique() > 1:
+        spread = trained.groupby(["metric", "model"])["value"].agg(["mean", "std"])
+        cells = (spread["mean"].map("{:.3f}".format) + " ± " + spread["std"].map("{:.3f}".format)).unstack("model")
+        table = table.join(cells.rename(columns=lambda m: f"{m} mean ± sd"))
+    return table.rename_axis(columns=None)
+
+
+def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several runs' selection tables in one, columns (run, encoder), rows the union of metrics."""
+    return pd.concat(tables, axis=1, names=["run", None])
 
 
 class Explorer:
@@ -101,21 +139,30 @@ class Explorer:
             raise FileNotFoundError(f"run {run!r} has no results/metrics.csv under {self.outputs_dir}")
         self.run = run or (self.runs[0] if self.runs else None)
 
-    def options(self, run: str) -> dict[str, list[str]]:
+    def options(self, run: str) -> dict[str, list]:
         m = load_metrics(self.outputs_dir / run)
-        return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(m["pooling"].dropna())),
-                "metric": sorted(m["metric"].unique())}
+        encoders = m[m["model"] != "majority"]  # the majority baseline's pooling "none" has no embeddings
+        return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(encoders["pooling"].dropna())),
+                "metric": sorted(m["metric"].unique()),
+                "seed": [("all seeds", ALL_SEEDS)] + [(f"s{s}", s) for s in seeds(m)],
+                "compare": [NO_COMPARISON] + [r for r in self.runs if r != run]}
 
-    def render(self, run: str, task: str, pooling: str, metric: str | None):
-        """(Figure or None, table) for one selection."""
+    def render(self, run: str, task: str, pooling: str, metric: str | None, seed: int | str = ALL_SEEDS,
+               compare: str | None = None):
+        """(Figure or None, table) for one selection; with `compare`, that run's table beside this one's."""
         run_dir = self.outputs_dir / run
         metrics = load_metrics(run_dir)
-        models = [m for m in ("hybrid", "mlm") if m in set(metrics["model"])] or \
-            sorted(set(metrics["objective"].dropna()))
-        points = project(run_dir, models, task, pooling)
-        fig = figures.projection(points, f"{run}: {task} dev embeddings, {pooling} pooling (PCA)") \
+        points = project(run_dir, encoder_keys(metrics, seed), task, pooling)
+        ncols = metrics.loc[~metrics["model"].isin(BASELINES), "model"].nunique()
+        fig = figures.projection(points, f"{run}: {task} dev embeddings, {pooling} pooling (PCA)", ncols=ncols) \
             if len(points) else None
-        return fig, selection_table(metrics, task, pooling, metric)
+        table = selection_table(metrics, task, pooling, metric, seed)
+        if compare and compare != NO_COMPARISON:
+            other = load_metrics(self.outputs_dir / compare)
+            if seed != ALL_SEEDS and seed not in seeds(other):  # say so rather than show baselines only
+                seed, compare = ALL_SEEDS, f"{compare} (no seed {seed}: all seeds)"
+            table = side_by_side({run: table, compare: selection_table(other, task, pooling, metric, seed)})
+        return fig, table
 
     def show(self):
         from IPython.display import display
@@ -142,36 +189,51 @@ class Explorer:
         from IPython.display import display
 
         opts = self.options(self.run)
-        run_dd = w.Dropdown(options=self.runs, value=self.run, description="run")
-        task_dd = w.Dropdown(options=opts["task"], value=task, description="task")
-        pool_dd = w.Dropdown(options=opts["pooling"], value=pooling, description="pooling")
-        metric_dd = w.Dropdown(options=["(all)"] + opts["metric"], value=metric, description="metric")
+        dd = {"run": w.Dropdown(options=self.runs, value=self.run, description="run"),
+              "task": w.Dropdown(options=opts["task"], value=task, description="task"),
+              "pooling": w.Dropdown(options=opts["pooling"], value=pooling, description="pooling"),
+              "metric": w.Dropdown(options=["(all)"] + opts["metric"], value=metric, description="metric"),
+              "seed": w.Dropdown(options=opts["seed"], value=ALL_SEEDS, description="seed"),
+              "compare": w.Dropdown(options=opts["compare"], value=NO_COMPARISON, description="compare")}
         out = w.Output()
+        self.dropdowns = dd
+
+        refilling = []  # non-empty while new_run swaps the options: one redraw after, not one per dropdown
 
         def update(*_):
+            if refilling:
+                return
             out.clear_output(wait=True)
             with out:
                 try:
-                    fig, table = self.render(run_dd.value, task_dd.value, pool_dd.value,
-                                             None if metric_dd.value == "(all)" else metric_dd.value)
+                    fig, table = self.render(dd["run"].value, dd["task"].value, dd["pooling"].value,
+                                             None if dd["metric"].value == "(all)" else dd["metric"].value,
+                                             dd["seed"].value, dd["compare"].value)
                 except Exception as exc:  # show the problem in the widget instead of a silent callback error
                     print(f"cannot render this selection: {exc}")
                     return
                 if fig is None:
-                    print("no cached dev embeddings for this selection (label-free 'wiki' rows have no labels)")
+                    print("no cached dev embeddings for this selection")
                 else:
                     display(_image(fig))
                 display(table)
 
         def new_run(change):
             o = self.options(change["new"])
-            task_dd.options, pool_dd.options, metric_dd.options = o["task"], o["pooling"], ["(all)"] + o["metric"]
+            refilling.append(True)
+            try:
+                for name in ("task", "pooling", "seed", "compare"):
+                    dd[name].options = o[name]
+                dd["metric"].options = ["(all)"] + o["metric"]
+            finally:
+                refilling.clear()
             update()
 
-        run_dd.observe(new_run, names="value")
-        for dd in (task_dd, pool_dd, metric_dd):
-            dd.observe(update, names="value")
+        dd["run"].observe(new_run, names="value")
+        for name in ("task", "pooling", "metric", "seed", "compare"):
+            dd[name].observe(update, names="value")
         update()
-        box = w.VBox([w.HBox([run_dd, task_dd]), w.HBox([pool_dd, metric_dd]), out])
+        box = w.VBox([w.HBox([dd["run"], dd["task"], dd["seed"]]), w.HBox([dd["pooling"], dd["metric"],
+                                                                           dd["compare"]]), out])
         display(box)
         return box

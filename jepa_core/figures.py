@@ -373,18 +373,21 @@ def difference_heatmaps(differences: pd.DataFrame, metrics: Sequence[str] | None
     return fig
 
 
-def projection(points: pd.DataFrame, title: str = "") -> Figure:
-    """2-D projections side by side: `model, x, y, label` → one panel per model, coloured by label."""
+def projection(points: pd.DataFrame, title: str = "", ncols: int | None = None) -> Figure:
+    """2-D projections side by side: `model, x, y, label` → one panel per model (ncols a row), coloured by
+    label; one colour and no legend when every point has the same label (unlabelled data, e.g. `wiki`)."""
     _require(points, ["model", "x", "y", "label"], "projection")
     models = list(dict.fromkeys(points["model"])) or ["(none)"]
-    fig, axes = _figure(len(models), ncols=len(models), panel=(4.2, 3.8))
+    fig, axes = _figure(len(models), ncols=ncols or len(models), panel=(4.2, 3.8))
+    labelled = points["label"].nunique() > 1
     numeric = pd.api.types.is_float_dtype(points["label"]) and points["label"].nunique() > 10
     for ax, model in zip(axes, models):
         sub = points[points["model"] == model]
-        sns.scatterplot(sub, x="x", y="y", hue="label", s=12, ax=ax, linewidth=0,
-                        palette="viridis" if numeric else "tab10", legend=ax is axes[-1])
+        sns.scatterplot(sub, x="x", y="y", hue="label" if labelled else None, s=12, ax=ax, linewidth=0,
+                        palette=("viridis" if numeric else "tab10") if labelled else None,
+                        legend=labelled and ax is axes[-1])
         ax.set_title(model)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
-    fig.suptitle(title or "Dev embeddings, PCA to 2-D")
+    fig.suptitle((title or "Dev embeddings, PCA to 2-D") + ("" if labelled else " — unlabelled"))
     return fig

@@ -246,9 +246,10 @@ display(fig)'''),
 from jepa_core.summary import write_summary
 
 display(Markdown(write_summary(metrics, differences, run_dir)))'''),
-        md("## Explorer\n\nPick a run, task, pooling and metric: the dev embeddings of both encoders projected to "
-           "2-D (PCA), coloured by label, and the metric table for the selection. Needs a live kernel with widgets "
-           "(JupyterLab); in a headless run it only prints what it would show."),
+        md("## Explorer\n\nPick a run, task, pooling, metric and seed (one, or all to see the spread between "
+           "pre-training seeds): the dev embeddings of the encoders projected to 2-D (PCA), coloured by label, and "
+           "the metric table for the selection; `compare` puts a second run's table beside it. Needs a live kernel "
+           "with widgets (JupyterLab); in a headless run it renders the default selection once."),
         code('''
 from jepa_core.explorer import Explorer
 

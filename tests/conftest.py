@@ -1,4 +1,6 @@
 """Hermetic, offline test session: no hub calls, caches and matplotlib config in temp dirs."""
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -36,3 +38,17 @@ def glue_dir() -> Path:
 @pytest.fixture(scope="session")
 def wiki_dir() -> Path:
     return _data_dir("WIKI_DIR", "WikiExtractor folder", "../shared/data/wikipedia")
+
+
+@pytest.fixture(scope="session")
+def smoke_chain(tmp_path_factory, glue_dir, wiki_dir):
+    """One papermill chain (workbook.run, parameters/smoke.yaml) per session, a few minutes on 2 cores:
+    (run folder, step results). test_chain.py checks it; test_browser.py shows its results in JupyterLab."""
+    from jepa_core import workbook
+
+    outputs = tmp_path_factory.mktemp("outputs")
+    console = io.StringIO()  # not a terminal: the runner prints plain, throttled progress lines
+    with contextlib.redirect_stdout(console):
+        results = workbook.run(REPO / "parameters" / "smoke.yaml", outputs_dir=outputs)
+    (outputs / "console.txt").write_text(console.getvalue())
+    return outputs / "smoke", results

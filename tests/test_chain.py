@@ -1,11 +1,9 @@
 """End to end: the four notebooks executed by papermill (workbook.run) with parameters/smoke.yaml,
 offline, on real Wikipedia ($WIKI_DIR) and GLUE ($GLUE_DIR); assertions on the produced files.
 
-One chain run per session (module fixture, a few minutes on 2 cores); the other tests read it.
+One chain run per session (conftest.smoke_chain, a few minutes on 2 cores); the tests here read it.
 Skipped with a reason when GLUE_DIR / WIKI_DIR are unset (CI sets both).
 """
-import contextlib
-import io
 import json
 import math
 import os
@@ -29,13 +27,8 @@ FIGURES = ["document_lengths", "training_curves", "probes_semantic_lexical", "un
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, glue_dir, wiki_dir):
-    outputs = tmp_path_factory.mktemp("outputs")
-    console = io.StringIO()  # not a terminal: the runner prints plain, throttled progress lines
-    with contextlib.redirect_stdout(console):
-        results = wb.run(SMOKE, outputs_dir=outputs)
-    (outputs / "console.txt").write_text(console.getvalue())
-    return outputs / "smoke", results
+def chain(smoke_chain):
+    return smoke_chain
 
 
 @pytest.fixture(scope="module")

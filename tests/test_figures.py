@@ -121,7 +121,19 @@ def test_projection_side_by_side():
     rng = np.random.default_rng(0)
     pts = pd.DataFrame({"model": np.repeat(["hybrid", "mlm"], 20), "x": rng.normal(size=40), "y": rng.normal(size=40),
                         "label": rng.integers(0, 2, 40)})
-    _assert_labelled(figures.projection(pts), 2)
+    fig = figures.projection(pts)
+    _assert_labelled(fig, 2)
+    assert _visible_axes(fig)[-1].get_legend() is not None  # labels 0/1: a legend on the last panel
+
+
+def test_projection_of_unlabelled_points_has_no_legend():
+    rng = np.random.default_rng(0)
+    pts = pd.DataFrame({"model": np.repeat(["hybrid", "mlm"], 20), "x": rng.normal(size=40), "y": rng.normal(size=40),
+                        "label": 0})
+    fig = figures.projection(pts, "wiki", ncols=1)
+    assert all(ax.get_legend() is None for ax in _visible_axes(fig)) and "unlabelled" in fig.get_suptitle()
+    assert len({tuple(c) for ax in _visible_axes(fig) for c in ax.collections[0].get_facecolors()}) == 1
+    assert _visible_axes(fig)[1].get_position().y0 < _visible_axes(fig)[0].get_position().y0  # ncols=1: stacked
 
 
 def test_missing_columns_are_named():
@@ -132,62 +144,6 @@ def test_missing_columns_are_named():
 def test_save_writes_png(tmp_path, metrics):
     path = figures.save(figures.effective_rank_bars(metrics), tmp_path, "er")
     assert path == tmp_path / "figures" / "er.png" and path.read_bytes()[:4] == b"\x89PNG"
-
-
-# ---------------------------------------------------------------- explorer (figures in a widget)
-
-@pytest.fixture()
-def fake_run(tmp_path, metrics):
-    """outputs/<run>/ with metrics.csv and the embeddings layout evaluate() writes."""
-    run_dir = tmp_path / "outputs" / "r1"
-    (run_dir / "results").mkdir(parents=True)
-    metrics.to_csv(run_dir / "results" / "metrics.csv", index=False)
-    rng = np.random.default_rng(1)
-    folder = run_dir / "results" / "embeddings" / "sst2"
-    for key in ("hybrid-s0", "mlm-s0"):
-        (folder / key).mkdir(parents=True)
-        np.save(folder / key / "mean.npy", rng.normal(size=(30, 8)).astype(np.float32))
-    pd.DataFrame({"example": range(30), "sentence1": ["s"] * 30, "sentence2": [None] * 30,
-                  "label": rng.integers(0, 2, 30)}).to_parquet(folder / "examples.parquet")
-    return run_dir
-
-
-def test_explorer_projection_and_table(fake_run):
-    from jepa_core import explorer
-
-    points = explorer.project(fake_run, ["hybrid", "mlm"], "sst2", "mean")
-    assert list(points["model"].unique()) == ["hybrid", "mlm"] and len(points) == 60
-    assert np.isfinite(points[["x", "y"]].to_numpy()).all()
-    assert explorer.project(fake_run, ["hybrid"], "sst2", "max").empty  # nothing saved for max
-    table = explorer.selection_table(explorer.load_metrics(fake_run), "sst2", "mean", "uniformity")
-    assert list(table.index) == ["uniformity"] and {"hybrid", "mlm"} <= set(table.columns)
-    assert table.loc["uniformity", "hybrid"].count("[") == 1  # value [CI]
-
-
-def test_explorer_headless_renders_static_view(fake_run, monkeypatch, capsys):
-    from jepa_core import explorer
-
-    shown = []
-    monkeypatch.setenv("JEPA_HEADLESS", "1")
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
-    assert explorer.Explorer(fake_run.parent).show() is None
-    assert "static view of run=r1 task=sst2 pooling=mean" in capsys.readouterr().out
-    assert type(shown[0]).__name__ == "Image" and isinstance(shown[1], pd.DataFrame)
-
-
-def test_explorer_widgets_build_without_a_frontend(fake_run, monkeypatch):
-    from jepa_core import explorer
-
-    monkeypatch.delenv("JEPA_HEADLESS", raising=False)
-    monkeypatch.setattr("IPython.display.display", lambda obj: None)
-    ex = explorer.Explorer(fake_run.parent, run="r1")
-    ex.show()
-    run_dd, task_dd = ex.box.children[0].children
-    pool_dd, metric_dd = ex.box.children[1].children
-    assert (run_dd.value, task_dd.value, pool_dd.value, metric_dd.value) == ("r1", "sst2", "mean", "uniformity")
-    pool_dd.value = "max"  # a selection without embeddings: handled, no exception
-    with pytest.raises(FileNotFoundError, match="nope"):
-        explorer.Explorer(fake_run.parent, run="nope")
 
 
 def test_difference_heatmaps_show_the_seed_level_rows_of_an_evaluate_table():

@@ -1,0 +1,142 @@
+"""The explorer without a browser: seed selection, unlabelled tasks, two-run comparison, widget wiring
+(tests/test_browser.py drives the same widgets in JupyterLab)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from jepa_core import explorer
+
+# hybrid's uniformity on sst2 × mean per seed: mean -2.5, sd (sample) 0.7071
+HYBRID_UNIFORMITY = {0: -2.0, 1: -3.0}
+
+
+def _metrics(offset: float, trained_seeds: list[int]) -> pd.DataFrame:
+    rows = []
+    for model, seed_list in (("hybrid", trained_seeds), ("mlm", trained_seeds), ("random_init", [0]),
+                             ("majority", [None])):
+        for seed in seed_list:
+            for task in ("sst2", "wiki"):
+                for metric in ("uniformity", "effective_rank"):
+                    v = HYBRID_UNIFORMITY[seed] if (model, task, metric) == ("hybrid", "sst2", "uniformity") \
+                        else 1.0 + (seed or 0)
+                    rows.append(dict(model=model, objective=model, seed=seed, task=task,
+                                     pooling="none" if model == "majority" else "mean", metric=metric,
+                                     value=v + offset, ci_low=v + offset - 0.1, ci_high=v + offset + 0.1))
+    return pd.DataFrame(rows)
+
+
+def _write_run(outputs, name: str, offset: float, trained_seeds=(0, 1)):
+    run_dir = outputs / name
+    (run_dir / "results").mkdir(parents=True)
+    _metrics(offset, list(trained_seeds)).to_csv(run_dir / "results" / "metrics.csv", index=False)
+    rng = np.random.default_rng(1)
+    for task, labels in (("sst2", rng.integers(0, 2, 30)), ("wiki", np.zeros(30, dtype=int))):
+        folder = run_dir / "results" / "embeddings" / task
+        for key in ("hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init"):
+            (folder / key).mkdir(parents=True)
+            np.save(folder / key / "mean.npy", rng.normal(size=(30, 8)).astype(np.float32))
+        pd.DataFrame({"example": range(30), "label": labels}).to_parquet(folder / "examples.parquet")
+    return run_dir
+
+
+@pytest.fixture()
+def outputs(tmp_path):
+    _write_run(tmp_path, "r1", 0.0)
+    _write_run(tmp_path, "r2", 10.0)
+    return tmp_path
+
+
+def _panel_titles(fig):
+    return [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+
+
+def test_seeds_and_encoder_keys(outputs):
+    m = explorer.load_metrics(outputs / "r1")
+    assert explorer.Explorer(outputs).options("r1")["pooling"] == ["mean"]  # not majority's "none"
+    assert explorer.seeds(m) == [0, 1]  # random_init's and majority's seed are not pre-training seeds
+    assert explorer.encoder_keys(m) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
+    assert explorer.encoder_keys(m, 1) == ["hybrid-s1", "mlm-s1"]
+    assert set(m.loc[m["model"] == "random_init", "key"]) == {"random_init"}
+
+
+def test_table_for_one_seed_and_for_all_seeds_with_their_spread(outputs):
+    m = explorer.load_metrics(outputs / "r1")
+    one = explorer.selection_table(m, "sst2", "mean", "uniformity", seed=1)
+    assert list(one.columns) == ["hybrid-s1", "majority", "mlm-s1", "random_init"]  # majority: any pooling
+    assert one.loc["uniformity", "hybrid-s1"] == "-3.000 [-3.100, -2.900]"
+    every = explorer.selection_table(m, "sst2", "mean", "uniformity")
+    assert {"hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init"} <= set(every.columns)
+    assert every.loc["uniformity", "hybrid mean ± sd"] == "-2.500 ± 0.707"
+    assert every.loc["uniformity", "mlm mean ± sd"] == "1.500 ± 0.707"
+
+
+def test_figure_shows_the_chosen_seeds_one_row_per_seed(outputs):
+    ex = explorer.Explorer(outputs, run="r1")
+    fig, _ = ex.render("r1", "sst2", "mean", None, seed=0)
+    assert _panel_titles(fig) == ["hybrid-s0", "mlm-s0"]
+    fig, _ = ex.render("r1", "sst2", "mean", None)
+    assert _panel_titles(fig) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
+    assert fig.axes[0].get_position().y0 > fig.axes[2].get_position().y0  # two models a row: 2 × 2 grid
+
+
+def test_unlabelled_task_has_no_label_legend(outputs):
+    ex = explorer.Explorer(outputs, run="r1")
+    wiki, _ = ex.render("r1", "wiki", "mean", None)
+    assert all(ax.get_legend() is None for ax in wiki.axes)
+    sst2, _ = ex.render("r1", "sst2", "mean", None)
+    legend = [ax.get_legend() for ax in sst2.axes if ax.get_legend() is not None]
+    assert [t.get_text() for t in legend[0].get_texts()] == ["0", "1"]
+
+
+def test_second_run_table_next_to_the_first(outputs):
+    ex = explorer.Explorer(outputs, run="r1")
+    assert ex.options("r1")["compare"] == ["(none)", "r2"]
+    _, table = ex.render("r1", "sst2", "mean", "uniformity", seed=0, compare="r2")
+    assert list(table.columns.get_level_values(0).unique()) == ["r1", "r2"]
+    assert table.loc["uniformity", ("r1", "hybrid-s0")] == "-2.000 [-2.100, -1.900]"
+    assert table.loc["uniformity", ("r2", "hybrid-s0")] == "8.000 [7.900, 8.100]"
+    _write_run(outputs, "one-seed", 20.0, trained_seeds=[0])
+    _, table = explorer.Explorer(outputs, run="r1").render("r1", "sst2", "mean", "uniformity", seed=1,
+                                                           compare="one-seed")
+    assert table.loc["uniformity", ("one-seed (no seed 1: all seeds)", "hybrid-s0")] == "18.000 [17.900, 18.100]"
+    _, alone = ex.render("r1", "sst2", "mean", "uniformity", seed=0, compare="(none)")
+    assert list(alone.columns) == ["hybrid-s0", "majority", "mlm-s0", "random_init"]
+
+
+def test_every_dropdown_reaches_render(outputs, monkeypatch):
+    """Widgets built without a frontend: each dropdown change re-renders with the new value."""
+    monkeypatch.delenv("JEPA_HEADLESS", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda obj: None)
+    calls = []
+    original = explorer.Explorer.render
+    monkeypatch.setattr(explorer.Explorer, "render",
+                        lambda self, *args: calls.append(args) or original(self, *args))
+    ex = explorer.Explorer(outputs, run="r1")
+    ex.show()
+    dd = ex.dropdowns
+    assert calls[-1] == ("r1", "sst2", "mean", "uniformity", "all", "(none)")
+    assert [label for label, _ in dd["seed"].options] == ["all seeds", "s0", "s1"]
+    for name, value, position in (("task", "wiki", 1), ("pooling", "mean", 2), ("metric", "(all)", 3),
+                                  ("seed", 1, 4), ("compare", "r2", 5), ("run", "r2", 0)):
+        dd[name].value = value
+        assert calls[-1][position] == (None if value == "(all)" else value), name
+    assert dd["compare"].options == ("(none)", "r1")  # the run itself is not offered for comparison
+    dd["compare"].value, dd["seed"].value = "r1", 1
+    calls.clear()
+    dd["run"].value = "r1"  # new options for every dropdown: one redraw; seed 1 kept (r1 has it), compare reset
+    assert calls == [("r1", "wiki", "mean", None, 1, "(none)")]
+
+
+def test_headless_renders_static_view(outputs, monkeypatch, capsys):
+    shown = []
+    monkeypatch.setenv("JEPA_HEADLESS", "1")
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    assert explorer.Explorer(outputs, run="r1").show() is None
+    assert "static view of run=r1 task=sst2 pooling=mean" in capsys.readouterr().out
+    assert type(shown[0]).__name__ == "Image" and isinstance(shown[1], pd.DataFrame)
+
+
+def test_unknown_run_is_named(outputs):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        explorer.Explorer(outputs, run="nope")
+    assert explorer.Explorer(outputs / "empty").show() is None  # no runs: a message, not a crash
