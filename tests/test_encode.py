@@ -168,3 +168,24 @@ def test_exported_encoders_of_each_architecture_load_and_encode(tmp_path, tokeni
     r2, _ = enc.load_encoder(tmp_path, random_init=True, seed=3)
     assert type(r1) is type(ours)
     assert enc.fingerprint(r1, tokenizer) == enc.fingerprint(r2, tokenizer) != enc.fingerprint(ours, tokenizer)
+
+
+def test_reference_minilm_loads_offline_and_encodes_384_dims():
+    from jepa_core.pooling import pool
+
+    assert enc.reference_encoder_path("all-MiniLM-L6-v2") == MINILM
+    model, tokenizer = enc.load_reference_encoder("all-MiniLM-L6-v2")
+    pair = ["A man is playing a guitar.", "A person plays the guitar.", "Stock markets fell sharply today."]
+    X = pool(enc.encode(model, tokenizer, pair, max_length=32, progress=False), "mean")
+    assert X.shape == (3, 384)
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    # trained weights, not a random init: the paraphrase is far closer than the unrelated sentence
+    assert Z[0] @ Z[1] > 0.6 > Z[0] @ Z[2]
+    # any HF folder works the same way
+    assert enc.reference_encoder_path(str(MINILM)) == MINILM
+
+
+def test_reference_encoder_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not an HF model folder .no config.json.; give a folder or one of "
+                                                "all-MiniLM-L6-v2"):
+        enc.load_reference_encoder(tmp_path / "nowhere")
