@@ -228,6 +228,7 @@ class Watcher:
         self.tails = {name: JsonlTail(self.run_dir / "logs" / f"{name}.jsonl", from_end) for name in models}
         self.eval_tail = JsonlTail(self.run_dir / EVAL_PROGRESS, from_end)
         self.eval_units: dict[str, dict] = {}
+        self.eval_since: dict[str, float] = {}  # unit -> board clock when its latest record was read
         self.eval_total: int | None = None
         self.estimated: dict[str, float] = {}  # objective -> s/step
         self.finished: set[str] = set()
@@ -255,12 +256,17 @@ class Watcher:
                 continue
             unit = str(record.get("unit"))
             self.eval_units[unit] = record
+            self.eval_since[unit] = self.board.clock()
             if record.get("phase") == "done":
                 self.board.remove(unit)
                 done = sum(r.get("phase") == "done" for r in self.eval_units.values())
                 self.board.event(f"evaluate {unit}: done ({done}/{self.eval_total or '?'} units)")
-            else:
-                self.board.status(unit, eval_line(record))
+        # A probe can run for tens of seconds without a new record: the time spent in the current phase
+        # keeps each active unit's line changing, so a log file still gets a line every `interval`.
+        now = self.board.clock()
+        for unit, record in self.eval_units.items():
+            if record.get("phase") != "done":
+                self.board.status(unit, f"{eval_line(record)}  ({now - self.eval_since[unit]:.0f} s)")
 
     def _estimate(self, name: str) -> None:
         """Once per objective: the whole pre-training's duration from this model's first steps."""

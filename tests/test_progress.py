@@ -125,9 +125,17 @@ def test_watcher_reports_evaluation_units(tmp_path):
     progress.note(tmp_path, unit="hybrid/sst2", phase="pooling", pooling="max", i=2, of=5)
     watcher.poll()  # changed within the interval: held back
     assert watcher.last_lines() == ["evaluate hybrid/sst2: pooling max (2/5): probe and geometry"]
+    clock.now = 25.0  # a long probe: no new record, but its line still reaches the log every interval
+    watcher.poll()
+    clock.now = 30.0
+    watcher.poll()  # within the interval: held back
+    clock.now = 36.0
+    watcher.poll()
     progress.note(tmp_path, unit="hybrid/sst2", phase="done")
     watcher.poll()
-    assert out.getvalue().splitlines() == ["evaluate hybrid/sst2: encoding train (2,000 texts)",
+    assert out.getvalue().splitlines() == ["evaluate hybrid/sst2: encoding train (2,000 texts)  (0 s)",
+                                           "evaluate hybrid/sst2: pooling max (2/5): probe and geometry  (25 s)",
+                                           "evaluate hybrid/sst2: pooling max (2/5): probe and geometry  (36 s)",
                                            "evaluate hybrid/sst2: done (1/2 units)"]
 
 
