@@ -138,12 +138,14 @@ def test_interrupt_then_resume_reproduces_every_step(runs, tmp_path, monkeypatch
         return real(step, *args)
 
     monkeypatch.setattr(T, "ema_momentum", interrupt_at_step_15)
+    # what the process had before: Python's default handler, or SIG_IGN in a shell's background job
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as info:
         T.train(params, "hybrid", tmp_path, data=tiny_data())
     assert isinstance(info.value, T.TrainingInterrupted) and info.value.step == 15
     assert ckpt.load_checkpoint(tmp_path / "checkpoint")["step"] == 15
     assert not (tmp_path / "model").exists()  # no final model from an unfinished run
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
     monkeypatch.setattr(T, "ema_momentum", real)
 
     summary = T.train(params, "hybrid", tmp_path, data=tiny_data(), resume=True)
