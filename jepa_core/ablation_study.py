@@ -55,7 +55,7 @@ def variant_names(params: Params) -> list[str]:
 
 def study_runs(params: Params) -> list[AblationRun]:
     """Every (variant, seed) and the MLM baseline's runs; main runs are reused (`AblationRun.reuses`)."""
-    return expand(params, [*variant_names(params), BASELINE], params.ablations.seeds or None)
+    return expand(params, [BASELINE, *variant_names(params)], params.ablations.seeds or None)
 
 
 def trained_names(params: Params) -> list[str]:
@@ -181,8 +181,8 @@ def summary_section(effects: pd.DataFrame) -> str:
              "variant − MLM, paired by pre-training seed, with the seed-level 95% interval and the claim rules "
              "above (the variant in the hybrid's place; the first row of each claim is shown, all rows in "
              "`ablations/results/effects.csv`). A claim that holds for a variant as for hybrid-learned does not "
-             "depend on the knob that variant changes; one that appears for mlm-flops comes from compute, not "
-             "from JEPA.", ""]
+             "depend on the knob that variant changes; an effect that mlm-flops also shows can come from extra "
+             "compute alone, without JEPA.", ""]
     lines += [f"- {s}" for s in effect_sentences(effects)] or ["- no variant was compared"]
     return "\n".join(lines) + "\n"
 

@@ -442,7 +442,8 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
     for a, b in pairs:
         seeds_a = [enc.seed for enc in encoders if enc.name == a]
         seeds_b = [enc.seed for enc in encoders if enc.name == b]
-        seed_pairs = list(zip(seeds_a, seeds_b))  # seed i of a against seed i of b
+        # seed k of a against seed k of b; models without common seed numbers: in the order given
+        seed_pairs = [(s, s) for s in seeds_a] if set(seeds_a) == set(seeds_b) else list(zip(seeds_a, seeds_b))
         cells = dict.fromkeys((task, pool, metric) for (model, _, task, pool, metric) in results.measures if model == a)
         for task, pool, metric in cells:
             get = results.measures.get
