@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from jepa_core import ablation_figures, ablation_study as study, evaluate, summary
+from jepa_core import ablation_figures, evaluate, summary
+from jepa_core import ablation_study as study
 from jepa_core.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,8 @@ def test_one_seed_effects_are_inconclusive_and_say_why():
 
 
 def test_summary_section_is_replaced_not_repeated(tmp_path):
-    (tmp_path / "summary.md").write_text("# Summary\n\n## C1: x\ntext\n\n## What drives the effect\nstale line\n\n## Later\nkept\n")
+    (tmp_path / "summary.md").write_text("# Summary\n\n## C1: x\ntext\n\n## What drives the effect\nstale line\n\n"
+                                         "## Later\nkept\n")
     effects = study.effect_table(_metrics(["hybrid-learned", "mlm"]),
                                  pd.DataFrame(_claim_rows("hybrid-learned", (0.1, 0.05, 0.15))))
     for _ in range(2):
