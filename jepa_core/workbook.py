@@ -10,7 +10,7 @@ whose marker matches, so an interrupted run continues from the first incomplete 
 `eval`-only change re-runs only the analysis notebooks. `--force` re-runs everything.
 
 Each executed notebook is saved to `<run>/notebooks/NN_*.ipynb` and exported to HTML next to
-it; `<run>/report.html` gathers all four without their code (nbconvert `exclude_input`).
+it; `<run>/report.html` gathers them all without their code (nbconvert `exclude_input`).
 The notebooks call `open_run()` below first thing, so they also work opened by hand in
 JupyterLab (from the project root or from `notebooks/`).
 """
