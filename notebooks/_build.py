@@ -274,6 +274,7 @@ if not on:
           "(docs/WORKBOOK.md: how to turn it on and what it costs)")
 else:
     require(run_dir, "results/metrics.csv", "results/embeddings/wiki/examples.parquet", step="03_probe")
+    print("reference encoders:", study.reference_models(params) or "none")  # a bad one fails here, before training
     summaries = study.pretrain_variants(params, run_dir, resume)  # variants that are not main runs
     print(f"pre-trained: {', '.join(summaries) or 'nothing (every run is a main run)'}")'''),
         code('''

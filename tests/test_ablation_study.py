@@ -140,6 +140,15 @@ def test_off_when_nothing_is_listed(smoke):
     assert study.enabled(load_params(SMOKE, {"ablations.variants": []}))  # reference encoders alone
 
 
+def test_reference_models_key_is_a_list_of_names(tmp_path):
+    from jepa_core.config import ParamsError
+
+    with pytest.raises(ParamsError, match="eval.reference_models"):
+        load_params(SMOKE, {"eval.reference_models": "all-MiniLM-L6-v2"})
+    with pytest.raises(FileNotFoundError, match="no config.json"):  # named when 05 resolves it, before any work
+        study.reference_models(load_params(SMOKE, {"eval.reference_models": [str(tmp_path)]}))
+
+
 def test_evaluate_study_uses_the_protocol_with_the_claims_poolings(smoke, tmp_path, monkeypatch):
     calls = {}
     monkeypatch.setattr(evaluate, "evaluate", lambda models, params, out, wiki, **kw: calls.update(
