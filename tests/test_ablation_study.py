@@ -119,6 +119,9 @@ def test_study_models_reuse_main_runs_and_add_reference_encoders(smoke, tmp_path
     assert models["mlm"] == {0: tmp_path / "models" / "mlm"}  # the main MLM run is the baseline, reused
     assert models["hybrid-fixed0.5"] == {0: tmp_path / "models" / "hybrid-fixed0.5-s0"}
     assert models["mlm-flops"] == {0: tmp_path / "models" / "mlm-flops-s0"}
+    assert "all-MiniLM-L6-v2" not in models  # smoke lists no reference encoder (chain cost)
+    smoke = load_params(SMOKE, {"eval.reference_models": ["all-MiniLM-L6-v2"]})
+    models, objectives = study.study_models(smoke, tmp_path)
     (ref,) = models["all-MiniLM-L6-v2"].items()
     assert ref[0] is None and (ref[1] / "config.json").is_file()
     assert objectives == {"mlm": "mlm", "hybrid-fixed0.5": "hybrid", "mlm-flops": "mlm",
@@ -137,7 +140,7 @@ def test_study_models_reuse_main_runs_and_add_reference_encoders(smoke, tmp_path
 def test_off_when_nothing_is_listed(smoke):
     off = load_params(SMOKE, {"ablations.variants": [], "eval.reference_models": []})
     assert study.enabled(smoke) and not study.enabled(off) and study.trained_names(off) == []
-    assert study.enabled(load_params(SMOKE, {"ablations.variants": []}))  # reference encoders alone
+    assert study.enabled(load_params(SMOKE, {"ablations.variants": [], "eval.reference_models": ["x"]}))
 
 
 def test_reference_models_key_is_a_list_of_names(tmp_path):
@@ -211,3 +214,60 @@ def test_layerwise_figure_bands_seeds_and_dashes_references():
     hybrid, ref = ax.lines[:2]
     assert hybrid.get_ydata().tolist() == pytest.approx([0.2, 1.2, 2.2])  # mean over the two seeds
     assert ref.get_linestyle() == "--" and len(ax.collections) == 1  # one band: the model with seeds
+
+
+# ---------------------------------------------------------------- a real (tiny) study with a reference encoder
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A run folder as 01-03 leave it (two tiny encoders, wiki sentences, geometry examples) and a tiny
+    reference encoder: what 05 reads, at unit-test cost."""
+    import torch
+    from test_evaluate import MINILM, WIKI, make_glue, small_params
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("study")
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    for seed, folder in enumerate((root / "models" / "hybrid", root / "models" / "mlm", root / "ref_encoder")):
+        torch.manual_seed(seed)
+        BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                  ).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    params = small_params(make_glue(root / "glue"), ["sst2"])
+    params.ablations.variants, params.eval.reference_models = [], [str(root / "ref_encoder")]
+    (root / "data").mkdir()
+    (root / "data" / "wiki_sentences.json").write_text(json.dumps(WIKI))
+    for task, texts in (("sst2", WIKI[:30]), ("wiki", WIKI[30:60])):  # 03's geometry examples
+        (root / "results" / "embeddings" / task).mkdir(parents=True)
+        pd.DataFrame({"sentence1": texts}).to_parquet(root / "results" / "embeddings" / task / "examples.parquet")
+    return root, params
+
+
+def test_reference_encoder_gets_its_own_rows_with_the_protocol(tiny_study):
+    root, params = tiny_study
+    assert study.enabled(params) and study.pretrain_variants(params, root) == {}  # nothing to train
+    metrics, differences = study.evaluate_study(params, root)
+    ref = metrics[metrics["model"] == "ref_encoder"]
+    assert set(metrics["model"]) == {"ref_encoder", "majority"} and differences.empty  # nothing to pair
+    assert (ref["objective"] == study.REFERENCE).all() and ref["seed"].isna().all()
+    assert set(ref["task"]) == {"sst2", "wiki"} and set(ref["pooling"]) == {"mean", "max"}
+    assert {"accuracy", "uniformity", "effective_rank", "lexical_mfw"} <= set(ref["metric"])
+    assert ((ref["ci_low"] <= ref["value"] + 1e-9) & (ref["value"] <= ref["ci_high"] + 1e-9)).all()
+    saved = pd.read_csv(root / "ablations" / "results" / "metrics.csv")
+    assert len(saved) == len(metrics) and (root / "ablations" / "results" / "embeddings" / "sst2" / "ref_encoder"
+                                            / "mean.npy").is_file()
+    effects = study.write_effects(root, metrics, differences)
+    assert effects.empty and "no variant was compared" in study.summary_section(effects)
+
+
+def test_layerwise_table_covers_main_models_and_the_reference(tiny_study):
+    root, params = tiny_study
+    table = study.layerwise_study(params, root)
+    assert table.equals(pd.read_csv(root / "results" / "layerwise.csv", dtype={"seed": "Int64"}))
+    assert set(table["model"]) == {"hybrid", "mlm", "ref_encoder"} and set(table["task"]) == {"sst2", "wiki"}
+    for _, g in table.groupby(["model", "task"]):
+        assert sorted(g["layer"].unique()) == [0, 1, 2] and len(g) == 9  # 3 metrics x (embeddings + 2 layers)
+    ref = table[table["model"] == "ref_encoder"]
+    assert (ref["objective"] == study.REFERENCE).all() and ref["seed"].isna().all()
+    assert (table.loc[table["model"] == "hybrid", "seed"] == 0).all() and (table["n"] == 30).all()
