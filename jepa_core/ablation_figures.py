@@ -8,9 +8,27 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures import GEOMETRY_LABELS, _empty, _figure, _ordered, _palette, _require
+from .figures import GEOMETRY_LABELS, MODEL_COLOURS, _empty, _figure, _ordered, _require
 
 REFERENCE = "reference"  # ablation_study.REFERENCE (not imported: figures stay free of the study's imports)
+# one colour per variant in every figure of 05 (figures._palette alone colours by position in each figure)
+VARIANT_COLOURS = {"hybrid-learned": MODEL_COLOURS["hybrid"], "mlm-steps": MODEL_COLOURS["mlm"],
+                   "hybrid-uncertainty": "#2ca02c", "hybrid-shared": "#9467bd", "mlm-flops": "#8c564b"}
+FIXED_LAMBDA_COLOUR = "#ff7f0e"  # hybrid-fixed<λ>
+
+
+OTHER_COLOURS = ("#e377c2", "#17becf", "#000000")  # tab10's colours not taken above, then black
+
+
+def _palette(names) -> dict[str, str]:
+    out, others = {}, 0
+    for n in names:
+        colour = VARIANT_COLOURS.get(n) or MODEL_COLOURS.get(n)
+        colour = colour or (FIXED_LAMBDA_COLOUR if str(n).startswith("hybrid-fixed") else None)
+        if colour is None:
+            colour, others = OTHER_COLOURS[others % len(OTHER_COLOURS)], others + 1
+        out[n] = colour
+    return out
 
 
 def forest(effects: pd.DataFrame, claim: str) -> Figure:

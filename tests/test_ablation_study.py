@@ -196,6 +196,16 @@ def test_forest_draws_one_panel_per_claim_row_and_hollow_points_without_interval
     assert len(ax.containers) == 1  # one error bar: hybrid-learned's interval
 
 
+
+def test_a_variant_keeps_its_colour_across_figures_and_never_takes_mlms():
+    from jepa_core.figures import MODEL_COLOURS
+
+    alone = ablation_figures._palette(["hybrid-fixed0.5", "mlm-flops", "all-MiniLM-L6-v2"])  # a forest plot
+    beside_mlm = ablation_figures._palette(["mlm", "all-MiniLM-L6-v2", "mlm-flops", "hybrid-fixed0.5"])  # points
+    assert all(alone[n] == beside_mlm[n] for n in alone)
+    assert MODEL_COLOURS["mlm"] not in alone.values() and len(set(beside_mlm.values())) == 4
+
+
 def test_reference_encoders_are_lines_in_the_point_figures():
     metrics = _metrics(["mlm", "hybrid-fixed0.5"])
     ref = metrics.iloc[[0]].assign(model="all-MiniLM-L6-v2", objective=study.REFERENCE, value=0.8)
