@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .figures import GEOMETRY_LABELS, MODEL_COLOURS, _empty, _figure, _ordered, _require
 
@@ -94,6 +95,7 @@ def layerwise(table: pd.DataFrame, metric: str) -> Figure:
             if g["seed"].nunique() > 1:
                 ax.fill_between(x, lo, hi, color=colours[model], alpha=0.2, linewidth=0)
         ax.set_title(task)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel(GEOMETRY_LABELS.get(metric, metric))
         ax.legend(fontsize=7)
