@@ -148,6 +148,10 @@ class EvalConfig:
     learned_pooling_epochs: int = 30  # weighted/attention pooling trained with the probe
     # encoders evaluated at once, each in its own process (None: one per core, at most one per encoder)
     workers: int | None = None
+    # reference encoders (notebook 05 only, with the same protocol; 01-04 never read this key): names of
+    # encode.REFERENCE_ENCODERS (all-MiniLM-L6-v2, offline from its wheel) or HF model folders. [] (default):
+    # none; a non-empty list turns notebook 05 on even without ablation variants
+    reference_models: list[str] = field(default_factory=list)
 
 
 @dataclass

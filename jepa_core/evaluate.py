@@ -442,7 +442,8 @@ def differences(results: Results, encoders: list[Encoder], pairs: list[tuple[str
     for a, b in pairs:
         seeds_a = [enc.seed for enc in encoders if enc.name == a]
         seeds_b = [enc.seed for enc in encoders if enc.name == b]
-        seed_pairs = list(zip(seeds_a, seeds_b))  # seed i of a against seed i of b
+        # seed k of a against seed k of b; models without common seed numbers: in the order given
+        seed_pairs = [(s, s) for s in seeds_a] if set(seeds_a) == set(seeds_b) else list(zip(seeds_a, seeds_b))
         cells = dict.fromkeys((task, pool, metric) for (model, _, task, pool, metric) in results.measures if model == a)
         for task, pool, metric in cells:
             get = results.measures.get
@@ -563,14 +564,21 @@ def evaluate_encoders(encoders: list[Encoder], datasets: list[TaskData], params:
         results.merge(parts[i])
 
 
-def _encoders(models: dict[str, list], params: Params) -> list[Encoder]:
+def _encoders(models: dict[str, Any], params: Params, objectives: dict[str, str] | None = None,
+              random_init: bool | None = None) -> list[Encoder]:
+    """models: name -> folder(s), one per seed of params.seeds, or {seed: folder} (seed None: an
+    encoder without pre-training seeds, e.g. a reference encoder). objectives: name -> the
+    `objective` column (default: the name)."""
     encoders = []
     for name, dirs in models.items():
-        dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
-        seeds = params.seeds if len(params.seeds) == len(dirs) else list(range(len(dirs)))
+        if isinstance(dirs, dict):
+            seeds, dirs = list(dirs), list(dirs.values())
+        else:
+            dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+            seeds = params.seeds if len(params.seeds) == len(dirs) else list(range(len(dirs)))
         for seed, path in zip(seeds, dirs):
-            encoders.append(Encoder(name, name, seed, Path(path)))
-    if params.eval.random_init_baseline and encoders:
+            encoders.append(Encoder(name, (objectives or {}).get(name, name), seed, Path(path)))
+    if (params.eval.random_init_baseline if random_init is None else random_init) and encoders:
         encoders.append(Encoder("random_init", "random_init", params.seed, encoders[0].path, random_init=True))
     return encoders
 
@@ -585,9 +593,13 @@ def _read_wiki(wiki_sentences) -> list[str] | None:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_sentences=None,
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate every model (name -> checkpoint folders, one per pre-training seed); write out_dir/results."""
+def evaluate(models: dict[str, Any], params: Params, out_dir: str | Path, wiki_sentences=None, *,
+             pairs: list[tuple[str, str]] | None = None, objectives: dict[str, str] | None = None,
+             random_init: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate every model (name -> checkpoint folders, one per pre-training seed, or {seed: folder});
+    write out_dir/results. pairs: the (a, b) comparisons of differences.csv (default: hybrid − mlm);
+    objectives: name -> objective column; random_init: evaluate the random-init encoder (default:
+    eval.random_init_baseline). Notebook 05 passes these for its variants (ablation_study.py)."""
     start = time.perf_counter()
     out = Path(out_dir)
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -609,13 +621,14 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
             folder = out / "results" / "embeddings" / data.task
             folder.mkdir(parents=True, exist_ok=True)
             data.dev.iloc[data.geo].reset_index(drop=True).to_parquet(folder / "examples.parquet")
-        encoders = _encoders(models, params)
+        encoders = _encoders(models, params, objectives, random_init)
+        pairs = _pairs(models) if pairs is None else pairs
         for data in datasets:
             if data.labelled:
                 evaluate_majority(data, results)
         evaluate_encoders(encoders, datasets, params, out, results)
         metrics_df = pd.DataFrame(results.rows, columns=METRIC_COLUMNS)
-        differences_df = differences(results, encoders, _pairs(models))
+        differences_df = differences(results, encoders, pairs)
 
     res = out / "results"
     metrics_df.to_csv(res / "metrics.csv", index=False)
@@ -633,7 +646,7 @@ def evaluate(models: dict[str, list], params: Params, out_dir: str | Path, wiki_
     (res / "evaluation.json").write_text(json.dumps({
         "tasks": [d.task for d in datasets], "skipped_tasks": skipped, "notes": list(dict.fromkeys(notes)),
         "models": {enc.key: str(enc.path) + (" (random init)" if enc.random_init else "") for enc in encoders},
-        "comparisons": [f"{a} - {b}" for a, b in _pairs(models)], "seconds": round(time.perf_counter() - start, 1),
+        "comparisons": [f"{a} - {b}" for a, b in pairs], "seconds": round(time.perf_counter() - start, 1),
         "eval": params.to_dict()["eval"]}, indent=2))
     return metrics_df, differences_df
 

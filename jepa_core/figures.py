@@ -81,7 +81,8 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def _palette(names) -> dict[str, str]:
-    extra = iter(sns.color_palette("tab10", 20).as_hex()[3:])
+    # other names never get a colour of the fixed ones (tab10's 4th colour IS mlm's red)
+    extra = iter([c for c in sns.color_palette("tab10", 20).as_hex() if c not in MODEL_COLOURS.values()])
     return {n: MODEL_COLOURS.get(n) or next(extra) for n in names}
 
 

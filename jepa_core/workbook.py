@@ -1,4 +1,4 @@
-"""Run the four workbook notebooks in order with papermill, reusing finished steps.
+"""Run the workbook notebooks (01–05) in order with papermill, reusing finished steps.
 
     python -m jepa_core.workbook run parameters/cpu.yaml [--run-name X] [--force] [--set key=value ...]
 
@@ -10,7 +10,7 @@ whose marker matches, so an interrupted run continues from the first incomplete 
 `eval`-only change re-runs only the analysis notebooks. `--force` re-runs everything.
 
 Each executed notebook is saved to `<run>/notebooks/NN_*.ipynb` and exported to HTML next to
-it; `<run>/report.html` gathers all four without their code (nbconvert `exclude_input`).
+it; `<run>/report.html` gathers them all without their code (nbconvert `exclude_input`).
 The notebooks call `open_run()` below first thing, so they also work opened by hand in
 JupyterLab (from the project root or from `notebooks/`).
 """
@@ -46,7 +46,13 @@ STEPS: dict[str, tuple[str, ...]] = {
     "02_pretrain": ("objectives", "model", "mask", "jepa", "train"),
     "03_probe": ("eval",),
     "04_geometry": (),
+    # ablations and reference encoders (jepa_core/ablation_study.py): its own step, so that turning it on
+    # re-runs only 05
+    "05_ablations": ("ablations", "eval.reference_models"),
 }
+# Keys that sit in an earlier step's section but only a later step reads: left out of that section's
+# fingerprint, so setting them re-runs only the later step (and adding them kept old fingerprints)
+LATER_KEYS = ("eval.reference_models",)
 
 
 class WorkbookError(RuntimeError):
@@ -95,29 +101,36 @@ def model_name(params: Params, objective: str, seed: int) -> str:
     return objective if len(params.seeds) == 1 else f"{objective}-s{seed}"
 
 
-def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any, resume: bool = True) -> dict:
+def pretrain(params: Params, run_dir: Path, objective: str, seed: int, data: Any, resume: bool = True,
+             name: str | None = None) -> dict:
     """train() into the run folder layout. resume=True: continue the run's checkpoint when it was
     written with the same weight-changing parameters, else move it aside and start over
     (`resume.claim_checkpoint`, the rule the CLI's --resume follows too). resume=False (workbook
-    --force): move any checkpoint aside and start over. No checkpoint is ever deleted."""
+    --force): move any checkpoint aside and start over. No checkpoint is ever deleted. name: the
+    folder name (default `model_name`; ablation runs pass their own)."""
     from jepa_core.resume import set_aside
     from jepa_core.train import RunPaths, train
 
-    name = model_name(params, objective, seed)
-    paths = RunPaths.for_run(run_dir, objective, None if name == objective else seed)
+    name = name or model_name(params, objective, seed)
+    paths = RunPaths.for_run(run_dir, name)
     if not resume:
         set_aside(paths, f"{name}: --force re-trains from scratch")
     return train(params, objective, paths, resume=resume, seed=seed, data=data)
 
 
-def _pretrain_in_process(params: Params, run_dir: Path, objective: str, seed: int, resume: bool, threads: int) -> dict:
-    """One run of pretrain_all in a worker process: its own share of the cores."""
+def _pretrain_in_process(params: Params, run_dir: Path, objective: str, seed: int, resume: bool, threads: int,
+                        name: str | None = None) -> dict:
+    """One run of pretrain_runs in a worker process: its own share of the cores."""
     import torch
 
     from jepa_core.train import load_prepared_data
 
     torch.set_num_threads(threads)
-    return pretrain(params, run_dir, objective, seed, load_prepared_data(run_dir / "data"), resume)
+    return pretrain(params, run_dir, objective, seed, load_prepared_data(run_dir / "data"), resume, name)
+
+
+# a pre-training job of pretrain_runs: (folder name, parameters, objective, seed)
+Job = tuple[str, Params, str, int]
 
 
 def pretrain_all(params: Params, run_dir: Path, resume: bool = True, echo: Callable[[str], None] = print
@@ -129,21 +142,27 @@ def pretrain_all(params: Params, run_dir: Path, resume: bool = True, echo: Calla
     split), so two single-thread runs side by side should finish sooner than one after the other (not
     yet measured side by side; the cpu reference run used it: docs/results/cpu/). Each run is the same
     computation either way but for the thread count's rounding. On a GPU the runs take turns on it."""
+    jobs = [(model_name(params, o, s), params, o, s) for s in params.seeds for o in params.objectives]
+    return pretrain_runs(jobs, run_dir, params.train.parallel_runs, resume, echo)
+
+
+def pretrain_runs(jobs: Sequence[Job], run_dir: Path, parallel_runs: int, resume: bool = True,
+                  echo: Callable[[str], None] = print) -> dict[str, dict]:
+    """The pre-training jobs, `parallel_runs` at a time on CPU (pretrain_all's docstring); {name: summary}."""
     import torch
 
     from jepa_core import probes
     from jepa_core.train import load_prepared_data
 
-    runs = [(seed, objective) for seed in params.seeds for objective in params.objectives]
-    parallel = 1 if torch.cuda.is_available() else min(params.train.parallel_runs, len(runs))
-    if parallel == 1:
+    parallel = 1 if torch.cuda.is_available() else min(parallel_runs, len(jobs))
+    if parallel <= 1:
         data = load_prepared_data(run_dir / "data")
-        return {model_name(params, o, s): pretrain(params, run_dir, o, s, data, resume) for s, o in runs}
+        return {name: pretrain(p, run_dir, o, s, data, resume, name) for name, p, o, s in jobs}
     threads = max(1, probes.available_cores() // parallel)
-    echo(f"[pretrain] {len(runs)} runs, {parallel} at a time, {threads} thread(s) each")
+    echo(f"[pretrain] {len(jobs)} runs, {parallel} at a time, {threads} thread(s) each")
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {model_name(params, o, s): pool.submit(_pretrain_in_process, params, run_dir, o, s, resume, threads)
-                   for s, o in runs}
+        futures = {name: pool.submit(_pretrain_in_process, p, run_dir, o, s, resume, threads, name)
+                   for name, p, o, s in jobs}
         summaries = {}
         for name, future in futures.items():
             summaries[name] = future.result()
@@ -159,13 +178,29 @@ def _pick(d: Mapping[str, Any], dotted: str) -> Any:
     return d
 
 
+def _picked(d: Mapping[str, Any], key: str) -> Any:
+    """The value of `key` for its step's fingerprint, without the LATER_KEYS inside it."""
+    value = _pick(d, key)
+    later = [k[len(key) + 1:] for k in LATER_KEYS if k.startswith(key + ".")]
+    if not later:
+        return value
+    value = json.loads(json.dumps(value))  # a copy: params.to_dict() must stay as it is
+    for rest in later:
+        *parents, leaf = rest.split(".")
+        node = value
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    return value
+
+
 def step_fingerprints(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
     """One fingerprint per step: its parameter keys + its notebook source + the previous step's."""
     d = params.to_dict()
     out, previous = {}, ""
     for step, keys in STEPS.items():
         source = (notebooks_dir / f"{step}.ipynb").read_bytes()
-        picked = {k: _pick(d, k) for k in keys}
+        picked = {k: _picked(d, k) for k in keys}
         blob = json.dumps([previous, picked], sort_keys=True).encode() + source
         previous = out[step] = hashlib.sha256(blob).hexdigest()[:16]
     return out
@@ -328,8 +363,13 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
             echo(f"[pretrain] plan: {len(runs)} run(s) ({', '.join(runs)}), {params.train.steps:,} steps each "
                  f"(train.budget: {params.train.budget}), {parallel} at a time (CPU); an estimate follows after "
                  f"the first {progress.ESTIMATE_STEPS} steps")
-        watcher = progress.Watcher(run_dir, runs, params.train.steps if params.train.budget == "steps" else None,
-                                   parallel, board)
+        if step == "05_ablations":  # its own pre-training runs (variants), of differing lengths
+            from jepa_core.ablation_study import trained_names
+
+            watcher = progress.Watcher(run_dir, trained_names(params), None, parallel, board)
+        else:
+            watcher = progress.Watcher(run_dir, runs, params.train.steps if params.train.budget == "steps" else None,
+                                       parallel, board)
         _marker(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}

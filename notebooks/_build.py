@@ -1,4 +1,4 @@
-"""Write the workbook notebooks (01–04) from the cell sources below, without outputs.
+"""Write the workbook notebooks (01–05) from the cell sources below, without outputs.
 
     .venv/bin/python notebooks/_build.py          # rewrite the .ipynb files
     .venv/bin/python notebooks/_build.py --check  # exit 1 if a committed .ipynb is out of sync
@@ -254,6 +254,80 @@ display(Markdown(write_summary(metrics, differences, run_dir)))'''),
 from jepa_core.explorer import Explorer
 
 Explorer(run_dir.parent, run=run_dir.name).show()'''),
+    ],
+    "05_ablations": header("05 · What drives the effect: ablations, layer-wise geometry, reference encoders", """
+Off unless the profile lists ablation variants (`ablations.variants`) or reference encoders
+(`eval.reference_models`); then it pre-trains the variants that are not main runs (each changes one
+knob: λ fixed or uncertainty-weighted, one shared student pass, MLM at the hybrid's FLOPs;
+`jepa_core/ablations.py`), evaluates them, the MLM baseline and the reference encoders with notebook
+03's protocol (the poolings the claims read: mean, max), pairs each variant with the MLM baseline by
+pre-training seed, and measures the geometry of every layer. Writes `ablations/results/`,
+`results/layerwise.csv`, `figures/ablation_*.png`, `figures/layerwise_*.png` and a section of `summary.md`.""",
+        "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
+        code('''
+from jepa_core import ablation_figures
+from jepa_core import ablation_study as study
+
+on = study.enabled(params)
+if not on:
+    print("05_ablations is off: ablations.variants and eval.reference_models are empty "
+          "(docs/WORKBOOK.md: how to turn it on and what it costs)")
+else:
+    require(run_dir, "results/metrics.csv", "results/embeddings/wiki/examples.parquet", step="03_probe")
+    print("reference encoders:", study.reference_models(params) or "none")  # a bad one fails here, before training
+    summaries = study.pretrain_variants(params, run_dir, resume)  # variants that are not main runs
+    print(f"pre-trained: {', '.join(summaries) or 'nothing (every run is a main run)'}")'''),
+        code('''
+if on:
+    metrics, differences = study.evaluate_study(params, run_dir)  # writes ablations/results/
+    effects = study.write_effects(run_dir, metrics, differences)
+    display(effects.round(3))'''),
+        md("**Effects.** One row per claim (C1–C4), variant and claim row: variant − MLM (paired by pre-training "
+           "seed), its 95% interval over seeds and dev examples, and the claim's verdict by summary.md's rule with "
+           "the variant in the hybrid's place. With one seed there is no seed-level interval (verdicts "
+           "inconclusive)."),
+        code('''
+if on and len(effects):
+    for claim in study.CLAIMS:
+        fig = ablation_figures.forest(effects, claim)
+        figures.save(fig, run_dir, f"ablation_forest_{claim}")
+        display(fig)'''),
+        md("**Forest plots**, one per claim: each variant's effect against the MLM baseline. hybrid-learned (the "
+           "main hybrid) is on top: a variant whose interval sits where hybrid-learned's does keeps the effect "
+           "without the knob it changes; mlm-flops shows what extra compute alone does."),
+        code('''
+from jepa_core.config import HEADLINE_METRIC
+
+tasks = [t for t in HEADLINE_METRIC if t in set(metrics["task"])] if on else []
+if on:
+    fig = ablation_figures.model_points(metrics, [(t, HEADLINE_METRIC[t], "mean") for t in tasks],
+                                        "Probe scores (mean pooling): our models; reference encoders dashed")
+    figures.save(fig, run_dir, "ablation_probes")
+    display(fig)
+    task = "sst2" if "sst2" in tasks else "wiki"
+    fig = ablation_figures.model_points(
+        metrics, [(task, "uniformity", "mean"), (task, "lexical_mfw", "mean"), (task, "effective_rank", "max")],
+        "Geometry: our models; reference encoders dashed")
+    figures.save(fig, run_dir, "ablation_geometry")
+    display(fig)'''),
+        md("**Where the reference encoders sit.** Points: our models (mean over seeds, whiskers: bootstrap CI); "
+           "dashed lines: reference encoders (e.g. all-MiniLM-L6-v2, trained far longer on far more data), "
+           "evaluated with the same protocol; dotted: the majority baseline."),
+        code('''
+from jepa_core.layerwise import METRICS
+
+if on:
+    layers = study.layerwise_study(params, run_dir)  # results/layerwise.csv
+    for metric in METRICS:
+        fig = ablation_figures.layerwise(layers, metric)
+        figures.save(fig, run_dir, f"layerwise_{metric}")
+        display(fig)'''),
+        md("**Layer-wise geometry** of the mean-pooled states of every layer (0 = embeddings) on SST-2 dev and "
+           "held-out Wikipedia sentences (notebook 03's geometry subsamples): where in depth the objectives' "
+           "geometries part. Bands: min–max over pre-training seeds; dashed: reference encoders (their own depth)."),
+        code('''
+if on:
+    display(Markdown(study.write_summary_section(run_dir, effects)))'''),
     ],
 }
 

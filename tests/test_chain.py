@@ -1,4 +1,4 @@
-"""End to end: the four notebooks executed by papermill (workbook.run) with parameters/smoke.yaml,
+"""End to end: the five notebooks executed by papermill (workbook.run) with parameters/smoke.yaml,
 offline, on real Wikipedia ($WIKI_DIR) and GLUE ($GLUE_DIR); assertions on the produced files.
 
 One chain run per session (conftest.smoke_chain, a few minutes on 2 cores); the tests here read it.
@@ -170,6 +170,55 @@ def test_summary_names_every_claim(chain):
         assert f"## {claim}:" in text
     assert "wikiextractor" in text and "MNLI" in text
     assert "one seed: not seed-level evidence" in text and "## Learning check" in text
+
+
+ABLATION_FIGURES = [f"ablation_forest_{c}" for c in ("C1", "C2", "C3", "C4")] + [
+    "ablation_probes", "ablation_geometry", "layerwise_uniformity", "layerwise_anisotropy", "layerwise_effective_rank"]
+
+
+def test_ablations_notebook_evaluates_variants_and_references_like_03(chain, params):
+    """05 on the smoke profile: the variants trained, evaluated with 03's protocol (the MLM baseline's
+    mean/max numbers equal 03's), paired with MLM, forest plots, the summary section. (Reference encoders:
+    tests/test_ablation_study.py; the MiniLM would add ~50 s here.)"""
+    run_dir, _ = chain
+    for name in ABLATION_FIGURES:
+        png = run_dir / "figures" / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", name
+    flops = json.loads((run_dir / "models" / "mlm-flops-s0" / "train_summary.json").read_text())
+    assert flops["steps"] > params.train.steps  # the MLM run given the hybrid's FLOPs takes more steps
+    m = pd.read_csv(run_dir / "ablations" / "results" / "metrics.csv")
+    assert set(m["model"]) == {"majority", "mlm", "hybrid-fixed0.5", "mlm-flops"}
+    assert set(m.loc[m["model"] != "majority", "pooling"]) == {"mean", "max"}
+    assert set(m.loc[m["model"] == "mlm-flops", "task"]) == set(TASKS) | {"wiki"}
+    main = pd.read_csv(run_dir / "results" / "metrics.csv")
+    key = ["task", "pooling", "metric"]
+    same = m[m["model"] == "mlm"].merge(main[main["model"] == "mlm"], on=key, suffixes=("", "_03"))
+    assert len(same) == (m["model"] == "mlm").sum() > 0
+    assert np.allclose(same[["value", "ci_low", "ci_high"]].to_numpy(dtype=float),
+                       same[["value_03", "ci_low_03", "ci_high_03"]].to_numpy(dtype=float), equal_nan=True)
+    d = pd.read_csv(run_dir / "ablations" / "results" / "differences.csv")
+    assert set(zip(d["model_a"], d["model_b"])) == {("hybrid-fixed0.5", "mlm"), ("mlm-flops", "mlm")}
+    effects = pd.read_csv(run_dir / "ablations" / "results" / "effects.csv")
+    assert set(effects["claim"]) == {"C1", "C2", "C3", "C4"}
+    assert set(effects["variant"]) == {"hybrid-fixed0.5", "mlm-flops"}
+    assert (effects["claim_verdict"] == "inconclusive").all()  # one seed: no seed-level interval
+    text = (run_dir / "summary.md").read_text()
+    assert text.count("## What drives the effect") == 1 and "## C5:" in text
+    assert "**hybrid-fixed0.5** (λ fixed at 0.5) − MLM (one seed: not seed-level evidence): C1 inconclusive" in text
+    assert "**mlm-flops** (MLM at the hybrid's FLOPs) − MLM" in text
+
+
+def test_layerwise_table_has_every_model_layer_and_metric(chain, params):
+    run_dir, _ = chain
+    t = pd.read_csv(run_dir / "results" / "layerwise.csv")
+    layers = {"hybrid": params.model.layers, "mlm": params.model.layers, "hybrid-fixed0.5": params.model.layers,
+              "mlm-flops": params.model.layers}
+    assert set(t["model"]) == set(layers) and set(t["task"]) == {"sst2", "wiki"}
+    for (model, task), g in t.groupby(["model", "task"]):
+        assert sorted(set(g["layer"])) == list(range(layers[model] + 1)), (model, task)  # 0 = embeddings
+        assert len(g) == 3 * (layers[model] + 1)  # uniformity, anisotropy, effective rank per layer
+    assert np.isfinite(t["value"]).all() and (t.loc[t["metric"] == "uniformity", "value"] <= 1e-9).all()
+    assert (t.loc[t["metric"] == "effective_rank", "value"] >= 1 - 1e-9).all()
 
 
 def test_second_invocation_reuses_every_step(chain):

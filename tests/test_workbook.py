@@ -60,10 +60,22 @@ def test_fingerprints_chain_downstream_only():
     data = wb.step_fingerprints(load_params(SMOKE, {"data.vocab_size": 2001}))
     renamed = wb.step_fingerprints(load_params(SMOKE, {"run_name": "other"}))
     changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
-    assert changed(evals) == ["03_probe", "04_geometry"]
-    assert changed(train) == ["02_pretrain", "03_probe", "04_geometry"]
+    assert changed(evals) == ["03_probe", "04_geometry", "05_ablations"]
+    assert changed(train) == ["02_pretrain", "03_probe", "04_geometry", "05_ablations"]
     assert changed(data) == list(wb.STEPS)
     assert changed(renamed) == []
+
+
+def test_ablation_keys_rerun_only_notebook_05():
+    """ablations.* and eval.reference_models (in 03's `eval` section, but read by 05 only) re-run 05
+    alone, so turning the study on costs no re-run of 01-04."""
+    base = wb.step_fingerprints(load_params(SMOKE))
+    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    for overrides in ({"eval.reference_models": ["all-MiniLM-L6-v2"]}, {"ablations.variants": ["hybrid-shared"]},
+                      {"ablations.seeds": [0, 1]}):
+        params = load_params(SMOKE, overrides)
+        assert changed(wb.step_fingerprints(params)) == ["05_ablations"], overrides
+        assert params == load_params(SMOKE, overrides)  # fingerprinting left the parameters intact
 
 
 def _mark_done(run_dir: Path, fingerprints: dict, steps):
@@ -129,7 +141,7 @@ def test_run_reuses_forces_and_resumes(tmp_path):
 
     changed = FakeExecutor()
     _run(tmp_path, changed, overrides={"eval.bootstrap": 50})
-    assert changed.ran == ["03_probe", "04_geometry"]
+    assert changed.ran == ["03_probe", "04_geometry", "05_ablations"]
 
 
 def test_failure_stops_and_next_run_continues(tmp_path):
@@ -139,7 +151,7 @@ def test_failure_stops_and_next_run_continues(tmp_path):
     assert failing.ran == ["01_data_prep", "02_pretrain", "03_probe"]  # 04 never started
     resumed = FakeExecutor()
     _run(tmp_path, resumed)
-    assert resumed.ran == ["03_probe", "04_geometry"]
+    assert resumed.ran == ["03_probe", "04_geometry", "05_ablations"]
 
 
 def test_run_name_sets_the_folder(tmp_path):
