@@ -155,7 +155,12 @@ class Board:
         self.lines: dict[str, str] = {}
         self.printed: dict[str, tuple[str, float]] = {}  # non-TTY: key -> (line, when)
         self.drawn = 0  # TTY: lines of the block currently on screen
+        self.last_write = clock()  # when anything was last written (quiet_for)
         self.lock = threading.Lock()
+
+    def quiet_for(self) -> float:
+        """Seconds since anything was written."""
+        return self.clock() - self.last_write
 
     def _clear(self) -> None:
         if self.drawn:
@@ -179,6 +184,7 @@ class Board:
             else:
                 self.stream.write(text + "\n")
                 self.stream.flush()
+            self.last_write = self.clock()
 
     def status(self, key: str, line: str, force: bool = False) -> None:
         with self.lock:
@@ -186,6 +192,7 @@ class Board:
             if self.tty:
                 self._clear()
                 self._draw()
+                self.last_write = self.clock()
                 return
             last, when = self.printed.get(key, (None, None))
             now = self.clock()
@@ -193,6 +200,7 @@ class Board:
                 self.stream.write(line + "\n")
                 self.stream.flush()
                 self.printed[key] = (line, now)
+                self.last_write = now
 
     def remove(self, key: str) -> None:
         with self.lock:
@@ -222,8 +230,12 @@ class Watcher:
     every `period` seconds in a background thread while a notebook executes."""
 
     def __init__(self, run_dir: str | Path, models: list[str], total_steps: int | None, parallel: int,
-                 board: Board, from_end: bool = True):
+                 board: Board, from_end: bool = True, label: str | None = None):
         self.run_dir, self.board, self.parallel = Path(run_dir), board, max(1, parallel)
+        # `label` (e.g. "[3/5] 03_probe"): printed with the elapsed time whenever the console has been
+        # quiet for the board's interval (kernel start-up, a notebook's closing cells), so a log never
+        # goes silent for long even where no model or evaluation unit reports
+        self.label, self.started = label, board.clock()
         self.models = {name: TrainingModel(name, total_steps) for name in models}
         self.tails = {name: JsonlTail(self.run_dir / "logs" / f"{name}.jsonl", from_end) for name in models}
         self.eval_tail = JsonlTail(self.run_dir / EVAL_PROGRESS, from_end)
@@ -267,6 +279,8 @@ class Watcher:
         for unit, record in self.eval_units.items():
             if record.get("phase") != "done":
                 self.board.status(unit, f"{eval_line(record)}  ({now - self.eval_since[unit]:.0f} s)")
+        if self.label and self.board.quiet_for() >= self.board.interval:
+            self.board.event(f"{self.label}: running ({_duration(self.board.clock() - self.started)})")
 
     def _estimate(self, name: str) -> None:
         """Once per objective: the whole pre-training's duration from this model's first steps."""

@@ -184,3 +184,22 @@ def test_tty_board_keeps_a_finished_line_above_the_live_block():
     board.status("b", "b 1")
     board.finish("a")
     assert out.getvalue().endswith("\x1b[2F\x1b[Ja 9/9\nb 1\x1b[K\n") and list(board.lines) == ["b"]
+
+
+def test_a_quiet_step_still_prints_a_line_every_interval(tmp_path):
+    """Kernel start-up or a notebook's closing cells report nothing: the step's label and elapsed time
+    fill the silence, but only when nothing else was printed for the interval."""
+    out, clock = io.StringIO(), FakeClock()
+    board = progress.Board(out, tty=False, interval=10.0, clock=clock)
+    watcher = progress.Watcher(tmp_path, [], None, 1, board, label="[3/5] 03_probe")
+    for now in (5.0, 10.0, 15.0, 21.0):
+        clock.now = now
+        watcher.poll()
+    board.event("evaluate hybrid/sst2: done (1/2 units)")  # something else was printed at 21 s ...
+    clock.now = 29.0
+    watcher.poll()  # ... so 8 s later the step is not quiet yet
+    clock.now = 31.0
+    watcher.poll()
+    assert out.getvalue().splitlines() == ["[3/5] 03_probe: running (10s)", "[3/5] 03_probe: running (21s)",
+                                           "evaluate hybrid/sst2: done (1/2 units)",
+                                           "[3/5] 03_probe: running (31s)"]
