@@ -137,3 +137,28 @@ def test_static_shapes_leave_losses_and_gradients_unchanged(architecture, object
     assert ga.keys() == gb.keys() and len(ga) > 10
     for name in ga:
         torch.testing.assert_close(gb[name], ga[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ---------------------------------------------------------------- the trainer
+
+def test_trainer_with_static_shapes_trains_the_same_weights(tmp_path):
+    """train.static_shapes reaches the trainer's collators (its widths are asserted there) and, with
+    dropout 0 (padding changes how many dropout draws a pass makes), trains the same weights."""
+    from _train_helpers import read_log, tiny_data
+    from _train_helpers import tiny_params as tiny_train_params
+    from safetensors.torch import load_file
+
+    import jepa_core.train as T
+    from jepa_core import checkpoint as ckpt
+
+    data = tiny_data()
+    for static_shapes in (False, True):
+        params = tiny_train_params(train__steps=6, model__dropout=0.0, train__static_shapes=static_shapes)
+        T.train(params, "hybrid", tmp_path / str(static_shapes), data=data)
+    logs = [read_log(tmp_path / str(s) / "log.jsonl")[0] for s in (False, True)]
+    for key in ("mlm_loss", "jepa_loss"):  # per step (the JEPA lists are padded here: 28 vs ~21 context slots)
+        assert [r[key] for r in logs[1]] == pytest.approx([r[key] for r in logs[0]], rel=1e-6, abs=1e-6)
+    a, b = (load_file(tmp_path / str(s) / "checkpoint" / ckpt.WEIGHTS) for s in (False, True))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
