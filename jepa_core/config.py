@@ -118,6 +118,10 @@ class TrainConfig:
     budget_seconds: float | None = None  # budget=seconds: wall-clock per objective
     precision: str = "auto"  # auto (bf16 where supported on GPU) | bf16 | fp32
     compile: bool = False  # torch.compile the encoder
+    # pad every batch to fixed widths (rows to seq_len, JEPA context/target lists to the largest the mask
+    # sampler can draw, MLM positions to batch x round(p·seq_len)) so a compiled encoder is not recompiled
+    # for each batch's mask counts; same masks and losses (up to float rounding), more padded compute
+    static_shapes: bool = False
     num_workers: int = 0  # DataLoader workers
     # pre-training runs (seed x objective) at once on CPU, each in its own process with cores/N threads
     parallel_runs: int = 1

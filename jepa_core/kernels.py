@@ -112,22 +112,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
                 chunk_rows: int, grad: bool) -> torch.Tensor:
-        n = len(labels)
+        # rows labelled −100 (static-shape padding) add nothing and do not count in the mean, as in F.cross_entropy
+        keep = labels != -100
+        n = max(int(keep.sum()), 1)
+        labels = labels.masked_fill(~keep, 0)
         total = hidden.new_zeros(())
         d_hidden = torch.empty_like(hidden) if grad else None
         d_weight = torch.zeros_like(weight) if grad else None
         d_bias = torch.zeros_like(bias) if grad else None
-        for start in range(0, n, chunk_rows):
-            h, y = hidden[start:start + chunk_rows], labels[start:start + chunk_rows]
+        for start in range(0, len(labels), chunk_rows):
+            h, y, k = (t[start:start + chunk_rows] for t in (hidden, labels, keep))
             z = torch.addmm(bias[:, None], weight, h.t())  # (V, c): logits, transposed
             picked = z.gather(0, y[None])  # (1, c)
             top = z.amax(0, keepdim=True)
             z.sub_(top).exp_()
             norm = z.sum(0, keepdim=True)
-            total += (top + norm.log() - picked).sum()
-            if grad:  # z becomes ∂loss/∂logits = (softmax − onehot) / n
+            total += (top + norm.log() - picked)[:, k].sum()
+            if grad:  # z becomes ∂loss/∂logits = (softmax − onehot) / n, 0 in ignored columns
                 z.div_(norm * n)
                 z.scatter_add_(0, y[None], z.new_full((1, len(y)), -1.0 / n))
+                if not k.all():
+                    z.mul_(k)
                 torch.mm(z.t(), weight, out=d_hidden[start:start + chunk_rows])
                 torch.addmm(d_weight, z, h, out=d_weight)  # not addmm_: FlopCounterMode skips in-place ops
                 d_bias += z.sum(1)
@@ -145,7 +150,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
                          chunk_rows: int = CE_CHUNK_ROWS) -> torch.Tensor:
     """F.cross_entropy(F.linear(hidden, weight, bias), labels): hidden (N, H), weight (V, H), bias (V,),
-    labels (N,) all valid classes. 0 (with a graph) when N = 0."""
+    labels (N,) classes, or −100 to ignore a row (mean over the others). 0 (with a graph) when N = 0."""
     fused = (hidden.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
              and hidden.dtype == weight.dtype == bias.dtype == torch.float32 and len(labels) > 0)
     if not fused:

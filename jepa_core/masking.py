@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from .config import OBJECTIVES, MaskConfig
@@ -110,6 +111,11 @@ def _covers(start: torch.Tensor, size: torch.Tensor, positions: torch.Tensor) ->
     return (positions >= start.unsqueeze(-1)) & (positions < (start + size).unsqueeze(-1))
 
 
+def _block_size(u: torch.Tensor, length: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Block size in [1, n − 1] for a uniform u in [0, 1) and real length n (float32 arithmetic)."""
+    return ((lo + (hi - lo) * u) * length).round().long().clamp_min(1).minimum(length - 1)
+
+
 def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequence[float],
                 context_scale: Sequence[float], min_keep: int,
                 generator: torch.Generator | Sequence[torch.Generator]
@@ -131,7 +137,7 @@ def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequ
     length, text = n.view(B, 1, 1), (n - 1).view(B, 1, 1)
 
     def blocks(u_size: torch.Tensor, u_start: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
-        size = ((lo + (hi - lo) * u_size) * length).round().long().clamp_min(1).minimum(text)
+        size = _block_size(u_size, length, lo, hi)
         return 1 + (u_start * (text - size + 1)).long(), size  # start + size <= n
 
     t_start, t_size = blocks(u[..., :T], u[..., T:2 * T], *target_scale)  # (B, R, T)
@@ -156,15 +162,49 @@ def draw_blocks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequ
     return c_start, c_size, t_start, t_size
 
 
+def static_widths(seq_len: int, cfg: MaskConfig) -> tuple[int, int]:
+    """(Kc_max, Kt_max): the most context and target tokens `draw_blocks` can give a sequence of real
+    length <= seq_len, so that static-shape batches can pad every batch to the same widths.
+
+    Sizes grow with u (float rounding is monotone), so u = 1 bounds every draw. Per real length n:
+      normal draw   context <= 1 + (largest context block), and <= n − (smallest target block) (targets
+                    are never context); targets <= T·(largest target block), and
+                    targets <= n − 1 − min_keep (they are disjoint from >= min_keep context tokens in [1, n));
+      fallback      context = n − |target union| and the union holds the largest shrunk block, which is
+                    >= min(smallest drawn block, ceil((n − 1 − min_keep) / T)) (the shrink stops at that sum);
+                    impossible where every draw keeps (smallest context block) − T·(largest target block)
+                    >= min_keep tokens (at the profiles' scales: every n > 54), so that bound is not applied there.
+    """
+    T, n = cfg.num_targets, torch.arange(1 + cfg.num_targets + cfg.min_keep, seq_len + 1)
+    if len(n) == 0:
+        raise ValueError(f"data.seq_len={seq_len} is too short for JEPA masks: needs at least "
+                         f"1 + num_targets({T}) + min_keep({cfg.min_keep}) tokens")
+    one, zero = torch.ones(len(n)), torch.zeros(len(n))
+    ctx_max, tgt_max = _block_size(one, n, *cfg.context_scale), _block_size(one, n, *cfg.target_scale)
+    tgt_min, budget = _block_size(zero, n, *cfg.target_scale), n - 1 - cfg.min_keep
+    fallback_ctx = n - tgt_min.minimum(-(-budget // T))
+    fallback_ctx[_block_size(zero, n, *cfg.context_scale) - T * tgt_max >= cfg.min_keep] = 0
+    kc = (1 + ctx_max).minimum(n - tgt_min).maximum(fallback_ctx).max()
+    kt = (T * tgt_max).minimum(budget).max()
+    return int(kc), int(kt)
+
+
+def mlm_width(seq_len: int, probability: float) -> int:
+    """The most tokens `mlm_mask` selects in a row of <= seq_len eligible tokens (same float32 arithmetic)."""
+    return max(1, int((torch.tensor([seq_len]) * probability).round()))
+
+
 def jepa_masks(real_lengths: torch.Tensor, num_targets: int, target_scale: Sequence[float],
                context_scale: Sequence[float], min_keep: int,
-               generator: torch.Generator | Sequence[torch.Generator]
+               generator: torch.Generator | Sequence[torch.Generator],
+               widths: tuple[int, int] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sequence multi-block masks as padded index lists.
 
     Returns context_idx (B, Kc), context_valid (B, Kc) bool, target_idx (B, Kt), target_valid (B, Kt)
-    bool; indices are sorted positions, valid slots first, padded slots hold 0. `generator` is one
-    generator for the whole batch or one per sequence.
+    bool; indices are sorted positions, valid slots first, padded slots hold 0. Kc, Kt are the batch's
+    largest counts, or `widths` (Kc, Kt) when given (static shapes; a count above them is an error).
+    `generator` is one generator for the whole batch or one per sequence.
     """
     c_start, c_size, t_start, t_size = draw_blocks(real_lengths, num_targets, target_scale, context_scale,
                                                    min_keep, generator)
@@ -172,15 +212,22 @@ def jepa_masks(real_lengths: torch.Tensor, num_targets: int, target_scale: Seque
     is_target = _covers(t_start, t_size, positions).any(1)  # (B, L)
     in_context = _covers(c_start, c_size, positions) & ~is_target
     in_context[:, 0] = True  # [CLS]
-    return (*_index_lists(in_context), *_index_lists(is_target))
+    kc, kt = (None, None) if widths is None else widths
+    return (*_index_lists(in_context, kc), *_index_lists(is_target, kt))
 
 
-def _index_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bool (B, L) -> positions of the True entries, in order, padded with 0: (idx, valid) (B, K)."""
+def _index_lists(mask: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool (B, L) -> positions of the True entries, in order, padded with 0: (idx, valid) (B, K);
+    K = the largest count, or `width`."""
     count = mask.sum(1)
+    width = int(count.max()) if width is None else width
+    if int(count.max()) > width:
+        raise AssertionError(f"a mask has {int(count.max())} positions, more than the static width {width}: "
+                             "static_widths is wrong")
+    mask = F.pad(mask, (0, max(0, width - mask.shape[1])))  # short rows: argsort needs width columns
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # True positions first, in order
-    valid = torch.arange(int(count.max())) < count.unsqueeze(1)
-    return order[:, :valid.shape[1]].masked_fill(~valid, 0), valid
+    valid = torch.arange(width) < count.unsqueeze(1)
+    return order[:, :width].masked_fill(~valid, 0), valid
 
 
 # ---------------------------------------------------------------- collator
@@ -195,11 +242,17 @@ class PretrainCollator:
     are drawn inside the context only (so those MLM masks differ from the MLM-only run's, which is inherent
     to a shared pass).
 
+    With `static_shapes` (train.static_shapes) every batch of B rows has the same shapes, so that a
+    compiled encoder is not recompiled for each batch's mask counts: rows are padded to `seq_len`,
+    context/target lists to `static_widths`, and mlm_positions to B · `mlm_width`, its padded entries
+    pointing at a token whose label is −100 (the losses ignore it). The draws are the same, so the
+    valid entries equal those of the default collator.
+
     Call `set_epoch(e)` before creating each epoch's DataLoader iterator (workers copy the collator).
     """
 
     def __init__(self, tokenizer_or_ids: Any, mask_cfg: MaskConfig, seed: int, objective: str,
-                 shared_pass: bool = False):
+                 shared_pass: bool = False, static_shapes: bool = False, seq_len: int | None = None):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r} is invalid: allowed {', '.join(OBJECTIVES)}")
         self.ids = (tokenizer_or_ids if isinstance(tokenizer_or_ids, TokenIds)
@@ -208,6 +261,11 @@ class PretrainCollator:
         self.shared_pass = shared_pass and objective == "hybrid"
         self.special = torch.tensor(self.ids.special_ids, dtype=torch.long)
         self.epoch = 0
+        self.seq_len = seq_len
+        if static_shapes and seq_len is None:
+            raise ValueError("PretrainCollator(static_shapes=True) needs seq_len (data.seq_len)")
+        self.static_shapes = static_shapes
+        self.widths = static_widths(seq_len, mask_cfg) if static_shapes and objective == "hybrid" else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -224,7 +282,7 @@ class PretrainCollator:
             c = self.cfg
             gens = [item_generator(self.seed, self.epoch, int(it["index"]), "jepa") for it in items]
             ctx_idx, ctx_valid, tgt_idx, tgt_valid = jepa_masks(attention_mask.sum(1), c.num_targets, c.target_scale,
-                                                                c.context_scale, c.min_keep, gens)
+                                                                c.context_scale, c.min_keep, gens, self.widths)
             batch.update(context_idx=ctx_idx, context_valid=ctx_valid, target_idx=tgt_idx, target_valid=tgt_valid)
             if self.shared_pass:
                 # Padded slots point one past the end (a spare column) so they cannot clear a real position.
@@ -236,7 +294,30 @@ class PretrainCollator:
         batch["mlm_input_ids"], batch["mlm_labels"] = mlm_mask(input_ids, special, attention_mask, self.ids.vocab_size,
                                                                self.ids.mask_id, self.cfg.mlm_probability, gens,
                                                                self.ids.special_ids)
+        if self.static_shapes:  # after the draws: mlm_mask draws per column, so padding first would change them
+            self._pad_rows(batch)
         # Flat (B·L) indices of the masked tokens, found here on the CPU: the model gathers them with
         # index_select, where a boolean mask would make a GPU wait for the host to learn their count.
         batch["mlm_positions"] = (batch["mlm_labels"].view(-1) != -100).nonzero().squeeze(1)
+        if self.static_shapes:
+            batch["mlm_positions"] = self._pad_positions(batch["mlm_positions"], batch["mlm_labels"])
         return batch
+
+    def _pad_rows(self, batch: dict[str, torch.Tensor]) -> None:
+        """Right-pad the (B, L) tensors to seq_len columns (padding tokens, label −100), in place."""
+        extra = self.seq_len - batch["input_ids"].shape[1]
+        if extra < 0:
+            raise ValueError(f"a row of {batch['input_ids'].shape[1]} tokens is longer than seq_len={self.seq_len}")
+        fill = {"input_ids": self.ids.pad_id, "attention_mask": 0, "mlm_input_ids": self.ids.pad_id, "mlm_labels": -100}
+        for key, value in fill.items():
+            batch[key] = F.pad(batch[key], (0, extra), value=value)
+
+    def _pad_positions(self, positions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """positions padded to B · mlm_width with the flat index of an unselected token (label −100)."""
+        width = labels.shape[0] * mlm_width(self.seq_len, self.cfg.mlm_probability)
+        if len(positions) > width:
+            raise AssertionError(f"{len(positions)} MLM positions, more than the static width {width}")
+        unselected = (labels.view(-1) == -100).nonzero()
+        if len(unselected) == 0:
+            raise ValueError("static_shapes: every token of the batch is an MLM target, none is left to pad with")
+        return F.pad(positions, (0, width - len(positions)), value=int(unselected[0]))

@@ -30,6 +30,7 @@ NON_WEIGHT_KEYS = {
     "train.checkpoint_every": "when the state is saved, not what it is",
     "train.num_workers": "batch order and masks are seeded per item, not per worker process",
     "train.compile": "the same computation, compiled (equal up to float rounding)",
+    "train.static_shapes": "the same masks, padded to fixed widths (equal up to float rounding)",
     "train.collapse_std": "only when a collapse warning is printed",
 }
 WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")

@@ -367,6 +367,7 @@ def step_costs(params: Params, tokenizer: Any, train_blocks: np.ndarray, seed: i
     rows = BatchOrder(len(dataset), params.train.batch_size, seed).batches(0).grid[:FLOPS_PROBE_BATCHES].tolist()
     counts, parts = {}, {}
     for objective in OBJECTIVES:
+        # the default (unpadded) collator: the planned steps must not depend on train.static_shapes
         collator = PretrainCollator(tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
         counts[objective] = measure_token_counts(collator([dataset[i] for i in r]) for r in rows)
         parts[objective] = training_flops_per_step(params, len(tokenizer), objective, counts[objective])
@@ -638,7 +639,8 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
             data = prepare_data(params, paths.data_dir, seed)
     data = _as_data(data)
     tokenizer, train_blocks = data.tokenizer, data.blocks["train"]
-    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.jepa.shared_pass)
+    new_collator = partial(PretrainCollator, tokenizer, params.mask, seed, objective, params.jepa.shared_pass,
+                           t.static_shapes, params.data.seq_len)
     order = BatchOrder(len(train_blocks), t.batch_size, seed, acc.process_index, acc.num_processes)
     val_batches = fixed_batches(data.blocks["validation"], new_collator(), t.eval_batches, t.batch_size)
     costs = step_costs(params, tokenizer, train_blocks, seed)

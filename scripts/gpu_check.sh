@@ -5,7 +5,8 @@
 #   1. install the carried wheels   2. the smoke profile through the workbook on the GPU (fail fast)
 #   3. the gpu profile end to end through the workbook runner   4. the benchmark at the paper's size
 #   (the profile's architecture), batch 32 and 256 (MFU)   5. copy the bench JSON, summary.md, CSVs
-#   and figures to $OUT   6. (COMPILE_BENCH=1) the benchmark again under torch.compile
+#   and figures to $OUT   6. (COMPILE_BENCH=1) the benchmark again under torch.compile, the hybrid steps with
+#   and without train.static_shapes side by side (hybrid_static_vs_hybrid_step_time in the JSON)
 # Optional: GPU_BENCH_BATCHES (default "32 256"), GPU_PROFILE_TIMEOUT (s, default 480), GPU_PROFILE_ARGS (extra
 # workbook arguments, e.g. "--set train.steps=100"), SMOKE=0 (skip stage 2), COMPILE_BENCH=1 (also
 # time the steps under torch.compile, last), GPU_BENCH_ARGS (extra bench arguments), INSTALL_WHEELS=0
@@ -73,8 +74,9 @@ tar -czf "$OUT/gpu_results.tar.gz" -C "$run" --exclude='checkpoints' --exclude='
 ls -la "$OUT"
 
 if [ "${COMPILE_BENCH:-0}" = 1 ]; then  # last: its compile time is the least predictable
-  stage "6. benchmark with torch.compile"
-  $PY -m jepa_core.bench "${paper[@]}" --batch 256 --rounds 5 --compile --out "$OUT/bench_${arch}_compile.json" || true
+  stage "6. benchmark with torch.compile, with and without static shapes"
+  $PY -m jepa_core.bench "${paper[@]}" --batch 256 --rounds 5 --compile --static-shapes \
+    --out "$OUT/bench_${arch}_compile.json" || true
 fi
 stage "done"
 exit $status

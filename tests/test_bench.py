@@ -13,7 +13,7 @@ from jepa_core.bench import BenchConfig, BlockCycle, parse_args, spread
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert bench.main(["--tiny", "--ablations", "--quiet", "--out", str(out)]) == 0
+    assert bench.main(["--tiny", "--ablations", "--static-shapes", "--quiet", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -22,7 +22,7 @@ def test_json_has_every_section(result):
                 "memory", "targets", "all_targets_pass", "data", "wall_seconds"):
         assert key in result, key
     assert result["command"].startswith("python -m jepa_core.bench --tiny")
-    assert result["config"] == vars(BenchConfig.tiny(ablations=True))
+    assert result["config"] == vars(BenchConfig.tiny(ablations=True, static_shapes=True))
     assert set(result["results"]) == set(bench.WORKLOADS) | set(bench.VARIANTS)
     assert set(result["targets"]) == set(bench.TARGETS)
     for key in ("cpu", "logical_cores", "torch_threads", "torch", "device"):
@@ -62,6 +62,17 @@ def test_ratios_and_targets_follow_from_the_times(result):
         assert isinstance(t["pass"], bool) and math.isfinite(t["measured"])
         assert t["pass"] == (t["measured"] >= threshold if op == ">=" else t["measured"] <= threshold)
     assert result["all_targets_pass"] == all(t["pass"] for t in result["targets"].values())
+
+
+def test_static_shapes_workloads_sit_next_to_the_default_ones(result):
+    res, r = result["results"], result["ratios"]
+    for name in bench.STATIC:  # same work counted (padding is not work), own times, own ratio
+        static = res[f"{name}_static"]
+        assert static["flops_per_step"] == res[name]["flops_per_step"]
+        assert static["label"] == res[name]["label"] + ", static shapes"
+        assert r[f"{name}_static_vs_{name}_step_time"]["value"] == pytest.approx(
+            static["step_seconds"]["median"] / res[name]["step_seconds"]["median"])
+        assert f"{name}_static_vs_{name}_step_time" in bench.format_table(result)
 
 
 def test_encoding_and_memory_sections(result):

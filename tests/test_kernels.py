@@ -142,6 +142,23 @@ def test_linear_cross_entropy_matches_linear_then_cross_entropy(chunk_rows, scal
         torch.testing.assert_close(f, s, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 4, 64])
+def test_linear_cross_entropy_ignores_rows_labelled_minus_100(chunk_rows):
+    """Static-shape padding: ignored rows change neither the mean nor any gradient, as in F.cross_entropy."""
+    h, w, b, y = _head_inputs()
+    y = y.clone()
+    y[[2, 3, 7]] = -100
+    stock = _grads(lambda h, w, b, y: F.cross_entropy(F.linear(h, w, b), y), h, w, b, y, upstream=0.7)
+    fused = _grads(lambda h, w, b, y: linear_cross_entropy(h, w, b, y, chunk_rows), h, w, b, y, upstream=0.7)
+    kept = _grads(lambda h, w, b, y: linear_cross_entropy(h, w, b, y, chunk_rows), h[y != -100], w, b, y[y != -100],
+                  upstream=0.7)
+    for s, f in zip(stock, fused):
+        torch.testing.assert_close(f, s, atol=1e-5, rtol=1e-5)
+    assert torch.count_nonzero(fused[1][[2, 3, 7]]) == 0
+    torch.testing.assert_close(fused[0], kept[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fused[2], kept[2], atol=1e-6, rtol=1e-6)
+
+
 def test_linear_cross_entropy_without_grad_and_with_no_rows():
     h, w, b, y = _head_inputs()
     with torch.no_grad():

@@ -323,7 +323,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
     """NON_WEIGHT_KEYS is a claim about the trainer: changing all of them at once (but compile and
-    parallel_runs, which only change float rounding) gives the same weights, bit for bit."""
+    parallel_runs and static_shapes, which only change float rounding) gives the same weights, bit for bit."""
     from safetensors.torch import load_file
 
     data = tiny_data()
@@ -333,7 +333,7 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
                                     train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
                         "hybrid", tmp_path / "b", data=data)
     # parallel_runs is read by the workbook, not by train(), and only changes thread counts (float rounding)
-    changed = {k for k in R.NON_WEIGHT_KEYS if k not in ("train.compile", "train.parallel_runs")}
+    changed = {k for k in R.NON_WEIGHT_KEYS if k not in ("train.compile", "train.parallel_runs", "train.static_shapes")}
     assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
     a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -13,6 +13,8 @@ In ONE process, with the same encoder config, batch, sequence length, vocabulary
           positions only) + the trainer's optimizer (train.build_optimizer) and schedule
   hybrid  our hybrid step as in the paper: MLM pass + student pass on context tokens + EMA target pass
   shared  the hybrid with jepa.shared_pass: one student pass over the corrupted context
+  hybrid_static, shared_static   (--static-shapes) the same two steps with train.static_shapes: every
+          batch padded to fixed widths, so that a compiled encoder (--compile) is not recompiled
   gemm    one large matmul (fp32 on CPU, bf16 on GPU): this machine's achievable FLOP/s
 
 After a warm-up, the five run round-robin for R rounds, so machine noise (other processes, thermal
@@ -46,6 +48,7 @@ import torch
 from .config import (
     GPU_BF16_PEAK_TFLOPS,
     TARGETS,
+    STATIC,
     TRAINING,
     WORKLOADS,
     BenchConfig,
@@ -69,7 +72,7 @@ from .workloads import (
 )
 
 __all__ = [  # the public names of the single-module bench.py this package replaces: `bench.X` keeps working
-    "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS", "BenchConfig",
+    "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STATIC", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS", "BenchConfig",
     "BlockCycle", "Table", "Workload", "batch_source", "bench_params", "encode_sentences", "encoding_benchmark",
     "format_markdown", "format_table", "gemm_workload", "gpu_peak_flops", "hf_workload", "load_data", "machine_info",
     "main", "micro_workloads", "our_workload", "parse_args", "report", "round_robin",
@@ -117,6 +120,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                  our_workload(cfg, tokenizer, cycle, device, bf16, "mlm"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid"),
                  our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=True),
+                 *(our_workload(cfg, tokenizer, cycle, device, bf16, "hybrid", shared_pass=name == "shared",
+                                static_shapes=True) for name in (STATIC if cfg.static_shapes else ())),
                  gemm_workload(cfg, device, bf16)]
     if cfg.ablations:
         workloads += [our_workload(cfg, tokenizer, cycle, device, bf16, base, variant=v)
@@ -149,6 +154,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
               "shared_vs_mlm_step_time": ratio("shared", "mlm"),
               **{f"speedup_mlm_vs_{n}": ratio(n, "mlm") for n in stock_workloads(cfg)[1:]},
               **{f"speedup_hybrid_vs_{n}": ratio(n, "hybrid") for n in stock_workloads(cfg)},
+              **{f"{n}_static_vs_{n}_step_time": ratio(f"{n}_static", n) for n in STATIC if cfg.static_shapes},
               "hybrid_vs_mlm_flops": {"value": by_name["hybrid"].flops / by_name["mlm"].flops},
               "shared_vs_mlm_flops": {"value": by_name["shared"].flops / by_name["mlm"].flops}}
 

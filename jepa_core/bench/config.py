@@ -27,7 +27,8 @@ TARGETS = {  # name: (comparison, threshold, what)
     "mlm_flops_fraction_of_gemm": (">=", 0.4, "achieved training FLOP/s of our MLM step / measured GEMM FLOP/s"),
     "encode_bucketed_vs_padded": (">=", 3.0, "encoding sentences/s, length-bucketed / padded to max_length"),
 }
-WORKLOADS = ("hf", "mlm", "hybrid", "shared", "gemm")
+WORKLOADS = ("hf", "mlm", "hybrid", "shared", "hybrid_static", "shared_static", "gemm")
+STATIC = ("hybrid", "shared")  # --static-shapes times these again with train.static_shapes, side by side
 TRAINING = ("hf", "mlm", "hybrid", "shared")
 
 
@@ -59,6 +60,7 @@ class BenchConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 autocast on a bf16-capable GPU, else fp32) | bf16 | fp32
     compile: bool = False  # torch.compile our encoder (as train.compile does)
+    static_shapes: bool = False  # also time the hybrid steps with train.static_shapes (fixed batch shapes)
     peak_tflops: float | None = None  # GPU bf16 peak for MFU; None: looked up in GPU_BF16_PEAK_TFLOPS
     ablations: bool = False  # also time VARIANTS and the optimizer / EMA micro-benchmarks
     seed: int = 0

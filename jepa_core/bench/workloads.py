@@ -95,10 +95,12 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
 
 
 def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.device, bf16: bool,
-                 objective: str, shared_pass: bool = False, variant: str | None = None) -> Workload:
+                 objective: str, shared_pass: bool = False, variant: str | None = None,
+                 static_shapes: bool = False) -> Workload:
     """Our step, as the trainer's loop body runs it (train.py): forward → backward → clip → finite
     check → AdamW (build_optimizer: decay groups, fused) → LR schedule → EMA update.
-    `variant` (a key of VARIANTS) undoes or adds one optimisation, to measure what it buys."""
+    `variant` (a key of VARIANTS) undoes or adds one optimisation, to measure what it buys;
+    `static_shapes`: batches padded to fixed widths (train.static_shapes), same FLOP count as without."""
     from ..flops import measure_token_counts, training_flops_per_step
     from ..masking import PretrainCollator
     from ..model import PretrainModel, ema_momentum
@@ -120,6 +122,8 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     flops = training_flops_per_step(params, cfg.vocab, objective, counts, shared_pass=shared_pass)
     if variant is not None:
         collator = _apply_variant(variant, model, collator, device)
+    if static_shapes:
+        collator = PretrainCollator(tokenizer, params.mask, cfg.seed, objective, shared_pass, True, cfg.seq)
     if bf16 or variant == "mlm:bf16_autocast":  # as Accelerate's prepare does: the forward only
         model.forward = _autocast(device, True)(model.forward)
     threads = 1 if variant == "mlm:1_thread" else torch.get_num_threads()
@@ -142,6 +146,8 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     name = objective if not shared_pass else "shared"
     label = {"mlm": "ours: MLM only", "hybrid": "ours: hybrid (paper: 2 student passes)",
              "shared": "ours: hybrid, shared_pass"}[name]
+    if static_shapes:
+        name, label = f"{name}_static", f"{label}, static shapes"
     return Workload(name, label, step, flops["total"], cfg.batch * cfg.seq, (model,), optimizer, notes)
 
 
