@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+from _train_helpers import one_thread
 from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
 from jepa_core.config import ParamsError, params_from_dict
@@ -29,13 +30,7 @@ ARCHITECTURES = ["bert", "modernbert"]
 FOR_MASKED_LM = {"bert": BertForMaskedLM, "modernbert": ModernBertForMaskedLM}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def tiny_params(architecture="bert", **overrides):

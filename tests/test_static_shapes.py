@@ -1,22 +1,19 @@
 """train.static_shapes: fixed batch shapes (for a compiled encoder) with the same masks, losses and gradients."""
 import pytest
 import torch
+from _train_helpers import one_thread
+from test_model import IDS as MODEL_IDS
+from test_model import VOCAB, tiny_params
+from test_model import L as MODEL_L
 
 from jepa_core.config import MaskConfig
 from jepa_core.masking import PretrainCollator, TokenIds, jepa_masks, mlm_width, static_widths
 from jepa_core.model import PretrainModel
 
-from test_model import IDS as MODEL_IDS, L as MODEL_L, VOCAB, tiny_params
-
 IDS = TokenIds(vocab_size=500, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def random_items(n, seq_len, ids, seed, min_len):
