@@ -47,8 +47,8 @@ import torch
 
 from .config import (
     GPU_BF16_PEAK_TFLOPS,
-    TARGETS,
     STATIC,
+    TARGETS,
     TRAINING,
     WORKLOADS,
     BenchConfig,
