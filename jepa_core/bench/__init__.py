@@ -72,7 +72,8 @@ from .workloads import (
 )
 
 __all__ = [  # the public names of the single-module bench.py this package replaces: `bench.X` keeps working
-    "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STATIC", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS", "BenchConfig",
+    "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STATIC", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS",
+    "BenchConfig",
     "BlockCycle", "Table", "Workload", "batch_source", "bench_params", "encode_sentences", "encoding_benchmark",
     "format_markdown", "format_table", "gemm_workload", "gpu_peak_flops", "hf_workload", "load_data", "machine_info",
     "main", "micro_workloads", "our_workload", "parse_args", "report", "round_robin",

@@ -52,7 +52,8 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
                             [[k, f"{res['ratios'][k]['value']:.2f}"] for k in stock], left=(0,)))
     static = [k for k in res["ratios"] if k.endswith("_static_vs_" + k.split("_")[0] + "_step_time")]
     if static:
-        tables.append(Table("Step time with train.static_shapes over the default shapes (< 1: static shapes are faster):",
+        tables.append(Table("Step time with train.static_shapes over the default shapes "
+                            "(< 1: static shapes are faster):",
                             ["ratio", "value"], [[k, f"{res['ratios'][k]['value']:.3f}"] for k in static], left=(0,)))
     if res["ablations"]:
         rows = []
