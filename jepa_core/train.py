@@ -499,13 +499,12 @@ def _accelerator(precision: str, tensorboard_dir: Path | None = None) -> Acceler
     # Several processes without CUDA (torchrun / accelerate launch on CPU): Accelerate sets up gloo
     # DDP only when told cpu=True.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if tensorboard_dir is None:
-        return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu)
-    if not is_tensorboard_available():
+    if tensorboard_dir is not None and not is_tensorboard_available():
         raise ImportError("train.report_to includes tensorboard but the tensorboard package is not installed: "
                           "pip install tensorboard (requirements.txt installs it), or drop it from train.report_to")
-    return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu, log_with="tensorboard",
-                       project_dir=tensorboard_dir.parent)
+    return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu,
+                       log_with=None if tensorboard_dir is None else "tensorboard",
+                       project_dir=None if tensorboard_dir is None else tensorboard_dir.parent)
 
 
 def _write_log(log: JsonlLog, acc: Accelerator, record: dict[str, Any]) -> None:

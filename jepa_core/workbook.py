@@ -366,11 +366,10 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         if step == "05_ablations":  # its own pre-training runs (variants), of differing lengths
             from jepa_core.ablation_study import trained_names
 
-            watcher = progress.Watcher(run_dir, trained_names(params), None, parallel, board,
-                                       label=f"[{i}/{len(todo)}] {step}")
+            models, total = trained_names(params), None
         else:
-            watcher = progress.Watcher(run_dir, runs, params.train.steps if params.train.budget == "steps" else None,
-                                       parallel, board, label=f"[{i}/{len(todo)}] {step}")
+            models, total = runs, params.train.steps if params.train.budget == "steps" else None
+        watcher = progress.Watcher(run_dir, models, total, parallel, board, label=f"[{i}/{len(todo)}] {step}")
         _marker(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}
