@@ -1,6 +1,9 @@
 """An ipywidgets explorer over finished runs: pick run, task, pooling, metric and seed (one or all, to
 see the spread between pre-training seeds); see the encoders' dev embeddings side by side (PCA to 2-D,
 coloured by label where the task has labels) and the metric table, optionally next to a second run's.
+Where notebook 05 ran, two more dropdowns: `models` (the main study, or 05's ablation variants from
+<run>/ablations/results/, same protocol and layout) and `layer` (the last layer, or the metric across
+layers from results/layerwise.csv: explorer_layers.py). A run without them shows neither.
 
     from jepa_core.explorer import Explorer
     Explorer("outputs").show()          # in JupyterLab: dropdowns + live plot
@@ -19,11 +22,16 @@ import numpy as np
 import pandas as pd
 
 from jepa_core import figures
+from jepa_core.explorer_layers import LAST_LAYER, LAYER_WISE, LAYERWISE_CSV, layer_figure, layer_table, \
+    load_layerwise, select, with_keys
 
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
 ALL_SEEDS = "all"
 NO_COMPARISON = "(none)"
 BASELINES = ("majority", "random_init")  # not pre-trained: no seed of their own to choose
+MAIN_STUDY = "main study"  # the `models` options: <run>/results/ ...
+ABLATIONS = "ablations"  # ... or <run>/ablations/results/ (ablation_study.STUDY_DIR, not imported: it imports torch)
+NO_EMBEDDINGS = "no cached dev embeddings for this selection"
 
 
 def _image(fig):
@@ -49,11 +57,12 @@ def find_runs(outputs_dir: str | Path) -> list[str]:
 
 @lru_cache(maxsize=8)
 def _metrics(path: str, mtime: float) -> pd.DataFrame:  # mtime in the key: a re-run is re-read
-    m = pd.read_csv(path)
-    # the folder name evaluate.py gives each encoder (Encoder.key): <model>-s<seed>, baselines without seed
-    seeded = m["seed"].notna() & ~m["model"].isin(BASELINES)
-    key = m["model"].astype(str).where(~seeded, m["model"].astype(str) + "-s" + m["seed"].astype("Int64").astype(str))
-    return m.assign(key=key)
+    return with_keys(pd.read_csv(path), BASELINES)
+
+
+def study_dir(run_dir: Path, models: str = MAIN_STUDY) -> Path:
+    """Where a study's results/ lie: the run itself, or its ablations/ folder (05: same layout)."""
+    return Path(run_dir) / ABLATIONS if models == ABLATIONS else Path(run_dir)
 
 
 def load_metrics(run_dir: Path) -> pd.DataFrame:
@@ -70,10 +79,11 @@ def seeds(metrics: pd.DataFrame) -> list[int]:
 
 
 def encoder_keys(metrics: pd.DataFrame, seed: int | str = ALL_SEEDS) -> list[str]:
-    """The trained encoders' keys (hybrid-s0, mlm-s0, ...) for one seed or all, grouped by model."""
+    """The trained encoders' keys (hybrid-s0, mlm-s0, ...) for one seed or all, grouped by model; 05's
+    reference encoders (no pre-training seed) with every seed."""
     trained = metrics[~metrics["model"].isin(BASELINES)]
     if seed != ALL_SEEDS:
-        trained = trained[trained["seed"] == seed]
+        trained = trained[(trained["seed"] == seed) | trained["seed"].isna()]
     return list(trained.sort_values(["model", "seed"])["key"].drop_duplicates())
 
 
@@ -139,29 +149,66 @@ class Explorer:
             raise FileNotFoundError(f"run {run!r} has no results/metrics.csv under {self.outputs_dir}")
         self.run = run or (self.runs[0] if self.runs else None)
 
-    def options(self, run: str) -> dict[str, list]:
-        m = load_metrics(self.outputs_dir / run)
+    def options(self, run: str, models: str = MAIN_STUDY) -> dict[str, list]:
+        run_dir = self.outputs_dir / run
+        has_ablations = (study_dir(run_dir, ABLATIONS) / "results" / "metrics.csv").is_file()
+        m = load_metrics(study_dir(run_dir, models if has_ablations else MAIN_STUDY))
         encoders = m[m["model"] != "majority"]  # the majority baseline's pooling "none" has no embeddings
         return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(encoders["pooling"].dropna())),
                 "metric": sorted(m["metric"].unique()),
                 "seed": [("all seeds", ALL_SEEDS)] + [(f"s{s}", s) for s in seeds(m)],
-                "compare": [NO_COMPARISON] + [r for r in self.runs if r != run]}
+                "compare": [NO_COMPARISON] + [r for r in self.runs if r != run],
+                "models": [MAIN_STUDY] + [ABLATIONS] * has_ablations,
+                "layer": [LAST_LAYER] + [LAYER_WISE] * (run_dir / LAYERWISE_CSV).is_file()}
+
+    def _data(self, run: str, models: str, layer: str) -> pd.DataFrame | None:
+        """What a selection reads: the study's metrics.csv or the run's layerwise.csv; None if absent."""
+        if layer == LAYER_WISE:
+            return load_layerwise(self.outputs_dir / run)
+        folder = study_dir(self.outputs_dir / run, models)
+        return load_metrics(folder) if (folder / "results" / "metrics.csv").is_file() else None
+
+    @staticmethod
+    def _layers(layers: pd.DataFrame, task: str, metric: str | None, seed, models: str) -> pd.DataFrame:
+        # main study: the main encoders, whose model name is their objective (variants and references are not)
+        main = list(layers.loc[layers["model"] == layers["objective"], "model"].unique())
+        return select(layers, task, metric, seed, main if models == MAIN_STUDY else None, ALL_SEEDS)
+
+    def _table(self, data: pd.DataFrame, task, pooling, metric, seed, models, layer) -> pd.DataFrame:
+        if layer == LAYER_WISE:
+            return layer_table(self._layers(data, task, metric, seed, models))
+        return selection_table(data, task, pooling, metric, seed)
+
+    def _figure(self, run: str, data: pd.DataFrame, task, pooling, metric, seed, models, layer):
+        if layer == LAYER_WISE:
+            available = sorted(data["metric"].unique())
+            return layer_figure(self._layers(data, task, metric, seed, models), metric, available, task)
+        points = project(study_dir(self.outputs_dir / run, models), encoder_keys(data, seed), task, pooling)
+        ncols = data.loc[~data["model"].isin(BASELINES), "model"].nunique()
+        where = f"{run} ({ABLATIONS})" if models == ABLATIONS else run
+        return figures.projection(points, f"{where}: {task} dev embeddings, {pooling} pooling (PCA)", ncols=ncols) \
+            if len(points) else NO_EMBEDDINGS
 
     def render(self, run: str, task: str, pooling: str, metric: str | None, seed: int | str = ALL_SEEDS,
-               compare: str | None = None):
-        """(Figure or None, table) for one selection; with `compare`, that run's table beside this one's."""
-        run_dir = self.outputs_dir / run
-        metrics = load_metrics(run_dir)
-        points = project(run_dir, encoder_keys(metrics, seed), task, pooling)
-        ncols = metrics.loc[~metrics["model"].isin(BASELINES), "model"].nunique()
-        fig = figures.projection(points, f"{run}: {task} dev embeddings, {pooling} pooling (PCA)", ncols=ncols) \
-            if len(points) else None
-        table = selection_table(metrics, task, pooling, metric, seed)
+               compare: str | None = None, models: str = MAIN_STUDY, layer: str = LAST_LAYER):
+        """(Figure, or a sentence saying why there is none; table) for one selection; with `compare`,
+        that run's table (same models and layer view) beside this one's. The layer-wise view reads
+        results/layerwise.csv (mean pooling only: `pooling` does not apply)."""
+        data = self._data(run, models, layer)
+        if data is None:
+            raise FileNotFoundError(f"run {run!r} has no {models} results for the {layer} view")
+        fig = self._figure(run, data, task, pooling, metric, seed, models, layer)
+        table = self._table(data, task, pooling, metric, seed, models, layer)
         if compare and compare != NO_COMPARISON:
-            other = load_metrics(self.outputs_dir / compare)
-            if seed != ALL_SEEDS and seed not in seeds(other):  # say so rather than show baselines only
-                seed, compare = ALL_SEEDS, f"{compare} (no seed {seed}: all seeds)"
-            table = side_by_side({run: table, compare: selection_table(other, task, pooling, metric, seed)})
+            other = self._data(compare, models, layer)
+            if other is None:  # say so rather than drop the column silently
+                what = "layer-wise results" if layer == LAYER_WISE else "ablation results"
+                tables = {run: table, f"{compare} (no {what})": pd.DataFrame(index=table.index, columns=["-"])}
+            else:
+                if seed != ALL_SEEDS and seed not in seeds(other):  # say so rather than show baselines only
+                    seed, compare = ALL_SEEDS, f"{compare} (no seed {seed}: all seeds)"
+                tables = {run: table, compare: self._table(other, task, pooling, metric, seed, models, layer)}
+            table = side_by_side(tables)
         return fig, table
 
     def show(self):
@@ -177,7 +224,9 @@ class Explorer:
         if headless():
             print(f"headless run: static view of run={self.run} task={task} pooling={pooling} metric={metric}")
             fig, table = self.render(self.run, task, pooling, None)
-            if fig is not None:
+            if isinstance(fig, str):
+                print(fig)
+            else:
                 display(_image(fig))
             display(table)
             return None
@@ -194,11 +243,18 @@ class Explorer:
               "pooling": w.Dropdown(options=opts["pooling"], value=pooling, description="pooling"),
               "metric": w.Dropdown(options=["(all)"] + opts["metric"], value=metric, description="metric"),
               "seed": w.Dropdown(options=opts["seed"], value=ALL_SEEDS, description="seed"),
-              "compare": w.Dropdown(options=opts["compare"], value=NO_COMPARISON, description="compare")}
+              "compare": w.Dropdown(options=opts["compare"], value=NO_COMPARISON, description="compare"),
+              "models": w.Dropdown(options=opts["models"], value=MAIN_STUDY, description="models"),
+              "layer": w.Dropdown(options=opts["layer"], value=LAST_LAYER, description="layer")}
         out = w.Output()
         self.dropdowns = dd
 
-        refilling = []  # non-empty while new_run swaps the options: one redraw after, not one per dropdown
+        def hide_single_choices(o):  # a run without notebook 05's outputs shows the dropdowns it had before
+            for name in ("models", "layer"):
+                dd[name].layout.display = None if len(o[name]) > 1 else "none"
+
+        hide_single_choices(opts)
+        refilling = []  # non-empty while refill swaps the options: one redraw after, not one per dropdown
 
         def update(*_):
             if refilling:
@@ -208,32 +264,46 @@ class Explorer:
                 try:
                     fig, table = self.render(dd["run"].value, dd["task"].value, dd["pooling"].value,
                                              None if dd["metric"].value == "(all)" else dd["metric"].value,
-                                             dd["seed"].value, dd["compare"].value)
+                                             dd["seed"].value, dd["compare"].value, dd["models"].value,
+                                             dd["layer"].value)
                 except Exception as exc:  # show the problem in the widget instead of a silent callback error
                     print(f"cannot render this selection: {exc}")
                     return
-                if fig is None:
-                    print("no cached dev embeddings for this selection")
+                if isinstance(fig, str):
+                    print(fig)
                 else:
                     display(_image(fig))
                 display(table)
 
-        def new_run(change):
-            o = self.options(change["new"])
+        def set_options(name: str, options: list) -> None:
+            """New options, keeping the value where it still is one (ipywidgets picks the first option)."""
+            kept = dd[name].value
+            dd[name].options = options
+            if kept in [o[1] if isinstance(o, tuple) else o for o in options]:
+                dd[name].value = kept
+
+        def refill(*_):
+            """New run or models: each dropdown gets that run's (and study's) options."""
+            if refilling:  # setting models' options below may change its value: no second refill
+                return
             refilling.append(True)
             try:
-                for name in ("task", "pooling", "seed", "compare"):
-                    dd[name].options = o[name]
-                dd["metric"].options = ["(all)"] + o["metric"]
+                set_options("models", self.options(dd["run"].value)["models"])
+                o = self.options(dd["run"].value, dd["models"].value)
+                for name in ("task", "pooling", "seed", "compare", "layer"):
+                    set_options(name, o[name])
+                set_options("metric", ["(all)"] + o["metric"])
+                hide_single_choices(o)
             finally:
                 refilling.clear()
             update()
 
-        dd["run"].observe(new_run, names="value")
-        for name in ("task", "pooling", "metric", "seed", "compare"):
+        dd["run"].observe(refill, names="value")
+        dd["models"].observe(refill, names="value")
+        for name in ("task", "pooling", "metric", "seed", "compare", "layer"):
             dd[name].observe(update, names="value")
         update()
-        box = w.VBox([w.HBox([dd["run"], dd["task"], dd["seed"]]), w.HBox([dd["pooling"], dd["metric"],
-                                                                           dd["compare"]]), out])
+        box = w.VBox([w.HBox([dd["run"], dd["task"], dd["seed"], dd["models"]]),
+                      w.HBox([dd["pooling"], dd["metric"], dd["compare"], dd["layer"]]), out])
         display(box)
         return box

@@ -114,7 +114,7 @@ def test_every_dropdown_reaches_render(outputs, monkeypatch):
     ex = explorer.Explorer(outputs, run="r1")
     ex.show()
     dd = ex.dropdowns
-    assert calls[-1] == ("r1", "sst2", "mean", "uniformity", "all", "(none)")
+    assert calls[-1] == ("r1", "sst2", "mean", "uniformity", "all", "(none)", "main study", "last")
     assert [label for label, _ in dd["seed"].options] == ["all seeds", "s0", "s1"]
     for name, value, position in (("task", "wiki", 1), ("pooling", "mean", 2), ("metric", "(all)", 3),
                                   ("seed", 1, 4), ("compare", "r2", 5), ("run", "r2", 0)):
@@ -124,7 +124,7 @@ def test_every_dropdown_reaches_render(outputs, monkeypatch):
     dd["compare"].value, dd["seed"].value = "r1", 1
     calls.clear()
     dd["run"].value = "r1"  # new options for every dropdown: one redraw; seed 1 kept (r1 has it), compare reset
-    assert calls == [("r1", "wiki", "mean", None, 1, "(none)")]
+    assert calls == [("r1", "wiki", "mean", None, 1, "(none)", "main study", "last")]
 
 
 def test_headless_renders_static_view(outputs, monkeypatch, capsys):
@@ -140,3 +140,134 @@ def test_unknown_run_is_named(outputs):
     with pytest.raises(FileNotFoundError, match="nope"):
         explorer.Explorer(outputs, run="nope")
     assert explorer.Explorer(outputs / "empty").show() is None  # no runs: a message, not a crash
+
+
+# ---------------------------------------------------------------- notebook 05's outputs: variants and layers
+
+VARIANTS = ("hybrid-learned", "mlm", "hybrid-fixed0.5")  # 05's names: the main hybrid, MLM, one variant
+REFERENCE = "minilm"  # a reference encoder: no pre-training seed
+
+
+def _write_05(run_dir, cached=("hybrid-learned-s0", "hybrid-fixed0.5-s0", "mlm-s0", REFERENCE)):
+    """<run>/ablations/results/ (metrics.csv and the embeddings of `cached`, sst2 only) and
+    results/layerwise.csv, as ablation_study writes them. Values: ablation metric = 100 + seed;
+    layer-wise value = 10·(model's index) + layer + seed/10."""
+    rows = [dict(model="majority", objective="majority", seed=None, task="sst2", pooling="none",
+                 metric="accuracy", value=0.5, ci_low=0.4, ci_high=0.6)]
+    for model, seed in [(v, s) for v in VARIANTS for s in (0, 1)] + [(REFERENCE, None)]:
+        for pooling in ("mean", "max"):
+            for metric in ("uniformity", "accuracy"):
+                rows.append(dict(model=model, objective="reference" if seed is None else model, seed=seed,
+                                 task="sst2", pooling=pooling, metric=metric, value=100 + (seed or 0),
+                                 ci_low=float("nan"), ci_high=float("nan")))
+    results = run_dir / "ablations" / "results"
+    results.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(results / "metrics.csv", index=False)
+    folder = results / "embeddings" / "sst2"
+    rng = np.random.default_rng(2)
+    for key in cached:
+        (folder / key).mkdir(parents=True)
+        np.save(folder / key / "mean.npy", rng.normal(size=(30, 8)).astype(np.float32))
+    pd.DataFrame({"example": range(30), "label": rng.integers(0, 2, 30)}).to_parquet(folder / "examples.parquet")
+    layer_rows = []
+    models = [("hybrid", "hybrid"), ("mlm", "mlm"), ("hybrid-fixed0.5", "hybrid"), (REFERENCE, "reference")]
+    for i, (model, objective) in enumerate(models):
+        for seed in ([None] if objective == "reference" else [0, 1]):
+            for task in ("sst2", "wiki"):
+                for layer in range(3):
+                    for metric in ("uniformity", "anisotropy", "effective_rank"):
+                        layer_rows.append(dict(model=model, objective=objective, seed=seed, task=task, layer=layer,
+                                               metric=metric, value=10 * i + layer + (seed or 0) / 10, n=30))
+    pd.DataFrame(layer_rows).astype({"seed": "Int64"}).to_csv(run_dir / "results" / "layerwise.csv", index=False)
+
+
+@pytest.fixture()
+def outputs05(tmp_path):
+    """r1: a run without 05's outputs; r05 (newest): the same with them."""
+    _write_run(tmp_path, "r1", 0.0)
+    _write_05(_write_run(tmp_path, "r05", 0.0))
+    return tmp_path
+
+
+def test_a_run_without_05_outputs_offers_what_it_did(outputs05):
+    ex = explorer.Explorer(outputs05, run="r1")
+    assert ex.options("r1")["models"] == ["main study"] and ex.options("r1")["layer"] == ["last"]
+    assert ex.options("r1", "ablations") == ex.options("r1")  # nothing to switch to
+    assert ex.options("r05")["models"] == ["main study", "ablations"]
+    assert ex.options("r05")["layer"] == ["last", "layer-wise"]
+    assert {k: v for k, v in ex.options("r05").items() if k not in ("models", "layer", "compare")} == \
+        {k: v for k, v in ex.options("r1").items() if k not in ("models", "layer", "compare")}
+
+
+def test_ablation_variants_in_table_and_projection(outputs05):
+    ex = explorer.Explorer(outputs05, run="r05")
+    assert ex.options("r05", "ablations")["pooling"] == ["mean", "max"]  # 05 evaluates the claims' poolings
+    fig, table = ex.render("r05", "sst2", "mean", "uniformity", models="ablations")
+    assert {"hybrid-fixed0.5-s0", "hybrid-fixed0.5-s1", "mlm-s1", REFERENCE} <= set(table.columns)
+    assert table.loc["uniformity", "hybrid-fixed0.5-s1"] == "101.000"
+    # projected: the cached variants only (hybrid-fixed0.5-s1 has none); the reference with any seed
+    assert _panel_titles(fig) == ["hybrid-fixed0.5-s0", "hybrid-learned-s0", REFERENCE, "mlm-s0"]
+    assert "(ablations)" in fig.texts[0].get_text()
+    _, seed1 = ex.render("r05", "sst2", "mean", "uniformity", seed=1, models="ablations")
+    assert list(seed1.columns) == ["hybrid-fixed0.5-s1", "hybrid-learned-s1", REFERENCE, "mlm-s1"]
+    uncached, _ = ex.render("r05", "sst2", "max", "uniformity", models="ablations")
+    assert uncached == explorer.NO_EMBEDDINGS  # said plainly, not an empty figure
+    main_fig, main = ex.render("r05", "sst2", "mean", "uniformity")
+    assert "hybrid-fixed0.5-s0" not in main.columns and _panel_titles(main_fig)[0] == "hybrid-s0"
+
+
+def _legend(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_layer_wise_view_draws_the_metric_across_layers(outputs05):
+    ex = explorer.Explorer(outputs05, run="r05")
+    fig, table = ex.render("r05", "sst2", "mean", "anisotropy", layer="layer-wise")
+    assert [ax.get_title() for ax in fig.axes] == ["sst2"]  # the chosen task's panel
+    assert _legend(fig) == ["hybrid", "mlm"]  # main study: the main encoders
+    assert list(fig.axes[0].lines[1].get_ydata()) == pytest.approx([10.05, 11.05, 12.05])  # mlm, mean of seeds
+    assert list(table.index) == [("anisotropy", 0), ("anisotropy", 1), ("anisotropy", 2)]
+    assert table.loc[("anisotropy", 2), "mlm-s1"] == "12.100"
+    fig, table = ex.render("r05", "sst2", "mean", "anisotropy", seed=0, models="ablations", layer="layer-wise")
+    assert _legend(fig) == ["hybrid", "mlm", "hybrid-fixed0.5", f"{REFERENCE} (reference)"]
+    assert list(table.columns) == ["hybrid-fixed0.5-s0", "hybrid-s0", REFERENCE, "mlm-s0"]
+    every, table = ex.render("r05", "wiki", "mean", None, layer="layer-wise")
+    assert every.startswith("choose one metric") and len(table) == 3 * 3  # three metrics × three layers
+    missing, _ = ex.render("r05", "sst2", "mean", "accuracy", layer="layer-wise")
+    assert missing.startswith("no layer-wise accuracy for sst2")
+    with pytest.raises(FileNotFoundError, match="layer-wise"):
+        ex.render("r1", "sst2", "mean", "uniformity", layer="layer-wise")
+
+
+def test_comparison_with_a_run_without_05_outputs_says_so(outputs05):
+    ex = explorer.Explorer(outputs05, run="r05")
+    _, table = ex.render("r05", "sst2", "mean", "uniformity", compare="r1", models="ablations")
+    assert list(table.columns.get_level_values(0).unique()) == ["r05", "r1 (no ablation results)"]
+    _, table = ex.render("r05", "sst2", "mean", "uniformity", compare="r1", layer="layer-wise")
+    assert "r1 (no layer-wise results)" in table.columns.get_level_values(0)
+
+
+def test_models_and_layer_dropdowns_only_where_05_ran(outputs05, monkeypatch):
+    monkeypatch.delenv("JEPA_HEADLESS", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda obj: None)
+    calls = []
+    original = explorer.Explorer.render
+    monkeypatch.setattr(explorer.Explorer, "render",
+                        lambda self, *args: calls.append(args) or original(self, *args))
+    without = explorer.Explorer(outputs05, run="r1")
+    without.show()
+    assert {without.dropdowns[n].layout.display for n in ("models", "layer")} == {"none"}
+    ex = explorer.Explorer(outputs05, run="r05")
+    ex.show()
+    dd = ex.dropdowns
+    assert {dd[n].layout.display for n in ("models", "layer")} == {None}
+    calls.clear()
+    dd["models"].value = "ablations"  # its own poolings and metrics; task, seed, metric kept: one redraw
+    assert dd["pooling"].options == ("mean", "max")
+    assert calls == [("r05", "sst2", "mean", "uniformity", "all", "(none)", "ablations", "last")]
+    dd["layer"].value = "layer-wise"
+    assert calls[-1][-2:] == ("ablations", "layer-wise")
+    calls.clear()
+    dd["run"].value = "r1"  # no 05 outputs: back to the main study's last layer, both dropdowns hidden
+    assert calls == [("r1", "sst2", "mean", "uniformity", "all", "(none)", "main study", "last")]
+    assert {dd[n].layout.display for n in ("models", "layer")} == {"none"}
