@@ -1,6 +1,6 @@
 """The explorer in a real frontend: JupyterLab (127.0.0.1, random port, token) driven by Chromium
-through Playwright. A notebook shows the explorer over the smoke chain's results (conftest.smoke_chain)
-and a two-seed run derived from them; every dropdown is changed in turn and the widget's table (and,
+through Playwright. A notebook shows the explorer over the smoke chain's results (conftest.smoke_chain,
+notebook 05's included) and a two-seed run derived from them; every dropdown is changed in turn and the widget's table (and,
 where the selection changes what is plotted, its figure) must change, with no widget or kernel error.
 
 Screenshots go to $ARTIFACTS/browser (else the test's tmp folder); the path is printed (pytest -s).
@@ -39,21 +39,23 @@ ERRORS = ("Error displaying widget", "cannot render this selection", "Traceback"
 
 
 def _two_runs(smoke_run: Path, outputs: Path) -> None:
-    """outputs/smoke: the chain's results; outputs/smoke-2seeds: the same with a second seed whose
-    embeddings are the first seed's plus noise and whose metric values are shifted (a reader sees spread)."""
-    shutil.copytree(smoke_run / "results", outputs / "smoke" / "results")
-    two = outputs / "smoke-2seeds" / "results"
-    shutil.copytree(smoke_run / "results", two)
-    m = pd.read_csv(two / "metrics.csv")
-    trained = m[m["model"].isin(["hybrid", "mlm"])]
-    pd.concat([m, trained.assign(seed=1, value=trained["value"] + 0.01)]).to_csv(two / "metrics.csv", index=False)
+    """outputs/smoke: the chain's results (03's and 05's: ablations/results, results/layerwise.csv);
+    outputs/smoke-2seeds: the same with a second seed whose embeddings are the first seed's plus noise and
+    whose metric values are shifted (a reader sees spread)."""
+    for run in ("smoke", "smoke-2seeds"):
+        shutil.copytree(smoke_run / "results", outputs / run / "results")
+        shutil.copytree(smoke_run / "ablations" / "results", outputs / run / "ablations" / "results")
     rng = np.random.default_rng(0)
-    for folder in (two / "embeddings").glob("*/*-s0"):
-        target = folder.with_name(folder.name[:-1] + "1")
-        target.mkdir()
-        for npy in folder.glob("*.npy"):
-            x = np.load(npy)
-            np.save(target / npy.name, x + rng.normal(scale=x.std() + 1e-6, size=x.shape).astype(x.dtype))
+    for two in (outputs / "smoke-2seeds" / "results", outputs / "smoke-2seeds" / "ablations" / "results"):
+        m = pd.read_csv(two / "metrics.csv")
+        trained = m[m["seed"].notna() & ~m["model"].isin(["majority", "random_init"])]
+        pd.concat([m, trained.assign(seed=1, value=trained["value"] + 0.01)]).to_csv(two / "metrics.csv", index=False)
+        for folder in (two / "embeddings").glob("*/*-s0"):
+            target = folder.with_name(folder.name[:-1] + "1")
+            target.mkdir()
+            for npy in folder.glob("*.npy"):
+                x = np.load(npy)
+                np.save(target / npy.name, x + rng.normal(scale=x.std() + 1e-6, size=x.shape).astype(x.dtype))
 
 
 def _free_port() -> int:
@@ -152,7 +154,8 @@ def test_every_dropdown_changes_the_view(lab):
             page.screenshot(path=str(artifacts / "00_start.png"), full_page=True)
             # (dropdown, new option label or None = the first other option, does the figure change)
             steps = [("task", "wiki", True), ("pooling", None, True), ("metric", "(all)", False),
-                     ("seed", "s1", True), ("compare", "smoke", False), ("run", "smoke", True)]
+                     ("seed", "s1", True), ("compare", "smoke", False), ("run", "smoke", True),
+                     ("models", "ablations", True), ("metric", "uniformity", False), ("layer", "layer-wise", True)]
             for i, (name, label, figure_changes) in enumerate(steps, start=1):
                 select = _dropdown(page, name)
                 assert select.count() == 1, f"no {name} dropdown"
@@ -171,5 +174,9 @@ def test_every_dropdown_changes_the_view(lab):
                     assert view[1].count("hybrid-s") == 2, view[1]  # hybrid-s1 here, hybrid-s0 there
                 if name == "run":  # compare reset to (none): this run's table alone
                     assert "smoke-2seeds" not in view[1] and "hybrid-s0" in view[1], view[1]
+                if name == "models":  # 05's variants (parameters/smoke.yaml) beside the baseline
+                    assert "hybrid-fixed0.5-s0" in view[1] and "mlm-flops-s0" in view[1], view[1]
+                if name == "layer":  # the metric per layer (0 = embeddings) of every encoder 05 measured
+                    assert "layer" in view[1] and "hybrid-fixed0.5-s0" in view[1], view[1]
         finally:
             browser.close()
