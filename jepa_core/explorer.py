@@ -22,8 +22,16 @@ import numpy as np
 import pandas as pd
 
 from jepa_core import figures
-from jepa_core.explorer_layers import LAST_LAYER, LAYER_WISE, LAYERWISE_CSV, layer_figure, layer_table, \
-    load_layerwise, select, with_keys
+from jepa_core.explorer_layers import (
+    LAST_LAYER,
+    LAYER_WISE,
+    LAYERWISE_CSV,
+    layer_figure,
+    layer_table,
+    load_layerwise,
+    select_layers,
+    with_keys,
+)
 
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
 ALL_SEEDS = "all"
@@ -172,7 +180,7 @@ class Explorer:
     def _layers(layers: pd.DataFrame, task: str, metric: str | None, seed, models: str) -> pd.DataFrame:
         # main study: the main encoders, whose model name is their objective (variants and references are not)
         main = list(layers.loc[layers["model"] == layers["objective"], "model"].unique())
-        return select(layers, task, metric, seed, main if models == MAIN_STUDY else None, ALL_SEEDS)
+        return select_layers(layers, task, metric, seed, main if models == MAIN_STUDY else None, ALL_SEEDS)
 
     def _table(self, data: pd.DataFrame, task, pooling, metric, seed, models, layer) -> pd.DataFrame:
         if layer == LAYER_WISE:

@@ -32,7 +32,7 @@ def load_layerwise(run_dir: Path) -> pd.DataFrame | None:
     return _read(str(path), path.stat().st_mtime) if path.is_file() else None
 
 
-def select(layers: pd.DataFrame, task: str, metric: str | None, seed, models: list[str] | None = None,
+def select_layers(layers: pd.DataFrame, task: str, metric: str | None, seed, models: list[str] | None = None,
            all_seeds=None) -> pd.DataFrame:
     """The rows of one task (and metric, unless None), the chosen seed's encoders (reference encoders,
     which have no pre-training seed, always) and, if given, only `models`."""

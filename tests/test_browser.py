@@ -1,7 +1,8 @@
 """The explorer in a real frontend: JupyterLab (127.0.0.1, random port, token) driven by Chromium
 through Playwright. A notebook shows the explorer over the smoke chain's results (conftest.smoke_chain,
-notebook 05's included) and a two-seed run derived from them; every dropdown is changed in turn and the widget's table (and,
-where the selection changes what is plotted, its figure) must change, with no widget or kernel error.
+notebook 05's included) and a two-seed run derived from them; every dropdown is changed in turn and the
+widget's table (and, where the selection changes what is plotted, its figure) must change, with no widget
+or kernel error.
 
 Screenshots go to $ARTIFACTS/browser (else the test's tmp folder); the path is printed (pytest -s).
 Skipped with the reason when Chromium (/usr/bin/chromium; .ci/run installs it with apt-get) or the

@@ -271,3 +271,9 @@ def test_models_and_layer_dropdowns_only_where_05_ran(outputs05, monkeypatch):
     dd["run"].value = "r1"  # no 05 outputs: back to the main study's last layer, both dropdowns hidden
     assert calls == [("r1", "sst2", "mean", "uniformity", "all", "(none)", "main study", "last")]
     assert {dd[n].layout.display for n in ("models", "layer")} == {"none"}
+
+
+def test_ablations_folder_is_the_one_notebook_05_writes():
+    from jepa_core import ablation_study
+
+    assert explorer.study_dir("run", explorer.ABLATIONS).name == ablation_study.STUDY_DIR
