@@ -248,8 +248,9 @@ from jepa_core.summary import write_summary
 display(Markdown(write_summary(metrics, differences, run_dir)))'''),
         md("## Explorer\n\nPick a run, task, pooling, metric and seed (one, or all to see the spread between "
            "pre-training seeds): the dev embeddings of the encoders projected to 2-D (PCA), coloured by label, and "
-           "the metric table for the selection; `compare` puts a second run's table beside it. Needs a live kernel "
-           "with widgets (JupyterLab); in a headless run it renders the default selection once."),
+           "the metric table for the selection; `compare` puts a second run's table beside it. Once notebook 05 "
+           "has run (re-run this cell), `models` shows its ablation variants and `layer` a metric across layers. "
+           "Needs a live kernel with widgets (JupyterLab); in a headless run it renders the default selection once."),
         code('''
 from jepa_core.explorer import Explorer
 
