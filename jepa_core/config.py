@@ -37,6 +37,25 @@ REPORT_TO = ("jsonl", "tensorboard")  # train.report_to: where the training log 
 PAIR_ENCODINGS = ("joint", "siamese")
 RENAMED_SECTIONS = {"objective": "jepa"}  # old name -> new name, for a clear error on old profiles
 
+# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
+# checkpoint stays resumable when only these change (resume.py); every other key of WEIGHT_SECTIONS is
+# part of the run's identity (test_train.py checks that all but the rounding ones leave the weights bit
+# for bit equal); the workbook leaves them out of 02_pretrain's fingerprint. Here, not in resume.py, so
+# that the workbook runner reads them without importing torch.
+NON_WEIGHT_KEYS = {
+    "train.log_every": "only how often the log is written",
+    "train.parallel_runs": "only how many runs share the machine (their thread counts round differently, 1e-7-ish)",
+    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
+    "train.eval_batches": "only how many fixed batches validation averages over",
+    "train.checkpoint_every": "when the state is saved, not what it is",
+    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
+    "train.compile": "the same computation, compiled (equal up to float rounding)",
+    "train.static_shapes": "the same masks, padded to fixed widths (equal up to float rounding)",
+    "train.collapse_std": "only when a collapse warning is printed",
+    "train.report_to": "only which loggers receive the log records (jsonl always)",
+}
+WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")
+
 
 def hash_dict(d: Mapping[str, Any]) -> str:
     """Short hash of a JSON-able mapping (key order does not matter)."""

@@ -47,6 +47,19 @@ def _uniform16(n: int) -> torch.Tensor:
     return words.view(torch.int16)[:n]
 
 
+@torch.compiler.disable
+def _keep_mask(shape: torch.Size, drop: int) -> torch.Tensor:
+    """True with probability 1 − drop/65536, per element of `shape` (a new tensor).
+
+    Outside torch.compile's graph, on purpose: dynamo cannot trace `random_`, so it broke the graph
+    inside _uniform16, and the resumed graph returned an int16 view of an int64 input. Once a second
+    size made that size symbolic (hidden states, then attention weights), AOTAutograd rebuilt the view
+    by as_strided with the int64 item size and crashed ("setStorage: ... out of bounds") under
+    train.compile with dropout > 0. Drawn here, eagerly, the masks are those of the uncompiled run
+    (same generator, same order) and nothing the graph returns aliases the random words."""
+    return _uniform16(shape.numel()).view(shape) >= drop - DROPOUT_RESOLUTION // 2
+
+
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """F.dropout(x, p, training) with a cheaper mask on CPU: zero with probability round(p·65536)/65536,
     scale the rest by 1/(1 − that probability)."""
@@ -57,7 +70,7 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
     drop = round(p * DROPOUT_RESOLUTION)
-    keep = _uniform16(x.numel()).view(x.shape) >= drop - DROPOUT_RESOLUTION // 2  # P(keep) = 1 − drop/65536
+    keep = _keep_mask(x.shape, drop)
     scale = DROPOUT_RESOLUTION / (DROPOUT_RESOLUTION - drop)
     return x * keep.to(x.dtype).mul_(scale)  # the mask is a constant: autograd saves it for backward
 

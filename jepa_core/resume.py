@@ -1,7 +1,7 @@
 """Which checkpoint a run continues: THE rule of the CLI's --resume and the workbook alike.
 
 A checkpoint is continued when its run identity (`run_identity`: the objective, the seed and every
-weight-changing parameter, i.e. all keys of data/model/mask/jepa/train except NON_WEIGHT_KEYS)
+weight-changing parameter, i.e. all keys of data/model/mask/jepa/train except config.NON_WEIGHT_KEYS)
 matches this run's; otherwise `claim_checkpoint` moves it aside to `<checkpoint>.stale-<time>/` (with
 its log and summary, `set_aside`) with a message naming the changed keys. Nothing is deleted.
 Checkpoints written before the `objective` section was renamed `jepa` compare under the new name.
@@ -14,26 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import checkpoint as ckpt
-from .config import RENAMED_SECTIONS, Params, hash_dict
+from .config import NON_WEIGHT_KEYS, RENAMED_SECTIONS, WEIGHT_SECTIONS, Params, hash_dict
 
 if TYPE_CHECKING:
     from .train import RunPaths
 
-# Keys of the pre-training sections that do not change the trained weights, each with the reason. A
-# checkpoint stays resumable when only these change; every other key of WEIGHT_SECTIONS is part of the
-# run's identity (test_train.py checks that all but `compile` leave the weights bit for bit equal).
-NON_WEIGHT_KEYS = {
-    "train.log_every": "only how often the log is written",
-    "train.parallel_runs": "only how many runs share the machine (their thread counts round differently, 1e-7-ish)",
-    "train.eval_every": "validation runs without gradients, in eval mode, on batches collated once",
-    "train.eval_batches": "only how many fixed batches validation averages over",
-    "train.checkpoint_every": "when the state is saved, not what it is",
-    "train.num_workers": "batch order and masks are seeded per item, not per worker process",
-    "train.compile": "the same computation, compiled (equal up to float rounding)",
-    "train.static_shapes": "the same masks, padded to fixed widths (equal up to float rounding)",
-    "train.collapse_std": "only when a collapse warning is printed",
-}
-WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")
 
 
 def _current_key(key: str) -> str:

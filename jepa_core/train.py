@@ -41,7 +41,7 @@ elapsed_s, and "warning" when a collapse signal fires; MLM runs write null for t
 Every train.eval_every steps: {"split": "validation", step, mlm_loss, jepa_loss} on fixed batches.
 
 Resume: `resume.claim_checkpoint` (shared with the workbook) continues a checkpoint whose objective,
-seed and weight-changing parameters match (all but resume.NON_WEIGHT_KEYS); otherwise it is moved
+seed and weight-changing parameters match (all but config.NON_WEIGHT_KEYS); otherwise it is moved
 aside to `<checkpoint>.stale-<time>/` (with its log), never deleted. The `RunState` travels in the
 checkpoint as one unit, with every process's RNG state: a resumed run repeats the uninterrupted one.
 

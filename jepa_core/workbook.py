@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from jepa_core import progress
-from jepa_core.config import Params, ParamsError, load_params, parse_overrides, save_params
+from jepa_core.config import NON_WEIGHT_KEYS, Params, ParamsError, load_params, parse_overrides, save_params
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PACKAGE_ROOT / "notebooks"
@@ -53,6 +53,11 @@ STEPS: dict[str, tuple[str, ...]] = {
 # Keys that sit in an earlier step's section but only a later step reads: left out of that section's
 # fingerprint, so setting them re-runs only the later step (and adding them kept old fingerprints)
 LATER_KEYS = ("eval.reference_models",)
+# Keys left out of their section's fingerprint: LATER_KEYS, and the pre-training keys that cannot change
+# the trained weights (config.NON_WEIGHT_KEYS: log/eval/checkpoint intervals, compile, loggers ...), so
+# that changing those re-runs no pre-training. 02's outputs are the weights; its logs keep the intervals
+# and loggers of the run that made them.
+UNFINGERPRINTED_KEYS = (*LATER_KEYS, *NON_WEIGHT_KEYS)
 
 
 class WorkbookError(RuntimeError):
@@ -179,13 +184,13 @@ def _pick(d: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _picked(d: Mapping[str, Any], key: str) -> Any:
-    """The value of `key` for its step's fingerprint, without the LATER_KEYS inside it."""
+    """The value of `key` for its step's fingerprint, without the UNFINGERPRINTED_KEYS inside it."""
     value = _pick(d, key)
-    later = [k[len(key) + 1:] for k in LATER_KEYS if k.startswith(key + ".")]
-    if not later:
+    left_out = [k[len(key) + 1:] for k in UNFINGERPRINTED_KEYS if k.startswith(key + ".")]
+    if not left_out:
         return value
     value = json.loads(json.dumps(value))  # a copy: params.to_dict() must stay as it is
-    for rest in later:
+    for rest in left_out:
         *parents, leaf = rest.split(".")
         node = value
         for part in parents:
@@ -195,7 +200,9 @@ def _picked(d: Mapping[str, Any], key: str) -> Any:
 
 
 def step_fingerprints(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
-    """One fingerprint per step: its parameter keys + its notebook source + the previous step's."""
+    """One fingerprint per step: its parameter keys (less UNFINGERPRINTED_KEYS) + its notebook source + the
+    previous step's. Leaving NON_WEIGHT_KEYS out changed 02's (and so every later) fingerprint: runs made
+    before that re-run their steps 02-05 once (the checkpoints are resumed, not retrained)."""
     d = params.to_dict()
     out, previous = {}, ""
     for step, keys in STEPS.items():

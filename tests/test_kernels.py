@@ -76,6 +76,35 @@ def test_use_fast_dropout_swaps_every_dropout_and_keeps_p():
     torch.testing.assert_close(net(x), torch.relu(net[0](x)))
 
 
+def test_compiled_bert_encoder_with_dropout_trains_and_draws_the_eager_masks():
+    """torch.compile of a training BERT encoder with dropout used to crash ("setStorage ... out of
+    bounds") once fast_dropout met a second size (hidden states 2·6·16, attention weights 2·2·6·6: the
+    sizes must differ, which is why L=6). aot_eager runs dynamo and AOTAutograd, where it crashed,
+    without inductor's minute of C++ compilation. Same seed, same masks as eager: equal outputs and
+    gradients up to float rounding."""
+    from jepa_core.config import ModelConfig
+    from jepa_core.model import build_encoder
+
+    cfg = ModelConfig(architecture="bert", layers=1, hidden=16, heads=2, ffn=32, max_position=16, dropout=0.1)
+    torch.manual_seed(0)
+    eager = build_encoder(cfg, vocab_size=50, pad_token_id=0).train()
+    compiled = build_encoder(cfg, vocab_size=50, pad_token_id=0).train()
+    compiled.load_state_dict(eager.state_dict())
+    ids = torch.randint(1, 50, (2, 6))
+    outputs, grads = [], []
+    for encoder in (eager, torch.compile(compiled, backend="aot_eager")):
+        torch.manual_seed(1)
+        out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append(encoder.get_parameter("embeddings.word_embeddings.weight").grad)
+    # other masks would differ by O(1); the compiled graph's own float rounding reaches ~1e-5 in the gradient
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-4)
+    eval_out = eager.eval()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert not torch.allclose(outputs[0], eval_out)  # dropout was on
+
+
 # ---------------------------------------------------------------- attention
 
 def _qkv(b=2, h=2, L=6, d=8, seed=0):

@@ -330,7 +330,8 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
     base = T.train(tiny_params(train__steps=12), "hybrid", tmp_path / "a", data=data)
     with pytest.warns(RuntimeWarning, match="collapse"):  # collapse_std=0.99 makes the warning fire
         other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
-                                    train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1),
+                                    train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1,
+                                    train__report_to=["jsonl", "tensorboard"]),
                         "hybrid", tmp_path / "b", data=data)
     # parallel_runs is read by the workbook, not by train(), and only changes thread counts (float rounding)
     changed = {k for k in R.NON_WEIGHT_KEYS if k not in ("train.compile", "train.parallel_runs", "train.static_shapes")}

@@ -11,7 +11,7 @@ from _train_helpers import one_thread, tiny_data, tiny_params
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jepa_core import workbook as wb
-from jepa_core.config import ParamsError, load_params, parse_overrides
+from jepa_core.config import NON_WEIGHT_KEYS, ParamsError, load_params, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -76,6 +76,26 @@ def test_ablation_keys_rerun_only_notebook_05():
         params = load_params(SMOKE, overrides)
         assert changed(wb.step_fingerprints(params)) == ["05_ablations"], overrides
         assert params == load_params(SMOKE, overrides)  # fingerprinting left the parameters intact
+
+
+def test_non_weight_keys_rerun_no_pretraining():
+    """Keys that cannot change the trained weights (config.NON_WEIGHT_KEYS) leave every fingerprint as it
+    is, each alone and all at once; a weight key of the same section (train.lr) re-runs 02 onwards."""
+    base = wb.step_fingerprints(load_params(SMOKE))
+    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    p = load_params(SMOKE).train
+    others = {"train.log_every": p.log_every + 1, "train.parallel_runs": p.parallel_runs + 1,
+              "train.eval_every": p.eval_every + 1, "train.eval_batches": p.eval_batches + 1,
+              "train.checkpoint_every": p.checkpoint_every + 1, "train.num_workers": p.num_workers + 1,
+              "train.compile": not p.compile, "train.static_shapes": not p.static_shapes,
+              "train.collapse_std": p.collapse_std * 2,
+              "train.report_to": ["jsonl"] if p.report_to != ["jsonl"] else ["jsonl", "tensorboard"]}
+    assert others.keys() == NON_WEIGHT_KEYS.keys()  # a key added there is added here
+    for key, value in others.items():
+        assert changed(wb.step_fingerprints(load_params(SMOKE, {key: value}))) == [], key
+    assert changed(wb.step_fingerprints(load_params(SMOKE, others))) == []
+    assert changed(wb.step_fingerprints(load_params(SMOKE, {"train.lr": p.lr * 2}))) == [
+        "02_pretrain", "03_probe", "04_geometry", "05_ablations"]
 
 
 def _mark_done(run_dir: Path, fingerprints: dict, steps):
