@@ -45,7 +45,9 @@ def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) ->
                   "params (data/model/mask/jepa, one hash)": old_hash}
         saved = {**saved, "params (data/model/mask/jepa, one hash)": saved.get("params")}
         return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in legacy.items() if saved.get(k) != v]
-    old, new = {_current_key(k): v for k, v in saved["weight_keys"].items()}, now["weight_keys"]
+    # keys that became NON_WEIGHT_KEYS after the checkpoint was written (train.report_to) do not count
+    old = {key: v for k, v in saved["weight_keys"].items() if (key := _current_key(k)) not in NON_WEIGHT_KEYS}
+    new = now["weight_keys"]
     changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in ("objective", "seed") if saved.get(k) != now[k]]
     return changed + [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
                       for k in sorted(old.keys() | new.keys()) if old.get(k, "(absent)") != new.get(k, "(absent)")]

@@ -412,6 +412,17 @@ def test_checkpoints_from_before_the_jepa_rename_keep_their_identity():
     assert R._changed_keys(saved, now, params) == [f"jepa.ema_end: 0.5 -> {params.jepa.ema_end!r}"]
 
 
+def test_checkpoints_that_stored_a_key_now_known_not_to_change_weights_keep_their_identity():
+    """A checkpoint written while train.report_to still counted as a weight key resumes today."""
+    params = tiny_params()
+    now = R.run_identity(params, "mlm", 0)
+    saved = {**now, "weight_keys": {**now["weight_keys"], "train.report_to": ["jsonl", "tensorboard"]}}
+    assert "train.report_to" in R.NON_WEIGHT_KEYS
+    assert R._changed_keys(saved, now, params) == []
+    saved["weight_keys"]["train.lr"] = 0.5
+    assert R._changed_keys(saved, now, params) == [f"train.lr: 0.5 -> {params.train.lr!r}"]
+
+
 def test_the_data_step_writes_what_training_reads(tmp_path):
     from jepa_core.blocks import prepare_data
     prepared = prepare_data(tiny_params().data, tmp_path / "data", 0)
