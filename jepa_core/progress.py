@@ -230,7 +230,7 @@ class Watcher:
     every `period` seconds in a background thread while a notebook executes."""
 
     def __init__(self, run_dir: str | Path, models: list[str], total_steps: int | None, parallel: int,
-                 board: Board, from_end: bool = True, label: str | None = None):
+                 board: Board, from_end: bool = True, label: str | None = None, eval_dir: str | Path | None = None):
         self.run_dir, self.board, self.parallel = Path(run_dir), board, max(1, parallel)
         # `label` (e.g. "[3/5] 03_probe"): printed with the elapsed time whenever the console has been
         # quiet for the board's interval (kernel start-up, a notebook's closing cells), so a log never
@@ -238,7 +238,9 @@ class Watcher:
         self.label, self.started = label, board.clock()
         self.models = {name: TrainingModel(name, total_steps) for name in models}
         self.tails = {name: JsonlTail(self.run_dir / "logs" / f"{name}.jsonl", from_end) for name in models}
-        self.eval_tail = JsonlTail(self.run_dir / EVAL_PROGRESS, from_end)
+        # eval_dir: the folder whose evaluation this step reports (default the run; notebook 05 evaluates
+        # into <run>/ablations/, which has its own progress file)
+        self.eval_tail = JsonlTail(Path(eval_dir or run_dir) / EVAL_PROGRESS, from_end)
         self.eval_units: dict[str, dict] = {}
         self.eval_since: dict[str, float] = {}  # unit -> board clock when its latest record was read
         self.eval_total: int | None = None

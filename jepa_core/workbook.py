@@ -370,13 +370,15 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
             echo(f"[pretrain] plan: {len(runs)} run(s) ({', '.join(runs)}), {params.train.steps:,} steps each "
                  f"(train.budget: {params.train.budget}), {parallel} at a time (CPU); an estimate follows after "
                  f"the first {progress.ESTIMATE_STEPS} steps")
+        eval_dir = run_dir
         if step == "05_ablations":  # its own pre-training runs (variants), of differing lengths
-            from jepa_core.ablation_study import trained_names
+            from jepa_core.ablation_study import STUDY_DIR, trained_names
 
-            models, total = trained_names(params), None
+            models, total, eval_dir = trained_names(params), None, run_dir / STUDY_DIR
         else:
             models, total = runs, params.train.steps if params.train.budget == "steps" else None
-        watcher = progress.Watcher(run_dir, models, total, parallel, board, label=f"[{i}/{len(todo)}] {step}")
+        watcher = progress.Watcher(run_dir, models, total, parallel, board, label=f"[{i}/{len(todo)}] {step}",
+                                   eval_dir=eval_dir)
         _marker(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}

@@ -1,5 +1,6 @@
 """Workbook runner: notebook hygiene, step fingerprints, reuse / force / resume logic, early
 parameter errors, and one real papermill run of tiny notebooks (failure reporting, HTML)."""
+import io
 import json
 import shutil
 import sys
@@ -10,6 +11,7 @@ import pytest
 from _train_helpers import one_thread, tiny_data, tiny_params
 from nbformat.v4 import new_code_cell, new_notebook
 
+from jepa_core import progress
 from jepa_core import workbook as wb
 from jepa_core.config import NON_WEIGHT_KEYS, ParamsError, load_params, parse_overrides
 
@@ -302,3 +304,20 @@ def test_parallel_pretraining_gives_the_runs_of_the_sequential_loop(tmp_path):
         for key in ("loss", "mlm_loss"):
             assert two["final"][key] == pytest.approx(one["final"][key], rel=1e-4), (name, key)
     assert summaries[1]["hybrid-s0"]["final"]["loss"] != summaries[1]["hybrid-s1"]["final"]["loss"]  # seeds differ
+
+
+def test_each_step_reports_its_own_evaluation_progress(tmp_path):
+    """03 evaluates into the run folder, 05 into <run>/ablations/: the console shows each step's units."""
+    class NotingExecutor(FakeExecutor):
+        def __call__(self, source, output, parameters, run_dir):
+            super().__call__(source, output, parameters, run_dir)
+            folder = {"03_probe": run_dir, "05_ablations": run_dir / "ablations"}.get(source.stem)
+            if folder is not None:
+                progress.note(folder, unit=f"{source.stem}-model/sst2", phase="done")
+
+    out = io.StringIO()
+    wb.run(SMOKE, outputs_dir=tmp_path, executor=NotingExecutor(), html=False, echo=lambda s: None,
+           board=progress.Board(out, tty=False))
+    done = [line for line in out.getvalue().splitlines() if line.startswith("evaluate ")]
+    assert done == ["evaluate 03_probe-model/sst2: done (1/? units)",
+                    "evaluate 05_ablations-model/sst2: done (1/? units)"]
