@@ -26,8 +26,9 @@ def test_default_cpu_variants_differ_only_at_their_keys(cpu):
         "hybrid-shared": ("hybrid", {"jepa.shared_pass": (False, True)}),
         "mlm-flops": ("mlm", {"train.budget": ("steps", "flops")}),
     }
-    runs = expand(cpu, DEFAULT_CPU)
-    assert [(r.name, r.seed) for r in runs] == [(n, s) for n in DEFAULT_CPU for s in cpu.seeds]
+    names = (*DEFAULT_CPU, "hybrid-uncertainty")  # the measured cpu list and the fifth variant
+    runs = expand(cpu, names)
+    assert [(r.name, r.seed) for r in runs] == [(n, s) for n in names for s in cpu.seeds]
     for run in runs:
         objective, diff = expected[run.name]
         assert run.objective == objective
