@@ -24,7 +24,7 @@ from typing import Callable
 import pandas as pd
 
 from . import summary
-from .ablations import AblationRun, expand
+from .ablations import AblationRun, expand, planned_budget
 from .config import Params
 
 BASELINE = "mlm-steps"  # the main MLM run (equal steps): every effect is variant − this run
@@ -74,12 +74,25 @@ def pretrain_variants(params: Params, run_dir: Path, resume: bool = True,
     """Pre-train the runs that are not main runs, as notebook 02 does (workbook.pretrain_runs)."""
     from .workbook import pretrain_runs
 
-    jobs = [(r.key, r.params, r.objective, r.seed) for r in study_runs(params) if r.reuses is None]
+    runs = [r for r in study_runs(params) if r.reuses is None]
+    # longest first (analytic FLOPs, in hybrid-run units: the variants at the hybrid's compute tie and keep
+    # their order): with two runs at a time, a long run started last leaves one core idle at the end (the
+    # cpu 05 ran mlm-flops-s2 alone for its last 9 min)
+    runs.sort(key=lambda r: -round(_relative_cost(r, params), 2))
+    jobs = [(r.key, r.params, r.objective, r.seed) for r in runs]
     missing = [str(model_dir(r, params, run_dir)) for r in study_runs(params)
                if r.reuses and not (model_dir(r, params, run_dir) / "config.json").is_file()]
     if missing:
         raise FileNotFoundError(f"main encoders missing: {', '.join(missing)}: run notebook 02_pretrain first")
     return pretrain_runs(jobs, Path(run_dir), params.train.parallel_runs, resume, echo) if jobs else {}
+
+
+def _relative_cost(run: AblationRun, params: Params) -> float:
+    """The run's planned FLOPs / the main hybrid run's (ablations.planned_budget, expected token counts)."""
+    from .flops import training_flops_per_step
+
+    main_hybrid = params.train.steps * training_flops_per_step(params, params.data.vocab_size, "hybrid")["total"]
+    return planned_budget(run, params.data.vocab_size)["total_flops"] / main_hybrid
 
 
 def reference_models(params: Params) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 
 from jepa_core import ablation_figures, evaluate, summary
 from jepa_core import ablation_study as study
-from jepa_core.config import load_params
+from jepa_core.config import load_params, params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -163,6 +163,23 @@ def test_evaluate_study_uses_the_protocol_with_the_claims_poolings(smoke, tmp_pa
     assert calls["params"].eval.poolings == ["mean", "max"] and calls["random_init"] is False
     assert calls["params"].eval.tasks == smoke.eval.tasks and calls["params"].seeds == smoke.seeds  # same resamples
     assert calls["out"] == tmp_path / "ablations" and calls["wiki"] == ["A sentence."]
+
+
+def test_pretrain_variants_starts_the_longest_runs_first(smoke, tmp_path, monkeypatch):
+    """Longest first: the two variants at the hybrid's FLOPs (in their order), then the cheaper runs."""
+    from jepa_core import workbook
+
+    params = params_from_dict({**smoke.to_dict(), "ablations": {
+        "variants": ["hybrid-shared", "hybrid-fixed0.5", "mlm-flops"], "seeds": [0, 1]}})
+    (tmp_path / "models" / "mlm").mkdir(parents=True)
+    (tmp_path / "models" / "mlm" / "config.json").write_text("{}")
+    jobs = []
+    monkeypatch.setattr(workbook, "pretrain_runs", lambda j, *a, **k: jobs.extend(j) or {n: {} for n, *_ in j})
+    study.pretrain_variants(params, tmp_path)
+    # seed 1 is not a main run of the smoke profile (seeds [0]): its MLM baseline (0.57 of a hybrid's FLOPs
+    # here) is trained too, before hybrid-shared (0.49)
+    assert [name for name, *_ in jobs] == ["hybrid-fixed0.5-s0", "hybrid-fixed0.5-s1", "mlm-flops-s0",
+                                           "mlm-flops-s1", "mlm-steps-s1", "hybrid-shared-s0", "hybrid-shared-s1"]
 
 
 def test_pretrain_variants_trains_only_what_is_not_a_main_run(smoke, tmp_path, monkeypatch):
