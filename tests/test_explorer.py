@@ -103,14 +103,20 @@ def test_second_run_table_next_to_the_first(outputs):
     assert list(alone.columns) == ["hybrid-s0", "majority", "mlm-s0", "random_init"]
 
 
-def test_every_dropdown_reaches_render(outputs, monkeypatch):
-    """Widgets built without a frontend: each dropdown change re-renders with the new value."""
+def _record_renders(monkeypatch) -> list[tuple]:
+    """Widgets built without a frontend (no display, not headless); every render's arguments recorded."""
     monkeypatch.delenv("JEPA_HEADLESS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda obj: None)
     calls = []
     original = explorer.Explorer.render
     monkeypatch.setattr(explorer.Explorer, "render",
                         lambda self, *args: calls.append(args) or original(self, *args))
+    return calls
+
+
+def test_every_dropdown_reaches_render(outputs, monkeypatch):
+    """Widgets built without a frontend: each dropdown change re-renders with the new value."""
+    calls = _record_renders(monkeypatch)
     ex = explorer.Explorer(outputs, run="r1")
     ex.show()
     dd = ex.dropdowns
@@ -248,12 +254,7 @@ def test_comparison_with_a_run_without_05_outputs_says_so(outputs05):
 
 
 def test_models_and_layer_dropdowns_only_where_05_ran(outputs05, monkeypatch):
-    monkeypatch.delenv("JEPA_HEADLESS", raising=False)
-    monkeypatch.setattr("IPython.display.display", lambda obj: None)
-    calls = []
-    original = explorer.Explorer.render
-    monkeypatch.setattr(explorer.Explorer, "render",
-                        lambda self, *args: calls.append(args) or original(self, *args))
+    calls = _record_renders(monkeypatch)
     without = explorer.Explorer(outputs05, run="r1")
     without.show()
     assert {without.dropdowns[n].layout.display for n in ("models", "layer")} == {"none"}
