@@ -9,27 +9,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import figures
 from .figures import GEOMETRY_LABELS, MODEL_COLOURS, _empty, _figure, _ordered, _require
 
 REFERENCE = "reference"  # ablation_study.REFERENCE (not imported: figures stay free of the study's imports)
-# one colour per variant in every figure of 05 (figures._palette alone colours by position in each figure)
+# one colour per variant in every figure of 05 (figures._palette's default colours others by position)
 VARIANT_COLOURS = {"hybrid-learned": MODEL_COLOURS["hybrid"], "mlm-steps": MODEL_COLOURS["mlm"],
                    "hybrid-uncertainty": "#2ca02c", "hybrid-shared": "#9467bd", "mlm-flops": "#8c564b"}
 FIXED_LAMBDA_COLOUR = "#ff7f0e"  # hybrid-fixed<λ>
-
-
 OTHER_COLOURS = ("#e377c2", "#17becf", "#000000")  # tab10's colours not taken above, then black
 
 
 def _palette(names) -> dict[str, str]:
-    out, others = {}, 0
-    for n in names:
-        colour = VARIANT_COLOURS.get(n) or MODEL_COLOURS.get(n)
-        colour = colour or (FIXED_LAMBDA_COLOUR if str(n).startswith("hybrid-fixed") else None)
-        if colour is None:
-            colour, others = OTHER_COLOURS[others % len(OTHER_COLOURS)], others + 1
-        out[n] = colour
-    return out
+    fixed_lambda = {n: FIXED_LAMBDA_COLOUR for n in names if str(n).startswith("hybrid-fixed")}
+    return figures._palette(names, {**MODEL_COLOURS, **VARIANT_COLOURS, **fixed_lambda}, OTHER_COLOURS)
 
 
 def forest(effects: pd.DataFrame, claim: str) -> Figure:

@@ -17,11 +17,12 @@ Input tables (docs/DESIGN.md):
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,10 +81,13 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise KeyError(f"{what}: the table lacks columns {missing} (it has {list(df.columns)})")
 
 
-def _palette(names) -> dict[str, str]:
-    # other names never get a colour of the fixed ones (tab10's 4th colour IS mlm's red)
-    extra = iter([c for c in sns.color_palette("tab10", 20).as_hex() if c not in MODEL_COLOURS.values()])
-    return {n: MODEL_COLOURS.get(n) or next(extra) for n in names}
+def _palette(names, fixed: Mapping[str, str] = MODEL_COLOURS, others: Sequence[str] | None = None) -> dict[str, str]:
+    """Names in `fixed` keep their colour; the others take `others` in turn (default: tab10's colours,
+    never one of the fixed ones: tab10's 4th colour IS mlm's red)."""
+    if others is None:
+        others = [c for c in sns.color_palette("tab10", 20).as_hex() if c not in fixed.values()]
+    extra = itertools.cycle(others)
+    return {n: fixed.get(n) or next(extra) for n in names}
 
 
 def _empty(ax, message: str) -> None:
