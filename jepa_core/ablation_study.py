@@ -72,27 +72,23 @@ def model_dir(run: AblationRun, base: Params, run_dir: Path) -> Path:
 def pretrain_variants(params: Params, run_dir: Path, resume: bool = True,
                       echo: Callable[[str], None] = print) -> dict[str, dict]:
     """Pre-train the runs that are not main runs, as notebook 02 does (workbook.pretrain_runs)."""
+    from .flops import training_flops_per_step
     from .workbook import pretrain_runs
 
-    runs = [r for r in study_runs(params) if r.reuses is None]
-    # longest first (analytic FLOPs, in hybrid-run units: the variants at the hybrid's compute tie and keep
-    # their order): with two runs at a time, a long run started last leaves one core idle at the end (the
-    # cpu 05 ran mlm-flops-s2 alone for its last 9 min)
-    runs.sort(key=lambda r: -round(_relative_cost(r, params), 2))
+    every = study_runs(params)
+    runs = [r for r in every if r.reuses is None]
+    # longest first (analytic FLOPs, in main-hybrid-run units: the variants at the hybrid's compute tie and
+    # keep their order): with two runs at a time, a long run started last leaves one core idle at the end
+    # (the cpu 05 ran mlm-flops-s2 alone for its last 9 min)
+    vocab = params.data.vocab_size
+    main_hybrid = params.train.steps * training_flops_per_step(params, vocab, "hybrid")["total"]
+    runs.sort(key=lambda r: -round(planned_budget(r, vocab)["total_flops"] / main_hybrid, 2))
     jobs = [(r.key, r.params, r.objective, r.seed) for r in runs]
-    missing = [str(model_dir(r, params, run_dir)) for r in study_runs(params)
+    missing = [str(model_dir(r, params, run_dir)) for r in every
                if r.reuses and not (model_dir(r, params, run_dir) / "config.json").is_file()]
     if missing:
         raise FileNotFoundError(f"main encoders missing: {', '.join(missing)}: run notebook 02_pretrain first")
     return pretrain_runs(jobs, Path(run_dir), params.train.parallel_runs, resume, echo) if jobs else {}
-
-
-def _relative_cost(run: AblationRun, params: Params) -> float:
-    """The run's planned FLOPs / the main hybrid run's (ablations.planned_budget, expected token counts)."""
-    from .flops import training_flops_per_step
-
-    main_hybrid = params.train.steps * training_flops_per_step(params, params.data.vocab_size, "hybrid")["total"]
-    return planned_budget(run, params.data.vocab_size)["total_flops"] / main_hybrid
 
 
 def reference_models(params: Params) -> dict[str, Path]:
