@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import TRAINING, WORKLOADS
+from .config import STATIC, TRAINING, WORKLOADS
 from .workloads import STOCK
 
 
@@ -50,7 +50,7 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
     if stock:
         tables.append(Table("Tokens/s of our steps over each stock step (> 1: ours is faster):", ["ratio", "value"],
                             [[k, f"{res['ratios'][k]['value']:.2f}"] for k in stock], left=(0,)))
-    static = [k for k in res["ratios"] if k.endswith("_static_vs_" + k.split("_")[0] + "_step_time")]
+    static = [k for k in (f"{n}_static_vs_{n}_step_time" for n in STATIC) if k in res["ratios"]]
     if static:
         tables.append(Table("Step time with train.static_shapes over the default shapes "
                             "(< 1: static shapes are faster):",
