@@ -53,6 +53,17 @@ def _image(fig):
     return Image(data=buffer.getvalue(), format="png")
 
 
+def _show(fig, table) -> None:
+    """A render's result: the figure (or the sentence saying why there is none), then the table."""
+    from IPython.display import display
+
+    if isinstance(fig, str):
+        print(fig)
+    else:
+        display(_image(fig))
+    display(table)
+
+
 def headless() -> bool:
     return os.environ.get("JEPA_HEADLESS") == "1"
 
@@ -220,8 +231,6 @@ class Explorer:
         return fig, table
 
     def show(self):
-        from IPython.display import display
-
         if self.run is None:
             print(f"no finished run under {self.outputs_dir} (run the workbook first)")
             return None
@@ -231,12 +240,7 @@ class Explorer:
         metric = "uniformity" if "uniformity" in opts["metric"] else opts["metric"][0]
         if headless():
             print(f"headless run: static view of run={self.run} task={task} pooling={pooling} metric={metric}")
-            fig, table = self.render(self.run, task, pooling, None)
-            if isinstance(fig, str):
-                print(fig)
-            else:
-                display(_image(fig))
-            display(table)
+            _show(*self.render(self.run, task, pooling, None))
             return None
         self.box = self._widgets(task, pooling, metric)  # kept so the notebook can reach it; nothing returned
         return None
@@ -277,11 +281,7 @@ class Explorer:
                 except Exception as exc:  # show the problem in the widget instead of a silent callback error
                     print(f"cannot render this selection: {exc}")
                     return
-                if isinstance(fig, str):
-                    print(fig)
-                else:
-                    display(_image(fig))
-                display(table)
+                _show(fig, table)
 
         def set_options(name: str, options: list) -> None:
             """New options, keeping the value where it still is one (ipywidgets picks the first option)."""
