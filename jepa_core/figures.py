@@ -37,16 +37,17 @@ MODEL_COLOURS = {"hybrid": "#1f77b4", "mlm": "#d62728", "random_init": "#7f7f7f"
 MODEL_ORDER = ["hybrid", "mlm", "random_init"]
 
 # (metric, axis label with its unit / direction) for the geometry grid
+# Two lines where long: a one-line label is taller than a 3.6-inch panel and runs into the suptitle.
 GEOMETRY_LABELS = {
-    "uniformity": "uniformity  log E exp(−2‖x−y‖²)  (lower = more uniform)",
-    "uniformity_centred": "uniformity, centred  (lower = more uniform)",
-    "alignment": "alignment  E‖x−y‖² over positive pairs  (lower = closer)",
+    "uniformity": "uniformity  log E exp(−2‖x−y‖²)\n(lower = more uniform)",
+    "uniformity_centred": "uniformity, centred\n(lower = more uniform)",
+    "alignment": "alignment  E‖x−y‖² over positive pairs\n(lower = closer)",
     "anisotropy": "anisotropy  mean pairwise cosine",
     "spectral_entropy": "normalised spectral entropy  (0–1)",
     "effective_rank": "effective rank (RankMe, dimensions)",
     "stable_rank": "stable rank (dimensions)",
     "rank90": "components for 90% of variance",
-    "class_distance_ratio": "intra / inter-class distance  (lower = clustered)",
+    "class_distance_ratio": "intra / inter-class distance\n(lower = clustered)",
 }
 
 

@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 from jepa_core import ablation_figures, evaluate, summary
 from jepa_core import ablation_study as study
 from jepa_core.config import load_params, params_from_dict
+from jepa_core.figures import GEOMETRY_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -241,6 +242,21 @@ def test_layerwise_figure_bands_seeds_and_dashes_references():
     hybrid, ref = ax.lines[:2]
     assert hybrid.get_ydata().tolist() == pytest.approx([0.2, 1.2, 2.2])  # mean over the two seeds
     assert ref.get_linestyle() == "--" and len(ax.collections) == 1  # one band: the model with seeds
+
+
+@pytest.mark.parametrize("metric", sorted(GEOMETRY_LABELS))
+def test_layerwise_y_labels_fit_below_the_title(metric):
+    # a one-line label for uniformity was taller than the panel: it ran off the figure and into the suptitle
+    rows = [dict(model="mlm", objective="mlm", seed=0, task=t, layer=layer, metric=metric, value=layer, n=10)
+            for t in ("sst2", "wiki") for layer in range(5)]
+    fig = ablation_figures.layerwise(pd.DataFrame(rows), metric)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # constrained layout places the labels at draw time
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        label = ax.yaxis.label.get_window_extent(renderer)
+        assert label.y0 >= 0 and label.y1 <= title.y0, (metric, label, title)
 
 
 # ---------------------------------------------------------------- a real (tiny) study with a reference encoder
