@@ -140,12 +140,13 @@ def _as_main_comparison(metrics: pd.DataFrame, differences: pd.DataFrame, varian
 
 
 EFFECT_COLUMNS = ["claim", "variant", "task", "metric", "pooling", "n_seeds", "diff", "ci_low", "ci_high",
-                  "claim_verdict", "note"]
+                  "claim_verdict", "claim_familywise", "note"]
 
 
 def effect_table(metrics: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
     """One row per claim (C1–C4) x variant x claim row (task, metric): the seed-level effect variant − MLM
-    and its 95% interval, and the verdict summary.verdicts gives the claim for that variant."""
+    and its 95% interval, and the verdicts summary.verdicts gives the claim for that variant (planned comparison;
+    family-wise, with Holm over 05's grid)."""
     rows = []
     variants = list(dict.fromkeys(differences["model_a"]))
     for variant in sorted(variants, key=lambda v: v != "hybrid-learned"):
@@ -157,7 +158,8 @@ def effect_table(metrics: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFra
             for _, r in verdict.table.iterrows():
                 rows.append(dict(claim=verdict.claim, variant=variant, task=r["task"], metric=r["metric"],
                                  pooling=r["pooling"], n_seeds=r["n_seeds"], diff=r["diff"], ci_low=r["ci_low"],
-                                 ci_high=r["ci_high"], claim_verdict=verdict.verdict, note=note))
+                                 ci_high=r["ci_high"], claim_verdict=verdict.verdict,
+                                 claim_familywise=verdict.familywise, note=note))
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
@@ -174,8 +176,10 @@ def effect_sentences(effects: pd.DataFrame) -> list[str]:
         parts = []
         for claim, c in g.groupby("claim", sort=False):
             r = c.iloc[0]
+            holm = r.get("claim_familywise")
+            holm = f", with Holm over the grid: {holm}" if isinstance(holm, str) and holm != r["claim_verdict"] else ""
             parts.append(f"{claim} {r['claim_verdict']} ({r['task']} {r['metric']} "
-                         f"{summary._ci(r['diff'], r['ci_low'], r['ci_high'])})")
+                         f"{summary._ci(r['diff'], r['ci_low'], r['ci_high'])}{holm})")
         one_seed = " (one seed: not seed-level evidence)" if g["note"].astype(bool).any() else ""
         out.append(f"**{variant}** ({_description(variant)}) − MLM{one_seed}: " + "; ".join(parts) + ".")
     return out

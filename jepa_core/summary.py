@@ -10,9 +10,14 @@ Every verdict is decided from the SEED-LEVEL 95% intervals of hybrid − MLM dif
 
 A run with one pre-training seed has no seed-level interval, so every claim is inconclusive there
 ("one seed: not seed-level evidence"); the verdict the example-level CIs of that seed would give
-is added as a note. Each seed's own difference is shown next to the pooled one. The Holm-corrected
-p-value of each seed-level difference (Holm over the whole grid) is printed for readers who want
-family-wise control.
+is added as a note. Each seed's own difference is shown next to the pooled one.
+
+Family-wise check: each claim's rule reads its own pre-specified rows at the 95% level. The
+Holm-corrected p-value of every seed-level difference (Holm over the whole grid: every task x pooling
+x metric) is printed next to it, and C1–C4 are decided a second time with only the differences that
+keep p_holm < 0.05 counting as decided (`holm_decided`, `Verdict.familywise`). Where the two disagree, the verdict
+table and the claim say so: the result holds for the planned comparison but not as a grid-wide finding.
+C5 is an equivalence claim, which a test of "difference ≠ 0" cannot support: no family-wise verdict.
 
 Learning check: summary.md also says whether the encoders learned more than token frequencies
 (`learning_warning`); a run whose models sit at the unigram plateau is not evidence about the claims.
@@ -56,6 +61,7 @@ ONE_SEED = "one seed: not seed-level evidence"
 # the model predicts little more than token frequencies (the unigram plateau) and its embeddings
 # say nothing about the objectives
 LEARNING_GAP_MIN = 0.5
+HOLM_ALPHA = 0.05  # family-wise level of the Holm check over the whole grid
 LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap"]
 
 
@@ -66,6 +72,7 @@ class Verdict:
     rule: str
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
+    familywise: str | None = None  # the verdict when only Holm-significant differences count (C1–C4)
 
 
 # ---------------------------------------------------------------- rules
@@ -319,10 +326,39 @@ def n_seeds(differences: pd.DataFrame) -> int:
     return int(pooled["n_seeds"].max()) if len(pooled) else 0
 
 
-def verdicts(metrics: pd.DataFrame, differences: pd.DataFrame) -> list[Verdict]:
-    """C1–C5 on the seed-level rows. One seed: inconclusive (no seed-level interval), with the verdict
-    that seed's example-level CIs alone would give as a note."""
+def holm_decided(differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> pd.DataFrame:
+    """The seed-level rows with every difference that does not keep p_holm < alpha (or has no p) made
+    undecided: its CI widened to cover 0. A claim rule run on this table counts only the differences
+    that survive Holm over the whole grid."""
+    d = differences.copy()
+    weak = (d["level"] == POOLED) & ~(d["p_holm"].astype(float) < alpha)
+    d.loc[weak, "ci_low"] = np.fmin(d.loc[weak, "ci_low"].astype(float), 0.0)
+    d.loc[weak, "ci_high"] = np.fmax(d.loc[weak, "ci_high"].astype(float), 0.0)
+    return d
+
+
+def _familywise_note(v: Verdict, differences: pd.DataFrame, alpha: float) -> str:
+    tested = int(seed_level_rows(differences)["p_holm"].notna().sum())
+    decisive = v.table[v.table["side"] != 0]
+    smallest = _fmt(float(decisive["p_holm"].astype(float).min()), 3) if len(decisive) else "–"
+    return (f"Family-wise: after Holm correction over all {tested} tested seed-level differences of the grid, too few "
+            f"of the differences that decide this verdict keep p < {alpha:g} (smallest Holm p among them {smallest}), "
+            f"so with only Holm-significant differences the rule gives **{v.familywise}**. The verdict above holds "
+            "for this claim's own pre-specified comparison at the 95% level, not as a grid-wide finding.")
+
+
+def verdicts(metrics: pd.DataFrame, differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> list[Verdict]:
+    """C1–C5 on the seed-level rows, and for C1–C4 the family-wise verdict (holm_decided), with a note
+    where it differs. One seed: inconclusive (no seed-level interval), with the verdict that seed's
+    example-level CIs alone would give as a note."""
     out = [rule(metrics, differences) for rule in CLAIM_RULES]
+    strict = holm_decided(differences, alpha)
+    for v, rule in zip(out, CLAIM_RULES):
+        if rule is claim_c5:
+            continue
+        v.familywise = rule(metrics, strict).verdict
+        if v.familywise != v.verdict:
+            v.notes.append(_familywise_note(v, differences, alpha))
     if n_seeds(differences) == 1:
         one_seed = differences[differences["level"] == PER_SEED].assign(level=POOLED)
         for v, rule in zip(out, CLAIM_RULES):
@@ -463,9 +499,12 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
                 "alone would give. Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
     vs = verdicts(metrics_df, differences_df)
     shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
-    out += ["| claim | paper | verdict |", "|---|---|---|"]
-    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** |" for v in vs]
-    out.append("")
+    out += [f"| claim | paper | verdict | with Holm over the grid (p < {HOLM_ALPHA:g}) |", "|---|---|---|---|"]
+    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** | "
+            f"{'–' if v.familywise is None or shown else v.familywise} |" for v in vs]
+    out += ["", "The verdict is each claim's planned comparison at the 95% level (rule under each claim); the last "
+            "column decides C1–C4 again counting only the differences that survive Holm correction over every task × "
+            "pooling × metric of the grid (C5, an equivalence claim, has none).", ""]
     out += _learning_section(learning, ctx.get("vs_random_init") or [])
     for v in vs:
         out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
@@ -515,6 +554,8 @@ def console_verdicts(run_dir: str | Path) -> list[str]:
     lines = []
     for v in verdicts(metrics_df, differences_df):
         verdict = f"{INCONCLUSIVE} ({ONE_SEED})" if one_seed else v.verdict
+        if not one_seed and v.familywise is not None and v.familywise != v.verdict:
+            verdict += f" (with Holm over the grid: {v.familywise})"
         head = "no rows"
         if len(v.table):
             r = v.table.iloc[0]

@@ -51,7 +51,7 @@ def test_variant_is_paired_with_mlm_by_seed_and_gets_the_seed_level_interval():
 
 # ---------------------------------------------------------------- effects and verdicts
 
-def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3) -> list[dict]:
+def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3, p_holm: float = 0.01) -> list[dict]:
     """Pooled difference rows of every cell C1–C4 read (SST-2 only), all with effect `ci` (diff, lo, hi)
     in the claimed direction's units: C1 and C3 claim a negative difference, C2 and C4 a positive one."""
     diff, lo, hi = ci
@@ -62,7 +62,8 @@ def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3) 
         bounds = sorted((sign * lo, sign * hi)) if n_seeds > 1 else (np.nan, np.nan)
         rows.append(dict(task="sst2", pooling=pool, metric=metric, model_a=variant, model_b="mlm", level="pooled",
                          seed=None, n_seeds=n_seeds, a=np.nan, b=np.nan, diff=sign * diff, ci_low=bounds[0],
-                         ci_high=bounds[1], p=np.nan, p_holm=np.nan, se_examples=np.nan, sd_seeds=np.nan, n=100))
+                         ci_high=bounds[1], p=np.nan, p_holm=p_holm if n_seeds > 1 else np.nan,
+                         se_examples=np.nan, sd_seeds=np.nan, n=100))
         if n_seeds == 1:
             rows.append({**rows[-1], "level": "seed", "seed": 0, "ci_low": sign * lo, "ci_high": sign * hi})
     return rows
@@ -91,6 +92,16 @@ def test_effect_table_gives_each_variant_the_claim_rules_verdict():
     assert sentences[0].startswith("**hybrid-learned** (the main hybrid (λ learned)) − MLM: C1 reproduced "
                                    "(sst2 uniformity -0.100 [-0.150, -0.050]);")
     assert "**hybrid-fixed0.5** (λ fixed at 0.5) − MLM: C1 inconclusive" in sentences[2]
+    assert (effects["claim_familywise"] == effects["claim_verdict"]).all()  # Holm p 0.01 everywhere: all survive
+
+
+def test_an_effect_that_does_not_survive_holm_says_so():
+    differences = pd.DataFrame(_claim_rows("hybrid-learned", (0.1, 0.05, 0.15), p_holm=0.3))
+    effects = study.effect_table(_metrics(["hybrid-learned", "mlm"]), differences)
+    assert (effects["claim_verdict"] == summary.REPRODUCED).all()
+    assert (effects["claim_familywise"] == summary.INCONCLUSIVE).all()
+    assert "C1 reproduced (sst2 uniformity -0.100 [-0.150, -0.050], with Holm over the grid: inconclusive)" in \
+        study.effect_sentences(effects)[0]
 
 
 def test_one_seed_effects_are_inconclusive_and_say_why():

@@ -140,17 +140,17 @@ def test_a_table_without_seed_level_rows_is_refused():
         S.claim_c1(*_tables(_paper_like)[:1], diffs.drop(columns="level"))
 
 
-def _evaluated(per_seed_diffs: dict[int, float], cells, noise: float = 1e-4, n: int = 300):
+def _evaluated(per_seed_diffs: dict[int, float], cells, noise: float = 1e-4, n: int = 300, null_cells=()):
     """metrics + differences from evaluate.differences: hybrid − mlm on seed s is per_seed_diffs[s] on
-    every cell, with tiny example noise (each seed's example-level CI is tight)."""
+    every cell (0 on every null cell), with tiny example noise (each seed's example-level CI is tight)."""
     from pathlib import Path
 
     from jepa_core import evaluate as ev
     from jepa_core import stats
     rng, results, metrics = np.random.default_rng(0), ev.Results(), []
     idx = stats.resamples(n, 200, seed=0)
-    for s, d in per_seed_diffs.items():
-        for cell in cells:
+    for s, effect in per_seed_diffs.items():
+        for cell, d in [(c, effect) for c in cells] + [(c, 0.0) for c in null_cells]:
             b = rng.normal(0.5, 0.1, n)
             for model, x in (("mlm", b), ("hybrid", b + d + noise * rng.normal(size=n))):
                 m = results.measures[(model, s, *cell)] = ev._per_example_mean(x, idx)
@@ -179,6 +179,45 @@ def test_seeds_that_agree_reproduce_the_claim():
     cells = [(t, "mean", S.BALANCE_METRIC) for t in GLUE]
     metrics, diffs = _evaluated({0: 0.05, 1: 0.052, 2: 0.048}, cells)
     assert S.claim_c4(metrics, diffs).verdict == REPRODUCED
+
+
+C1_CELL = [("sst2", "mean", "uniformity")]
+NULL_GRID = [(t, p, "anisotropy") for t in GLUE for p in ("mean", "max", "cls", "weighted")]  # 20 more tests
+
+
+def test_a_planned_difference_that_does_not_survive_holm_over_the_grid_is_flagged(tmp_path):
+    # three seeds agree on the sign (t ≈ 12 with 2 df, p ≈ 0.007): the planned 95% interval excludes 0, but
+    # Holm over the 21 tested differences multiplies that p past 0.05
+    metrics, diffs = _evaluated({0: -0.09, 1: -0.10, 2: -0.12}, C1_CELL, null_cells=NULL_GRID)
+    row = diffs[(diffs["level"] == POOLED) & (diffs["metric"] == "uniformity")].iloc[0]
+    assert row["ci_high"] < 0 and row["p"] < 0.05 <= row["p_holm"]
+    c1 = S.verdicts(metrics, diffs)[0]
+    assert (c1.verdict, c1.familywise) == (REPRODUCED, INCONCLUSIVE)
+    assert c1.notes[-1].startswith("Family-wise: after Holm correction over all 21 tested")
+    text = S.write_summary(metrics, diffs, tmp_path, context={})
+    assert "| **reproduced** | inconclusive |" in text and "Family-wise: after Holm" in text
+    (tmp_path / "results").mkdir()
+    metrics.to_csv(tmp_path / "results" / "metrics.csv", index=False)
+    diffs.to_csv(tmp_path / "results" / "differences.csv", index=False)
+    assert ": reproduced (with Holm over the grid: inconclusive) | " in S.console_verdicts(tmp_path)[0]
+
+
+def test_a_difference_that_survives_holm_keeps_its_verdict_without_a_note():
+    metrics, diffs = _evaluated({0: -0.100, 1: -0.101, 2: -0.099}, C1_CELL, null_cells=NULL_GRID)
+    c1 = S.verdicts(metrics, diffs)[0]
+    assert (c1.verdict, c1.familywise) == (REPRODUCED, REPRODUCED)
+    assert not any(n.startswith("Family-wise") for n in c1.notes)
+
+
+def test_the_familywise_check_needs_as_many_surviving_tasks_as_the_rule():
+    # C2 needs 4 of 5 tasks per metric: Holm p above 0.05 on two tasks leaves 3, so family-wise it is inconclusive
+    metrics, diffs = _tables(_paper_like)
+    weak = (diffs["level"] == POOLED) & diffs["task"].isin(["cola", "mrpc"])
+    diffs.loc[weak, "p_holm"] = 0.2
+    v = {x.claim: x for x in S.verdicts(metrics, diffs)}
+    assert (v["C2"].verdict, v["C2"].familywise) == (REPRODUCED, INCONCLUSIVE)
+    assert v["C5"].familywise is None  # an equivalence claim: no test of "≠ 0" can support it
+    assert (v["C3"].verdict, v["C3"].familywise) == (REPRODUCED, REPRODUCED)  # 4 of 6 tasks still survive
 
 
 def test_one_seed_is_not_seed_level_evidence(tmp_path):
