@@ -347,6 +347,20 @@ def _familywise_note(v: Verdict, differences: pd.DataFrame, alpha: float) -> str
             "for this claim's own pre-specified comparison at the 95% level, not as a grid-wide finding.")
 
 
+def _holm_reach(differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> str:
+    """How far from 0 (in standard errors) a seed-level difference must lie to survive Holm over the grid:
+    with few seeds the t quantile of the smallest Holm threshold is far beyond the planned test's."""
+    from scipy import stats as sp
+
+    tested, seeds = int(seed_level_rows(differences)["p_holm"].notna().sum()), n_seeds(differences)
+    if tested == 0 or seeds < 2:
+        return ""
+    need = sp.t.isf(alpha / tested / 2, seeds - 1)
+    return (f" With {seeds} seeds and {tested} tests, the first difference Holm rejects must lie {need:.0f} standard "
+            f"errors from 0 (the planned test: {sp.t.isf(alpha / 2, seeds - 1):.1f}), so at this seed count the "
+            "family-wise column can confirm only very large, very consistent differences.")
+
+
 def verdicts(metrics: pd.DataFrame, differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> list[Verdict]:
     """C1–C5 on the seed-level rows, and for C1–C4 the family-wise verdict (holm_decided), with a note
     where it differs. One seed: inconclusive (no seed-level interval), with the verdict that seed's
@@ -504,7 +518,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
             f"{'–' if v.familywise is None or shown else v.familywise} |" for v in vs]
     out += ["", "The verdict is each claim's planned comparison at the 95% level (rule under each claim); the last "
             "column decides C1–C4 again counting only the differences that survive Holm correction over every task × "
-            "pooling × metric of the grid (C5, an equivalence claim, has none).", ""]
+            "pooling × metric of the grid (C5, an equivalence claim, has none)." + _holm_reach(differences_df), ""]
     out += _learning_section(learning, ctx.get("vs_random_init") or [])
     for v in vs:
         out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",

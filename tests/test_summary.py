@@ -196,6 +196,8 @@ def test_a_planned_difference_that_does_not_survive_holm_over_the_grid_is_flagge
     assert c1.notes[-1].startswith("Family-wise: after Holm correction over all 21 tested")
     text = S.write_summary(metrics, diffs, tmp_path, context={})
     assert "| **reproduced** | inconclusive |" in text and "Family-wise: after Holm" in text
+    # t_2 quantile of 0.05 / 21 / 2: why three seeds can hardly pass Holm over a grid
+    assert "With 3 seeds and 21 tests, the first difference Holm rejects must lie 20 standard errors" in text
     (tmp_path / "results").mkdir()
     metrics.to_csv(tmp_path / "results" / "metrics.csv", index=False)
     diffs.to_csv(tmp_path / "results" / "differences.csv", index=False)
