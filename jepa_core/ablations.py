@@ -48,7 +48,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("mlm-flops", "mlm", {"train.budget": "flops"}),
 )}
 # the cpu list measured in docs/results/cpu/ (one variant per confound; hybrid-uncertainty, a second λ rule,
-# adds ~17 min to the 63.5)
+# adds ~20 min to the ~65)
 DEFAULT_CPU = ("hybrid-learned", "hybrid-fixed0.5", "hybrid-shared", "mlm-flops")
 
 
