@@ -13,6 +13,7 @@ from . import figures
 from .figures import GEOMETRY_LABELS, MODEL_COLOURS, _empty, _figure, _ordered, _require
 
 REFERENCE = "reference"  # ablation_study.REFERENCE (not imported: figures stay free of the study's imports)
+BASELINE_NAME = "mlm"  # ablation_study.BASELINE_NAME, likewise
 # one colour per variant in every figure of 05 (figures._palette's default colours others by position)
 VARIANT_COLOURS = {"hybrid-learned": MODEL_COLOURS["hybrid"], "mlm-steps": MODEL_COLOURS["mlm"],
                    "hybrid-uncertainty": "#2ca02c", "hybrid-shared": "#9467bd", "mlm-flops": "#8c564b"}
@@ -31,6 +32,8 @@ def forest(effects: pd.DataFrame, claim: str) -> Figure:
     seed) is drawn as a hollow point."""
     _require(effects, ["claim", "variant", "task", "metric", "pooling", "diff", "ci_low", "ci_high"], "forest")
     df = effects[effects["claim"] == claim]
+    if "baseline" in df:  # the equal-FLOPs comparison (hybrid-learned − mlm-flops) is not a variant − MLM line
+        df = df[df["baseline"] == BASELINE_NAME]
     cells = list(dict.fromkeys(zip(df["task"], df["metric"], df["pooling"])))
     fig, axes = _figure(max(len(cells), 1), ncols=min(5, max(len(cells), 1)), panel=(3.4, 0.5 + 0.45 * max(
         df["variant"].nunique(), 1)))

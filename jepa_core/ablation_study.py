@@ -29,6 +29,8 @@ from .config import Params
 
 BASELINE = "mlm-steps"  # the main MLM run (equal steps): every effect is variant − this run
 BASELINE_NAME = "mlm"  # its model name in 05's tables, so that summary.py's rules find it
+# compute held equal: the main hybrid against MLM given its FLOPs, paired by seed like every effect
+EQUAL_FLOPS = ("hybrid-learned", "mlm-flops")
 CLAIM_POOLINGS = ("mean", "max")  # the poolings C1–C4 read (summary.claim_c1 .. claim_c4)
 CLAIMS = ("C1", "C2", "C3", "C4")
 REFERENCE = "reference"  # the objective column of a reference encoder
@@ -125,40 +127,50 @@ def evaluate_study(params: Params, run_dir: Path) -> tuple[pd.DataFrame, pd.Data
     study = dataclasses.replace(params, eval=dataclasses.replace(params.eval, poolings=poolings))
     wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
     return evaluate(models, study, run_dir / STUDY_DIR, wiki, objectives=objectives, random_init=False,
-                    pairs=[(v, BASELINE_NAME) for v in variant_names(params)])
+                    pairs=study_pairs(variant_names(params)))
+
+
+def study_pairs(variants: list[str]) -> list[tuple[str, str]]:
+    """Every variant − MLM, and the main hybrid − mlm-flops when both are in the study (equal FLOPs)."""
+    return [(v, BASELINE_NAME) for v in variants] + ([EQUAL_FLOPS] if set(EQUAL_FLOPS) <= set(variants) else [])
 
 
 # ---------------------------------------------------------------- effects and verdicts
 
-def _as_main_comparison(metrics: pd.DataFrame, differences: pd.DataFrame, variant: str):
-    """The tables summary.py's claim rules read, with `variant` in the hybrid's role."""
-    d = differences[(differences["model_a"] == variant) & (differences["model_b"] == BASELINE_NAME)]
-    m = metrics[metrics["model"].isin([variant, BASELINE_NAME, "majority"])].copy()
+def _as_main_comparison(metrics: pd.DataFrame, differences: pd.DataFrame, variant: str,
+                        baseline: str = BASELINE_NAME):
+    """The tables summary.py's claim rules read, with `variant` in the hybrid's role and `baseline` in MLM's."""
+    d = differences[(differences["model_a"] == variant) & (differences["model_b"] == baseline)]
+    d = d.assign(model_a="hybrid", model_b="mlm")
+    m = metrics[metrics["model"].isin([variant, baseline, "majority"])].copy()
     m.loc[m["model"] == variant, "objective"] = "hybrid"
-    m.loc[m["model"] == BASELINE_NAME, "objective"] = "mlm"
+    m.loc[m["model"] == baseline, "objective"] = "mlm"
     return m, d
 
 
-EFFECT_COLUMNS = ["claim", "variant", "task", "metric", "pooling", "n_seeds", "diff", "ci_low", "ci_high",
-                  "claim_verdict", "claim_familywise", "note"]
+EFFECT_COLUMNS = ["claim", "variant", "baseline", "task", "metric", "pooling", "n_seeds", "diff", "ci_low",
+                  "ci_high", "claim_verdict", "claim_familywise", "note"]
 
 
 def effect_table(metrics: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim (C1–C4) x variant x claim row (task, metric): the seed-level effect variant − MLM
-    and its 95% interval, and the verdicts summary.verdicts gives the claim for that variant (planned comparison;
-    family-wise, with Holm over 05's grid)."""
+    """One row per claim (C1–C4) x comparison x claim row (task, metric): the seed-level effect variant −
+    baseline and its 95% interval, and the verdicts summary.verdicts gives the claim for that comparison
+    (planned comparison; family-wise, with Holm over 05's grid). The comparisons: every variant − MLM, then
+    hybrid-learned − mlm-flops (equal FLOPs) where both were evaluated."""
     rows = []
-    variants = list(dict.fromkeys(differences["model_a"]))
-    for variant in sorted(variants, key=lambda v: v != "hybrid-learned"):
-        m, d = _as_main_comparison(metrics, differences, variant)
+    pairs = list(dict.fromkeys(zip(differences["model_a"], differences["model_b"])))
+    # hybrid-learned − MLM first, the other variants − MLM in the table's order, the equal-FLOPs pair last
+    pairs.sort(key=lambda pair: (pair[1] != BASELINE_NAME, pair[0] != "hybrid-learned"))
+    for variant, baseline in pairs:
+        m, d = _as_main_comparison(metrics, differences, variant, baseline)
         for verdict in summary.verdicts(m, d):
             if verdict.claim not in CLAIMS:
                 continue
             note = verdict.notes[0] if verdict.notes and summary.ONE_SEED in verdict.notes[0] else ""
             for _, r in verdict.table.iterrows():
-                rows.append(dict(claim=verdict.claim, variant=variant, task=r["task"], metric=r["metric"],
-                                 pooling=r["pooling"], n_seeds=r["n_seeds"], diff=r["diff"], ci_low=r["ci_low"],
-                                 ci_high=r["ci_high"], claim_verdict=verdict.verdict,
+                rows.append(dict(claim=verdict.claim, variant=variant, baseline=baseline, task=r["task"],
+                                 metric=r["metric"], pooling=r["pooling"], n_seeds=r["n_seeds"], diff=r["diff"],
+                                 ci_low=r["ci_low"], ci_high=r["ci_high"], claim_verdict=verdict.verdict,
                                  claim_familywise=verdict.familywise, note=note))
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
@@ -170,9 +182,11 @@ def _description(variant: str) -> str:
 
 
 def effect_sentences(effects: pd.DataFrame) -> list[str]:
-    """One sentence per variant: each claim's verdict for variant − MLM, with its first row's interval."""
+    """One sentence per comparison: each claim's verdict for variant − baseline, with its first row's interval."""
     out = []
-    for variant, g in effects.groupby("variant", sort=False):
+    if "baseline" not in effects:  # an effects.csv written before the equal-FLOPs comparison
+        effects = effects.assign(baseline=BASELINE_NAME)
+    for (variant, baseline), g in effects.groupby(["variant", "baseline"], sort=False):
         parts = []
         for claim, c in g.groupby("claim", sort=False):
             r = c.iloc[0]
@@ -181,7 +195,8 @@ def effect_sentences(effects: pd.DataFrame) -> list[str]:
             parts.append(f"{claim} {r['claim_verdict']} ({r['task']} {r['metric']} "
                          f"{summary._ci(r['diff'], r['ci_low'], r['ci_high'])}{holm})")
         one_seed = " (one seed: not seed-level evidence)" if g["note"].astype(bool).any() else ""
-        out.append(f"**{variant}** ({_description(variant)}) − MLM{one_seed}: " + "; ".join(parts) + ".")
+        against = "MLM" if baseline == BASELINE_NAME else f"**{baseline}** ({_description(baseline)}: equal FLOPs)"
+        out.append(f"**{variant}** ({_description(variant)}) − {against}{one_seed}: " + "; ".join(parts) + ".")
     return out
 
 
@@ -195,7 +210,7 @@ def summary_section(effects: pd.DataFrame) -> str:
              "above (the variant in the hybrid's place; the first row of each claim is shown, all rows in "
              "`ablations/results/effects.csv`). A claim that holds for a variant as for hybrid-learned does not "
              "depend on the knob that variant changes; an effect that mlm-flops also shows can come from extra "
-             "compute alone, without JEPA.", ""]
+             "compute alone, without JEPA, and the last line, hybrid-learned − mlm-flops, holds compute equal.", ""]
     lines += [f"- {s}" for s in effect_sentences(effects)] or ["- no variant was compared"]
     return "\n".join(lines) + "\n"
 

@@ -104,6 +104,32 @@ def test_an_effect_that_does_not_survive_holm_says_so():
         study.effect_sentences(effects)[0]
 
 
+def test_the_main_hybrid_is_also_compared_with_mlm_at_its_flops():
+    assert study.study_pairs(["hybrid-learned", "hybrid-fixed0.5", "mlm-flops"]) == [
+        ("hybrid-learned", "mlm"), ("hybrid-fixed0.5", "mlm"), ("mlm-flops", "mlm"), ("hybrid-learned", "mlm-flops")]
+    assert ("hybrid-learned", "mlm-flops") not in study.study_pairs(["hybrid-fixed0.5", "mlm-flops"])
+
+
+def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
+    equal = [dict(r, model_b="mlm-flops") for r in _claim_rows("hybrid-learned", (0.01, -0.02, 0.04))]
+    differences = pd.DataFrame(equal + _claim_rows("mlm-flops", (0.1, 0.05, 0.15))
+                               + _claim_rows("hybrid-learned", (0.1, 0.05, 0.15)))
+    effects = study.effect_table(_metrics(["hybrid-learned", "mlm-flops", "mlm"]), differences)
+    pairs = list(dict.fromkeys(zip(effects["variant"], effects["baseline"])))
+    assert pairs == [("hybrid-learned", "mlm"), ("mlm-flops", "mlm"), ("hybrid-learned", "mlm-flops")]
+    last = effects[effects["baseline"] == "mlm-flops"]
+    assert (last["claim_verdict"] == summary.INCONCLUSIVE).all()
+    assert last[last["metric"] == "uniformity"]["diff"].tolist() == pytest.approx([-0.01])  # C1's sign: −diff
+    sentences = study.effect_sentences(effects)
+    assert sentences[-1].startswith("**hybrid-learned** (the main hybrid (λ learned)) − **mlm-flops** (MLM at the "
+                                    "hybrid's FLOPs: equal FLOPs): C1 inconclusive (sst2 uniformity -0.010")
+    ax = [a for a in ablation_figures.forest(effects, "C1").axes if a.get_visible()][0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["hybrid-learned", "mlm-flops"]  # variant − MLM only
+    # an effects.csv written before the equal-FLOPs comparison has no baseline column: still one sentence a variant
+    older = effects[effects["baseline"] == "mlm"].drop(columns="baseline")
+    assert [s.split(" (")[0] for s in study.effect_sentences(older)] == ["**hybrid-learned**", "**mlm-flops**"]
+
+
 def test_one_seed_effects_are_inconclusive_and_say_why():
     effects = study.effect_table(_metrics(["hybrid-shared", "mlm"]),
                                  pd.DataFrame(_claim_rows("hybrid-shared", (0.1, 0.05, 0.15), n_seeds=1)))
@@ -171,7 +197,8 @@ def test_evaluate_study_uses_the_protocol_with_the_claims_poolings(smoke, tmp_pa
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "wiki_sentences.json").write_text(json.dumps(["A sentence."]))
     assert study.evaluate_study(smoke, tmp_path) == ("m", "d")
-    assert calls["pairs"] == [("hybrid-fixed0.5", "mlm"), ("mlm-flops", "mlm")]
+    assert calls["pairs"] == study.study_pairs(smoke.ablations.variants) == [("hybrid-fixed0.5", "mlm"),
+                                                                             ("mlm-flops", "mlm")]
     assert calls["params"].eval.poolings == ["mean", "max"] and calls["random_init"] is False
     assert calls["params"].eval.tasks == smoke.eval.tasks and calls["params"].seeds == smoke.seeds  # same resamples
     assert calls["out"] == tmp_path / "ablations" and calls["wiki"] == ["A sentence."]
