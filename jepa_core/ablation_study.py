@@ -141,7 +141,6 @@ def _as_main_comparison(metrics: pd.DataFrame, differences: pd.DataFrame, varian
                         baseline: str = BASELINE_NAME):
     """The tables summary.py's claim rules read, with `variant` in the hybrid's role and `baseline` in MLM's."""
     d = differences[(differences["model_a"] == variant) & (differences["model_b"] == baseline)]
-    d = d.assign(model_a="hybrid", model_b="mlm")
     m = metrics[metrics["model"].isin([variant, baseline, "majority"])].copy()
     m.loc[m["model"] == variant, "objective"] = "hybrid"
     m.loc[m["model"] == baseline, "objective"] = "mlm"

@@ -337,8 +337,13 @@ def holm_decided(differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> pd.Dat
     return d
 
 
+def _holm_tests(differences: pd.DataFrame) -> int:
+    """How many seed-level differences Holm's family holds (the rows with a p-value)."""
+    return int(seed_level_rows(differences)["p_holm"].notna().sum())
+
+
 def _familywise_note(v: Verdict, differences: pd.DataFrame, alpha: float) -> str:
-    tested = int(seed_level_rows(differences)["p_holm"].notna().sum())
+    tested = _holm_tests(differences)
     decisive = v.table[v.table["side"] != 0]
     smallest = _fmt(float(decisive["p_holm"].astype(float).min()), 3) if len(decisive) else "–"
     return (f"Family-wise: after Holm correction over all {tested} tested seed-level differences of the grid, too few "
@@ -352,7 +357,7 @@ def _holm_reach(differences: pd.DataFrame, alpha: float = HOLM_ALPHA) -> str:
     with few seeds the t quantile of the smallest Holm threshold is far beyond the planned test's."""
     from scipy import stats as sp
 
-    tested, seeds = int(seed_level_rows(differences)["p_holm"].notna().sum()), n_seeds(differences)
+    tested, seeds = _holm_tests(differences), n_seeds(differences)
     if tested == 0 or seeds < 2:
         return ""
     need = sp.t.isf(alpha / tested / 2, seeds - 1)
