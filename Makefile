@@ -19,6 +19,7 @@ setup: $(BIN)/.installed
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: lint
 	$(TEST_ENV) $(BIN)/python -m pytest -q $(ARGS)
@@ -28,7 +29,7 @@ test-fast: lint
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 run: setup
-	$(BIN)/python -m jepa_core.workbook run parameters/$(PROFILE).yaml $(ARGS)
+	$(BIN)/python -m jepa_core.study.workbook run parameters/$(PROFILE).yaml $(ARGS)
 
 bench: setup
 	$(BIN)/python -m jepa_core.bench --out outputs/bench.json $(ARGS)

@@ -57,6 +57,44 @@ NON_WEIGHT_KEYS = {
 WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")
 
 
+# ---------------------------------------------------------------- ablation variants: the name grammar
+
+_FIXED = re.compile(r"hybrid-fixed(\d*\.?\d+)")  # hybrid-fixed0.5, hybrid-fixed.25, hybrid-fixed1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named change of the profile: the objective it trains and the dotted keys it sets."""
+    name: str
+    objective: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted key -> value, e.g. {"jepa.shared_pass": True}
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    # the learned mode is set explicitly so that the variant means the same under any profile
+    Variant("hybrid-learned", "hybrid", {"jepa.lambda_mode": "learned"}),
+    Variant("hybrid-fixed0.5", "hybrid", {"jepa.lambda_mode": "fixed", "jepa.fixed_lambda": 0.5}),
+    Variant("hybrid-uncertainty", "hybrid", {"jepa.lambda_mode": "uncertainty"}),
+    Variant("hybrid-shared", "hybrid", {"jepa.shared_pass": True}),
+    Variant("mlm-steps", "mlm", {"train.budget": "steps"}),
+    Variant("mlm-flops", "mlm", {"train.budget": "flops"}),
+)}
+# the cpu list measured in docs/results/cpu/ (one variant per confound; hybrid-uncertainty, a second λ rule,
+# adds ~20 min to the ~65)
+DEFAULT_CPU_VARIANTS = ("hybrid-learned", "hybrid-fixed0.5", "hybrid-shared", "mlm-flops")
+
+
+def variant(name: str) -> Variant:
+    """The variant called `name`: one of VARIANTS, or hybrid-fixed<λ> for any λ in [0, 1]."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if m := _FIXED.fullmatch(name):
+        return Variant(name, "hybrid", {"jepa.lambda_mode": "fixed", "jepa.fixed_lambda": float(m.group(1))})
+    raise ParamsError(f"unknown ablation variant {name!r}: allowed {', '.join(VARIANTS)}, "
+                      "or hybrid-fixed<lambda> with lambda in [0, 1] (e.g. hybrid-fixed0.3)")
+
+
+
 def hash_dict(d: Mapping[str, Any]) -> str:
     """Short hash of a JSON-able mapping (key order does not matter)."""
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -179,7 +217,7 @@ class EvalConfig:
 
 @dataclass
 class AblationsConfig:
-    """Extra pre-training runs that change one knob of the hybrid or the MLM run (jepa_core/ablations.py).
+    """Extra pre-training runs that change one knob of the hybrid or the MLM run (jepa_core/study/variants.py).
     Off by default: no variant, so no run, step or fingerprint changes."""
     # variant names: hybrid-learned, hybrid-fixed<lambda> (e.g. hybrid-fixed0.5), hybrid-uncertainty,
     # hybrid-shared, mlm-steps, mlm-flops; [] (default): no ablations
@@ -299,7 +337,6 @@ def _validate_ranges(p: Params) -> None:
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")
     _check_choice("eval.pair_encoding", e.pair_encoding, PAIR_ENCODINGS)
     if p.ablations.variants:
-        from .ablations import variant  # imported here: ablations builds on this module
 
         for name in p.ablations.variants:
             variant(name)  # a ParamsError naming the allowed variants

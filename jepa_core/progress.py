@@ -1,4 +1,4 @@
-"""Live progress for `python -m jepa_core.workbook run`: tail the run folder's JSONL files while a notebook runs.
+"""Live progress for `python -m jepa_core.study.workbook run`: tail the run folder's JSONL files while a notebook runs.
 
 Pre-training and evaluation run inside a papermill kernel, often in processes it spawns, so their
 console output never reaches the runner. What does reach it are files: the trainer's per-step log
@@ -351,7 +351,7 @@ def peak_memory() -> dict[str, float]:
     finished descendants (kernels, and the training/evaluation workers they spawned and waited for).
     getrusage reports per-process maxima: processes that ran side by side may together have used
     more than either figure."""
-    import resource
+    import resource  # deferred: POSIX only
 
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return {"runner_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9,

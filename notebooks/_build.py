@@ -26,8 +26,8 @@ OPEN_RUN = '''\
 %matplotlib inline
 from IPython.display import Markdown, display
 
-from jepa_core import figures
-from jepa_core.workbook import open_run, require
+from jepa_core.report import figures
+from jepa_core.study.workbook import open_run, require
 
 params, run_dir = open_run(params_file, run_dir, overrides)  # validates every parameter first
 print(f"run folder: {run_dir}")'''
@@ -57,16 +57,16 @@ train/validation by a hash of their id, trains (or loads) the WordPiece tokenize
 split only, and packs each split into full-length blocks `[CLS] + L−1` tokens of the document
 stream (documents joined with `[SEP]`, never truncated). Writes `data/` in the run folder.""") + [
         code('''
-from jepa_core.blocks import prepare_data
-from jepa_core.corpus import validation_sentences
+from jepa_core.data.blocks import prepare_data
+from jepa_core.data.corpus import validation_sentences
 
 data_dir = run_dir / "data"
-corpus, tokenizer, blocks = prepare_data(params.data, data_dir, params.seed)
+tokenizer, blocks, _source, corpus = prepare_data(params.data, data_dir, params.seed)
 print(corpus.describe())'''),
         md("The line above names the **source actually used** and why; it is recorded in `data/corpus.json` "
            "and repeated in `summary.md`."),
         code('''
-from jepa_core.blocks import corpus_statistics
+from jepa_core.data.blocks import corpus_statistics
 
 stats = corpus_statistics(corpus, tokenizer, blocks)
 stats.to_csv(data_dir / "corpus_statistics.csv")
@@ -107,7 +107,7 @@ other parameters is moved aside to `checkpoints/<name>.stale-<time>/`, never del
         "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
         code('''
 require(run_dir, "data/blocks_train.npy", "data/tokenizer", step="01_data_prep")
-from jepa_core.workbook import pretrain_all
+from jepa_core.pretrain.jobs import pretrain_all
 
 summaries = pretrain_all(params, run_dir, resume)  # every seed x objective (train.parallel_runs at a time)'''),
         code('''
@@ -155,8 +155,8 @@ Also computes every geometry metric (shown in notebook 04). Writes `results/`.""
         code('''
 import json
 
-from jepa_core.evaluate import evaluate
-from jepa_core.workbook import model_name
+from jepa_core.analysis.evaluate import evaluate
+from jepa_core.runs import model_name
 
 models = {objective: [run_dir / "models" / model_name(params, objective, seed) for seed in params.seeds]
           for objective in params.objectives}
@@ -164,7 +164,7 @@ require(run_dir, *[str(p.relative_to(run_dir)) for ps in models.values() for p i
 wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
 metrics, differences = evaluate(models, params, run_dir, wiki)  # writes results/'''),
         code('''
-from jepa_core.summary import probe_table
+from jepa_core.report.summary import probe_table
 
 probe_table(metrics)'''),
         md("""**Probe scores** (value [95% bootstrap CI over dev examples]). Compare each encoder with the
@@ -173,7 +173,7 @@ paper's public numbers equalled) and with `random_init` (an untrained encoder: w
 token identity alone). Pretraining is only doing something where it beats both."""),
         code('''
 from jepa_core.config import HEADLINE_METRIC
-from jepa_core.summary import LEXICAL_METRIC
+from jepa_core.report.claims import LEXICAL_METRIC
 
 tasks = [t for t in HEADLINE_METRIC if t in set(metrics["task"])]
 fig = figures.probe_bars(metrics, {t: HEADLINE_METRIC[t] for t in tasks}, LEXICAL_METRIC, pooling="mean")
@@ -215,7 +215,7 @@ display(fig)'''),
            "positive pairs: same label, or STS-B pairs scoring ≥ 4; lower = closer). Claim C1: the hybrid sits lower "
            "(more uniform) on SST-2 with mean pooling."),
         code('''
-from jepa_core.evaluate import load_spectra
+from jepa_core.analysis.evaluate import load_spectra
 
 spectra = load_spectra(run_dir)
 task = "sst2" if "sst2" in set(spectra["task"]) else spectra["task"].iloc[0]
@@ -243,7 +243,7 @@ display(fig)'''),
            "(mean over seeds; p over seeds and dev examples, the rows the verdicts use); with one seed, that seed's "
            "paired-bootstrap differences (example-level only). `results/differences.csv` has both (`level`)."),
         code('''
-from jepa_core.summary import write_summary
+from jepa_core.report.summary import write_summary
 
 display(Markdown(write_summary(metrics, differences, run_dir)))'''),
         md("## Explorer\n\nPick a run, task, pooling, metric and seed (one, or all to see the spread between "
@@ -252,7 +252,7 @@ display(Markdown(write_summary(metrics, differences, run_dir)))'''),
            "has run (re-run this cell), `models` shows its ablation variants and `layer` a metric across layers. "
            "Needs a live kernel with widgets (JupyterLab); in a headless run it renders the default selection once."),
         code('''
-from jepa_core.explorer import Explorer
+from jepa_core.report.explorer import Explorer
 
 Explorer(run_dir.parent, run=run_dir.name).show()'''),
     ],
@@ -260,14 +260,14 @@ Explorer(run_dir.parent, run=run_dir.name).show()'''),
 Off unless the profile lists ablation variants (`ablations.variants`) or reference encoders
 (`eval.reference_models`); then it pre-trains the variants that are not main runs (each changes one
 knob: λ fixed or uncertainty-weighted, one shared student pass, MLM at the hybrid's FLOPs;
-`jepa_core/ablations.py`), evaluates them, the MLM baseline and the reference encoders with notebook
+`jepa_core/study/variants.py`), evaluates them, the MLM baseline and the reference encoders with notebook
 03's protocol (the poolings the claims read: mean, max), pairs each variant with the MLM baseline by
 pre-training seed, and measures the geometry of every layer. Writes `ablations/results/`,
 `results/layerwise.csv`, `figures/ablation_*.png`, `figures/layerwise_*.png` and a section of `summary.md`.""",
         "resume = True  # continue an interrupted pre-training of the same parameters (workbook --force: False)") + [
         code('''
-from jepa_core import ablation_figures
-from jepa_core import ablation_study as study
+from jepa_core.report import ablation_figures
+from jepa_core.study import ablations as study
 
 on = study.enabled(params)
 if not on:
@@ -315,7 +315,7 @@ if on:
            "dashed lines: reference encoders (e.g. all-MiniLM-L6-v2, trained far longer on far more data), "
            "evaluated with the same protocol; dotted: the majority baseline."),
         code('''
-from jepa_core.layerwise import METRICS
+from jepa_core.analysis.layerwise import METRICS
 
 if on:
     layers = study.layerwise_study(params, run_dir)  # results/layerwise.csv

@@ -40,13 +40,13 @@ tokenizers.__version__, '| papermill', papermill.__version__, '| nbconvert', nbc
 
 if [ "${SMOKE:-1}" = 1 ]; then
   stage "2. smoke profile on the GPU"
-  $PY -m jepa_core.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
+  $PY -m jepa_core.study.workbook run parameters/smoke.yaml --outputs "$RUNS" --no-html
 fi
 
 stage "3. gpu profile"
 status=0
 # shellcheck disable=SC2086  # GPU_PROFILE_ARGS is a list of arguments
-timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.workbook run parameters/gpu.yaml --outputs "$RUNS" \
+timeout "${GPU_PROFILE_TIMEOUT:-480}" $PY -m jepa_core.study.workbook run parameters/gpu.yaml --outputs "$RUNS" \
   ${GPU_PROFILE_ARGS:-} || status=$?
 stage "gpu profile exit status $status"
 # A timed-out run leaves its evaluation workers (spawned processes) finishing their unit: stop them

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from jepa_core.config import load_params
-from jepa_core.train import PretrainData, load_prepared_data
+from jepa_core.data.blocks import PreparedData, load_prepared_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,14 +37,14 @@ def tiny_params(**overrides):
 def tiny_data_dir() -> Path:
     """A prepared data folder (tokenizer/, blocks_*.npy, corpus.json) from 6 articles of the
     embedded Wikipedia excerpt, built once per test session through the project's data path."""
-    from jepa_core.blocks import prepare_data
+    from jepa_core.data.blocks import prepare_data
 
     out = Path(tempfile.mkdtemp(prefix="tiny_data_"))
     prepare_data(tiny_params().data, out, 0)
     return out
 
 
-def tiny_data() -> PretrainData:
+def tiny_data() -> PreparedData:
     return load_prepared_data(tiny_data_dir())
 
 
@@ -55,16 +55,18 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def cli_args(*args: str) -> list[str]:
-    """Arguments of `python -m jepa_core.train` with the tiny parameters as --set overrides (later ones win)."""
+    """Arguments of `python -m jepa_core.pretrain.train` with the tiny parameters as --set overrides
+    (later ones win)."""
     sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]
     return ["--params", str(REPO / "parameters" / "smoke.yaml"), "--data", str(tiny_data_dir()), *sets, *args]
 
 
 def cli(*args: str, **popen) -> subprocess.Popen:
-    """Start `python -m jepa_core.train ...` (tiny parameters) as a real process."""
+    """Start `python -m jepa_core.pretrain.train ...` (tiny parameters) as a real process."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "jepa_core.train", *cli_args(*args)], cwd=REPO, env=env, **popen)
+    return subprocess.Popen([sys.executable, "-m", "jepa_core.pretrain.train", *cli_args(*args)], cwd=REPO, env=env,
+                            **popen)
 
 
 def one_thread():
@@ -101,7 +103,7 @@ def read_events(folder: Path) -> dict[str, dict[int, float]]:
 
 def log_scalars(log_path: Path) -> dict[str, dict[int, float]]:
     """What the TensorBoard event files should hold for a log.jsonl: {tag: {step: value}}."""
-    from jepa_core.run_state import tensorboard_scalars
+    from jepa_core.pretrain.run_state import tensorboard_scalars
 
     steps, validations = read_log(log_path)
     expected: dict[str, dict[int, float]] = {}

@@ -44,7 +44,7 @@ def wiki_dir() -> Path:
 def smoke_chain(tmp_path_factory, glue_dir, wiki_dir):
     """One papermill chain (workbook.run, parameters/smoke.yaml) per session, a few minutes on 2 cores:
     (run folder, step results). test_chain.py checks it; test_browser.py shows its results in JupyterLab."""
-    from jepa_core import workbook
+    from jepa_core.study import workbook
 
     outputs = tmp_path_factory.mktemp("outputs")
     console = io.StringIO()  # not a terminal: the runner prints plain, throttled progress lines

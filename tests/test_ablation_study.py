@@ -1,4 +1,4 @@
-"""Notebook 05's logic (jepa_core/ablation_study.py, ablation_figures.py) on synthetic tables with known
+"""Notebook 05's logic (jepa_core/study/ablations.py, ablation_figures.py) on synthetic tables with known
 answers; the chain test (test_chain.py) runs it for real on the smoke profile."""
 import json
 from pathlib import Path
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from jepa_core import ablation_figures, evaluate, summary
-from jepa_core import ablation_study as study
+from jepa_core.analysis import evaluate, tables
 from jepa_core.config import load_params, params_from_dict
-from jepa_core.figures import GEOMETRY_LABELS
+from jepa_core.report import ablation_figures, claims
+from jepa_core.report.figures import GEOMETRY_LABELS
+from jepa_core.study import ablations as study
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -36,9 +37,9 @@ def test_variant_is_paired_with_mlm_by_seed_and_gets_the_seed_level_interval():
     results, encoders = evaluate.Results(), []
     for name, values, order in (("hybrid-fixed0.5", variant, [0, 1, 2]), ("mlm", mlm, [2, 0, 1])):
         for seed in order:
-            encoders.append(evaluate.Encoder(name, name, seed, Path("unused")))
+            encoders.append(evaluate.ModelFolder(name, name, seed, Path("unused")))
             results.measures[name, seed, "sst2", "mean", "uniformity"] = _measure(values[seed])
-    table = evaluate.differences(results, encoders, [("hybrid-fixed0.5", "mlm")])
+    table = tables.differences(results, encoders, [("hybrid-fixed0.5", "mlm")])
     per_seed = table[table["level"] == "seed"].set_index("seed")
     assert per_seed["diff"].to_dict() == pytest.approx({0: 0.5, 1: 1.0, 2: 3.0})
     pooled = table[table["level"] == "pooled"].iloc[0]
@@ -56,7 +57,7 @@ def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3, 
     in the claimed direction's units: C1 and C3 claim a negative difference, C2 and C4 a positive one."""
     diff, lo, hi = ci
     cells = [("uniformity", "mean", -1), ("lexical_mfw", "mean", -1), ("balance_diff", "mean", +1)]
-    cells += [(m, "max", +1) for m in summary.SPECTRAL_METRICS]
+    cells += [(m, "max", +1) for m in claims.SPECTRAL_METRICS]
     rows = []
     for metric, pool, sign in cells:
         bounds = sorted((sign * lo, sign * hi)) if n_seeds > 1 else (np.nan, np.nan)
@@ -81,9 +82,9 @@ def test_effect_table_gives_each_variant_the_claim_rules_verdict():
     effects = study.effect_table(_metrics(["hybrid-learned", "hybrid-fixed0.5", "mlm-flops", "mlm"]), differences)
     assert list(dict.fromkeys(effects["variant"])) == ["hybrid-learned", "mlm-flops", "hybrid-fixed0.5"]
     verdict = effects.groupby(["variant", "claim"])["claim_verdict"].first().unstack()
-    assert (verdict.loc["hybrid-learned"] == summary.REPRODUCED).all()
-    assert (verdict.loc["hybrid-fixed0.5"] == summary.INCONCLUSIVE).all()
-    assert (verdict.loc["mlm-flops"] == summary.NOT_REPRODUCED).all()
+    assert (verdict.loc["hybrid-learned"] == claims.REPRODUCED).all()
+    assert (verdict.loc["hybrid-fixed0.5"] == claims.INCONCLUSIVE).all()
+    assert (verdict.loc["mlm-flops"] == claims.NOT_REPRODUCED).all()
     assert list(verdict.columns) == ["C1", "C2", "C3", "C4"]  # C5 (parity) is not an effect to explain
     c1 = effects[(effects["claim"] == "C1") & (effects["metric"] == "uniformity")].set_index("variant")
     assert c1.loc["hybrid-learned", ["diff", "ci_low", "ci_high"]].tolist() == pytest.approx([-0.1, -0.15, -0.05])
@@ -98,8 +99,8 @@ def test_effect_table_gives_each_variant_the_claim_rules_verdict():
 def test_an_effect_that_does_not_survive_holm_says_so():
     differences = pd.DataFrame(_claim_rows("hybrid-learned", (0.1, 0.05, 0.15), p_holm=0.3))
     effects = study.effect_table(_metrics(["hybrid-learned", "mlm"]), differences)
-    assert (effects["claim_verdict"] == summary.REPRODUCED).all()
-    assert (effects["claim_familywise"] == summary.INCONCLUSIVE).all()
+    assert (effects["claim_verdict"] == claims.REPRODUCED).all()
+    assert (effects["claim_familywise"] == claims.INCONCLUSIVE).all()
     assert "C1 reproduced (sst2 uniformity -0.100 [-0.150, -0.050], with Holm over the grid: inconclusive)" in \
         study.effect_sentences(effects)[0]
 
@@ -118,7 +119,7 @@ def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
     pairs = list(dict.fromkeys(zip(effects["variant"], effects["baseline"])))
     assert pairs == [("hybrid-learned", "mlm"), ("mlm-flops", "mlm"), ("hybrid-learned", "mlm-flops")]
     last = effects[effects["baseline"] == "mlm-flops"]
-    assert (last["claim_verdict"] == summary.INCONCLUSIVE).all()
+    assert (last["claim_verdict"] == claims.INCONCLUSIVE).all()
     assert last[last["metric"] == "uniformity"]["diff"].tolist() == pytest.approx([-0.01])  # C1's sign: −diff
     sentences = study.effect_sentences(effects)
     assert sentences[-1].startswith("**hybrid-learned** (the main hybrid (λ learned)) − **mlm-flops** (MLM at the "
@@ -133,8 +134,8 @@ def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
 def test_one_seed_effects_are_inconclusive_and_say_why():
     effects = study.effect_table(_metrics(["hybrid-shared", "mlm"]),
                                  pd.DataFrame(_claim_rows("hybrid-shared", (0.1, 0.05, 0.15), n_seeds=1)))
-    assert (effects["claim_verdict"] == summary.INCONCLUSIVE).all() and effects["ci_low"].isna().all()
-    assert effects["note"].str.contains(summary.ONE_SEED).all()
+    assert (effects["claim_verdict"] == claims.INCONCLUSIVE).all() and effects["ci_low"].isna().all()
+    assert effects["note"].str.contains(claims.ONE_SEED).all()
     assert "(one seed: not seed-level evidence)" in study.effect_sentences(effects)[0]
 
 
@@ -192,7 +193,7 @@ def test_reference_models_key_is_a_list_of_names(tmp_path):
 
 def test_evaluate_study_uses_the_protocol_with_the_claims_poolings(smoke, tmp_path, monkeypatch):
     calls = {}
-    monkeypatch.setattr(evaluate, "evaluate", lambda models, params, out, wiki, **kw: calls.update(
+    monkeypatch.setattr(study, "evaluate", lambda models, params, out, wiki, **kw: calls.update(
         models=models, params=params, out=out, wiki=wiki, **kw) or ("m", "d"))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "wiki_sentences.json").write_text(json.dumps(["A sentence."]))
@@ -206,14 +207,13 @@ def test_evaluate_study_uses_the_protocol_with_the_claims_poolings(smoke, tmp_pa
 
 def test_pretrain_variants_starts_the_longest_runs_first(smoke, tmp_path, monkeypatch):
     """Longest first: the two variants at the hybrid's FLOPs (in their order), then the cheaper runs."""
-    from jepa_core import workbook
 
     params = params_from_dict({**smoke.to_dict(), "ablations": {
         "variants": ["hybrid-shared", "hybrid-fixed0.5", "mlm-flops"], "seeds": [0, 1]}})
     (tmp_path / "models" / "mlm").mkdir(parents=True)
     (tmp_path / "models" / "mlm" / "config.json").write_text("{}")
     jobs = []
-    monkeypatch.setattr(workbook, "pretrain_runs", lambda j, *a, **k: jobs.extend(j) or {n: {} for n, *_ in j})
+    monkeypatch.setattr(study, "pretrain_runs", lambda j, *a, **k: jobs.extend(j) or {n: {} for n, *_ in j})
     study.pretrain_variants(params, tmp_path)
     # seed 1 is not a main run of the smoke profile (seeds [0]): its MLM baseline (0.57 of a hybrid's FLOPs
     # here) is trained too, before hybrid-shared (0.49)
@@ -222,14 +222,13 @@ def test_pretrain_variants_starts_the_longest_runs_first(smoke, tmp_path, monkey
 
 
 def test_pretrain_variants_trains_only_what_is_not_a_main_run(smoke, tmp_path, monkeypatch):
-    from jepa_core import workbook
 
     with pytest.raises(FileNotFoundError, match="02_pretrain"):
         study.pretrain_variants(smoke, tmp_path)
     (tmp_path / "models" / "mlm").mkdir(parents=True)
     (tmp_path / "models" / "mlm" / "config.json").write_text("{}")
     jobs = []
-    monkeypatch.setattr(workbook, "pretrain_runs", lambda j, *a, **k: jobs.extend(j) or {n: {} for n, *_ in j})
+    monkeypatch.setattr(study, "pretrain_runs", lambda j, *a, **k: jobs.extend(j) or {n: {} for n, *_ in j})
     assert list(study.pretrain_variants(smoke, tmp_path)) == ["hybrid-fixed0.5-s0", "mlm-flops-s0"]
     (fixed, flops) = jobs
     assert fixed[1].jepa.lambda_mode == "fixed" and fixed[2:] == ("hybrid", 0)
@@ -254,7 +253,7 @@ def test_forest_draws_one_panel_per_claim_row_and_hollow_points_without_interval
 
 
 def test_a_variant_keeps_its_colour_across_figures_and_never_takes_mlms():
-    from jepa_core.figures import MODEL_COLOURS
+    from jepa_core.report.figures import MODEL_COLOURS
 
     alone = ablation_figures._palette(["hybrid-fixed0.5", "mlm-flops", "all-MiniLM-L6-v2"])  # a forest plot
     beside_mlm = ablation_figures._palette(["mlm", "all-MiniLM-L6-v2", "mlm-flops", "hybrid-fixed0.5"])  # points

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from jepa_core.ablations import DEFAULT_CPU, AblationRun, Variant, changed_keys, expand, planned_budget, variant
+from jepa_core.config import DEFAULT_CPU_VARIANTS as DEFAULT_CPU
 from jepa_core.config import ParamsError, load_params, params_from_dict
-from jepa_core.flops import training_flops_per_step
+from jepa_core.pretrain.flops import training_flops_per_step
+from jepa_core.study.variants import AblationRun, Variant, changed_keys, expand, planned_budget, variant
 
 CPU = Path(__file__).resolve().parents[1] / "parameters" / "cpu.yaml"
 

@@ -106,7 +106,7 @@ def test_ablations_section(result):
 
 
 def test_micro_workloads_build_three_adamw_implementations():
-    from jepa_core.tokenizer import train_tokenizer
+    from jepa_core.data.tokenizer import train_tokenizer
 
     cfg = BenchConfig.tiny()
     tok = train_tokenizer(["a small text for a tiny vocabulary"] * 4, cfg.vocab)

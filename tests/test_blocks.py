@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from jepa_core import blocks as blocks_mod
-from jepa_core.blocks import BlockDataset, Blocks, build_blocks, corpus_statistics, join_stream, pack_blocks
 from jepa_core.config import DataConfig
-from jepa_core.corpus import Corpus, Document, load_corpus
-from jepa_core.tokenizer import get_tokenizer, train_tokenizer
+from jepa_core.data import blocks as blocks_mod
+from jepa_core.data.blocks import BlockDataset, Blocks, build_blocks, corpus_statistics, join_stream, pack_blocks
+from jepa_core.data.corpus import Corpus, Document, load_corpus
+from jepa_core.data.tokenizer import get_tokenizer, train_tokenizer
 
 WORDS = "the cat sat on a mat while dogs ran past houses near rivers and tall green trees".split()
 

@@ -71,7 +71,7 @@ def lab(tmp_path, smoke_chain):
     smoke_run, _ = smoke_chain
     outputs = tmp_path / "outputs"
     _two_runs(smoke_run, outputs)
-    source = f"from jepa_core.explorer import Explorer\n\nExplorer({str(outputs)!r}, run='smoke-2seeds').show()"
+    source = f"from jepa_core.report.explorer import Explorer\n\nExplorer({str(outputs)!r}, run='smoke-2seeds').show()"
     notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "explorer", "metadata": {},
                            "outputs": [], "source": source}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jepa_core import workbook as wb
 from jepa_core.config import TASKS, load_params
+from jepa_core.study import workbook as wb
 
 pytestmark = pytest.mark.slow
 
@@ -244,7 +244,7 @@ def test_force_reruns_every_step(chain, monkeypatch):
 def test_bad_parameter_fails_before_any_notebook(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for bad, key in (("train.bogus=1", "train.bogus"), ("train.steps=ten", "train.steps")):
-        proc = subprocess.run([sys.executable, "-m", "jepa_core.workbook", "run", str(SMOKE), "--outputs",
+        proc = subprocess.run([sys.executable, "-m", "jepa_core.study.workbook", "run", str(SMOKE), "--outputs",
                                str(tmp_path), "--set", bad], capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 2 and key in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing was created, no notebook started

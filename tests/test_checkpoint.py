@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from jepa_core import checkpoint as ckpt
 from jepa_core.config import load_params
-from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import PretrainModel
-from jepa_core.train import WarmupCosine, build_optimizer
+from jepa_core.model.masking import PretrainCollator, TokenIds
+from jepa_core.pretrain import checkpoint as ckpt
+from jepa_core.pretrain.engine import WarmupCosine, build_optimizer
 
 VOCAB = 60
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))

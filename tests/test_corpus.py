@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jepa_core import corpus as corpus_mod
 from jepa_core.config import DataConfig
-from jepa_core.corpus import (
+from jepa_core.data import corpus as corpus_mod
+from jepa_core.data.corpus import (
     EMBEDDED_DUMP,
     Corpus,
     Document,

@@ -10,7 +10,7 @@ import torch
 from _train_helpers import REPO, TINY, read_log, tiny_data_dir
 from transformers import AutoModel
 
-from jepa_core import checkpoint as ckpt
+from jepa_core.pretrain import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available")
@@ -28,7 +28,8 @@ def test_two_process_ddp_agrees(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            str(free_port()),
-           "-m", "jepa_core.train", "--params", str(REPO / "parameters" / "smoke.yaml"), "--data", str(tiny_data_dir()),
+           "-m", "jepa_core.pretrain.train", "--params", str(REPO / "parameters" / "smoke.yaml"),
+           "--data", str(tiny_data_dir()),
            "--objective", "hybrid", "--out", str(tmp_path),
            *[f"--set={k}={json.dumps(v)}" for k, v in overrides.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

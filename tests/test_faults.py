@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from test_evaluate import WIKI, make_glue, small_params, tiny_checkpoint  # noqa: F401  (fixture)
 
-from jepa_core import corpus, glue
-from jepa_core import evaluate as ev
+from jepa_core.analysis import evaluate as ev
 from jepa_core.config import load_params
+from jepa_core.data import corpus, glue
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from jepa_core import figures
+from jepa_core.report import figures
 
 TASKS = ["sst2", "stsb", "wiki"]
 POOLINGS = ["mean", "max"]

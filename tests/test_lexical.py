@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jepa_core import lexical as lx
+from jepa_core.analysis import lexical as lx
 
 
 def test_words_lowercase_and_drop_punctuation():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_core.losses import LossBalancer, jepa_loss, mlm_loss
+from jepa_core.model.losses import LossBalancer, jepa_loss, mlm_loss
 
 
 def test_jepa_cosine_known_values():

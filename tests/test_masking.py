@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from jepa_core.config import MaskConfig
-from jepa_core.masking import PretrainCollator, TokenIds, draw_blocks, item_generator, jepa_masks, mlm_mask
+from jepa_core.model.masking import PretrainCollator, TokenIds, draw_blocks, item_generator, jepa_masks, mlm_mask
 
 IDS = TokenIds(vocab_size=500, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))  # pad, unk, cls, sep, mask
 CFG = MaskConfig()  # defaults: 15%, 2 targets of 10-25%, context 65-85%, min_keep 8

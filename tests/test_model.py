@@ -6,10 +6,8 @@ import torch
 from _train_helpers import one_thread
 from transformers import AutoModel, BertForMaskedLM, ModernBertForMaskedLM
 
+from jepa_core.analysis.encode import takes_token_type_ids
 from jepa_core.config import ParamsError, params_from_dict
-from jepa_core.encode import takes_token_type_ids
-from jepa_core.kernels import ATTENTION
-from jepa_core.masking import PretrainCollator, TokenIds
 from jepa_core.model import (
     ROPE_THETA,
     Predictor,
@@ -19,6 +17,8 @@ from jepa_core.model import (
     ema_update,
     gather_positions,
 )
+from jepa_core.model.kernels import ATTENTION
+from jepa_core.model.masking import PretrainCollator, TokenIds
 
 VOCAB, L = 300, 32
 IDS = TokenIds(vocab_size=VOCAB, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
@@ -316,10 +316,10 @@ def test_target_precision_auto_follows_the_hardware(monkeypatch):
     model = new_model(tiny_params())
     assert model.target_precision == "auto"
     for native in (True, False):
-        monkeypatch.setattr("jepa_core.model.native_bf16", lambda device_type, native=native: native)
+        monkeypatch.setattr("jepa_core.model.hybrid.native_bf16", lambda device_type, native=native: native)
         assert model.target_bf16("cpu") is native
     model.target_precision = "fp32"
-    monkeypatch.setattr("jepa_core.model.native_bf16", lambda device_type: True)
+    monkeypatch.setattr("jepa_core.model.hybrid.native_bf16", lambda device_type: True)
     assert model.target_bf16("cpu") is False
 
 

@@ -10,8 +10,8 @@ import torch
 from _train_helpers import REPO, one_thread, tiny_data, tiny_params
 from huggingface_hub import ModelCard
 
-import jepa_core.train as T
-from jepa_core import model_card as MC
+import jepa_core.pretrain.train as T
+from jepa_core.pretrain import model_card as MC
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -94,7 +94,8 @@ def test_push_offline_fails_at_once_with_a_clear_message_and_deletes_nothing(run
     _, model_dir, _ = run
     before = sorted(p.name for p in model_dir.iterdir())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-m", "jepa_core.model_card", "push", str(model_dir), "--repo", "user/x"],
+    out = subprocess.run([sys.executable, "-m", "jepa_core.pretrain.model_card", "push", str(model_dir),
+                          "--repo", "user/x"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "HF_HUB_OFFLINE is set" in out.stderr and "Traceback" not in out.stderr
     assert sorted(p.name for p in model_dir.iterdir()) == before

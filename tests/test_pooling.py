@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_core import pooling, probes
-from jepa_core.encode import TokenStates
+from jepa_core.analysis import pooling, probes
+from jepa_core.analysis.encode import TokenStates
 
 
 def ragged(lengths, hidden=8, seed=0, special_ends=True) -> TokenStates:

@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from jepa_core import probes
+from jepa_core import cpu
+from jepa_core.analysis import probes
 
 
 def blobs(n: int, seed: int, classes: int = 3, dim: int = 10, shuffle: bool = False):
@@ -34,7 +35,7 @@ def test_probe_fitted_in_parallel_processes_is_identical_to_the_serial_fit():
     assert parallel.param == serial.param
     np.testing.assert_array_equal(parallel.pipeline[-1].coef_, serial.pipeline[-1].coef_)
     np.testing.assert_array_equal(parallel.pipeline[-1].scores_, serial.pipeline[-1].scores_)
-    assert probes.parallel_workers(3) in (1, 2, 3) and probes.parallel_workers(0) == 1
+    assert cpu.parallel_workers(3) in (1, 2, 3) and cpu.parallel_workers(0) == 1
 
 
 def test_probe_is_at_chance_on_shuffled_labels():
@@ -118,10 +119,10 @@ def test_bootstrap_metric_matches_metric_on_each_resample(name, kind):
 
 
 def test_no_nested_workers_inside_an_evaluation_worker(monkeypatch):
-    monkeypatch.setattr(probes.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
-    assert probes.parallel_workers(3) == 3
-    monkeypatch.setattr(probes, "NESTED_WORKERS", False)
-    assert probes.parallel_workers(3) == 1
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert cpu.parallel_workers(3) == 3
+    monkeypatch.setattr(cpu, "NESTED_WORKERS", False)
+    assert cpu.parallel_workers(3) == 1
 
 
 def test_one_table_of_task_metrics_with_the_protocols_headline_metrics():

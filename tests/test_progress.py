@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jepa_core import progress
-from jepa_core import workbook as wb
+from jepa_core.study import workbook as wb
 
 
 class FakeClock:

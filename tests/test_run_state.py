@@ -6,7 +6,15 @@ import pytest
 import torch
 from _train_helpers import tiny_params
 
-from jepa_core.run_state import COLLAPSE_RANK, JsonlLog, RunState, Throughput, TimeBudget, log_record, plan_steps
+from jepa_core.pretrain.run_state import (
+    COLLAPSE_RANK,
+    JsonlLog,
+    RunState,
+    Throughput,
+    TimeBudget,
+    log_record,
+    plan_steps,
+)
 
 
 class FakeClock:

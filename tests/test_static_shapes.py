@@ -7,8 +7,8 @@ from test_model import VOCAB, tiny_params
 from test_model import L as MODEL_L
 
 from jepa_core.config import MaskConfig
-from jepa_core.masking import PretrainCollator, TokenIds, jepa_masks, mlm_width, static_widths
 from jepa_core.model import PretrainModel
+from jepa_core.model.masking import PretrainCollator, TokenIds, jepa_masks, mlm_width, static_widths
 
 IDS = TokenIds(vocab_size=500, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
 
@@ -145,8 +145,8 @@ def test_trainer_with_static_shapes_trains_the_same_weights(tmp_path):
     from _train_helpers import tiny_params as tiny_train_params
     from safetensors.torch import load_file
 
-    import jepa_core.train as T
-    from jepa_core import checkpoint as ckpt
+    import jepa_core.pretrain.train as T
+    from jepa_core.pretrain import checkpoint as ckpt
 
     data = tiny_data()
     for static_shapes in (False, True):

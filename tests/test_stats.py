@@ -1,5 +1,5 @@
 """stats.py against known answers, and the coverage of the intervals the tables report, measured
-through evaluate's path (Measure, evaluate.differences), the code that writes metrics.csv and
+through evaluate's path (Measure, tables.differences), the code that writes metrics.csv and
 differences.csv."""
 from pathlib import Path
 
@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from jepa_core import evaluate as ev
-from jepa_core import geometry, stats
+from jepa_core.analysis import evaluate as ev
+from jepa_core.analysis import geometry, stats, tables
 
 
 def _binomial_band(rate: float, sims: int, k: float = 3.0) -> tuple[float, float]:
@@ -205,13 +205,13 @@ def _seed_simulation(rng, sims: int, sd_seed: float, sd_shared: float, sd_own: f
             a = b + true_diff + u[s] + shared + rng.normal(0, sd_own, n)
             for name, x in (("hybrid", a), ("mlm", b)):
                 results.measures[name, s, f"sim{k}", "mean", "accuracy"] = ev._per_example_mean(x, idx)
-    encoders = [ev.Encoder(name, name, s, Path(".")) for name in ("hybrid", "mlm") for s in range(seeds)]
-    return ev.differences(results, encoders, [("hybrid", "mlm")])
+    encoders = [ev.ModelFolder(name, name, s, Path(".")) for name in ("hybrid", "mlm") for s in range(seeds)]
+    return tables.differences(results, encoders, [("hybrid", "mlm")])
 
 
 def test_seed_level_interval_covers_at_the_nominal_rate():
     """Seed variance dominant (sd 0.03 between seeds, small example noise), 3 seeds, 1,000 simulated
-    comparisons through evaluate.differences: the pooled rows' 95% interval covers the true
+    comparisons through tables.differences: the pooled rows' 95% interval covers the true
     difference at the nominal rate (measured 0.963; 0.957 with example noise ~0)."""
     df = _seed_simulation(np.random.default_rng(3), 1000, sd_seed=0.03, sd_shared=0.02, sd_own=0.02)
     pooled = df[df["level"] == stats.POOLED]

@@ -5,18 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jepa_core import summary as S
+from jepa_core.analysis import tables
+from jepa_core.analysis.stats import PER_SEED, POOLED
 from jepa_core.config import HEADLINE_METRIC
-from jepa_core.stats import PER_SEED, POOLED
-from jepa_core.summary import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from jepa_core.report import claims
+from jepa_core.report import summary as S
+from jepa_core.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 GLUE = ["sst2", "mrpc", "mnli", "cola", "stsb"]
 
 
 def test_side():
-    assert S.side(0.1, 0.3) == 1 and S.side(-0.3, -0.1) == -1 and S.side(-0.1, 0.1) == 0
-    assert S.side(0.0, 0.2) == 0  # touching 0 is not "entirely above"
-    assert S.side(np.nan, 0.2) == 0
+    assert claims.side(0.1, 0.3) == 1 and claims.side(-0.3, -0.1) == -1 and claims.side(-0.1, 0.1) == 0
+    assert claims.side(0.0, 0.2) == 0  # touching 0 is not "entirely above"
+    assert claims.side(np.nan, 0.2) == 0
 
 
 @pytest.mark.parametrize("sides, direction, need, expected", [
@@ -31,23 +33,23 @@ def test_side():
     ([1, 1], +1, 4, INCONCLUSIVE),               # fewer tasks than the claim needs
 ])
 def test_count_rule(sides, direction, need, expected):
-    assert S.count_rule(sides, direction, need) == expected
+    assert claims.count_rule(sides, direction, need) == expected
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
     (-0.01, 0.02, REPRODUCED), (0.04, 0.08, NOT_REPRODUCED), (-0.09, -0.05, NOT_REPRODUCED),
     (-0.05, 0.01, INCONCLUSIVE), (np.nan, 0.0, INCONCLUSIVE)])
 def test_equivalence_rule(lo, hi, expected):
-    assert S.equivalence_rule(lo, hi, 0.03) == expected
+    assert claims.equivalence_rule(lo, hi, 0.03) == expected
 
 
 def _tables(diff_fn, seeds=(0, 1, 2)):
-    """metrics + differences (per-seed and seed-level rows, as evaluate.differences writes them) where
+    """metrics + differences (per-seed and seed-level rows, as tables.differences writes them) where
     diff_fn(task, pooling, metric) -> (diff, ci_low, ci_high) is the seed-level row; every seed's own
     difference equals it."""
     metrics, diffs = [], []
-    metric_names = ["uniformity", "uniformity_centred", *S.SPECTRAL_METRICS, S.LEXICAL_METRIC, S.BALANCE_METRIC,
-                    "accuracy", "f1", "mcc", "spearman"]
+    metric_names = ["uniformity", "uniformity_centred", *claims.SPECTRAL_METRICS, claims.LEXICAL_METRIC,
+                    claims.BALANCE_METRIC, "accuracy", "f1", "mcc", "spearman"]
     for task in GLUE + ["wiki"]:
         for pooling in ("mean", "max"):
             for metric in metric_names:
@@ -69,9 +71,9 @@ def _tables(diff_fn, seeds=(0, 1, 2)):
 
 def _paper_like(task, pooling, metric):
     """Every claim holds: hybrid more uniform, richer spectra, less lexical, better balance, same accuracy."""
-    if metric in ("uniformity", "uniformity_centred", S.LEXICAL_METRIC):
+    if metric in ("uniformity", "uniformity_centred", claims.LEXICAL_METRIC):
         return -0.1, -0.15, -0.05
-    if metric in S.SPECTRAL_METRICS or metric == S.BALANCE_METRIC:
+    if metric in claims.SPECTRAL_METRICS or metric == claims.BALANCE_METRIC:
         return 0.1, 0.05, 0.15
     return 0.0, -0.01, 0.01  # task metrics: equivalent
 
@@ -91,7 +93,7 @@ def _null(task, pooling, metric):
                                           (_null, INCONCLUSIVE)])
 def test_all_claims(fn, expected):
     metrics, diffs = _tables(fn)
-    verdicts = S.verdicts(metrics, diffs)
+    verdicts = claims.verdicts(metrics, diffs)
     assert [v.claim for v in verdicts] == ["C1", "C2", "C3", "C4", "C5"]
     assert {v.claim: v.verdict for v in verdicts} == {c: expected for c in ("C1", "C2", "C3", "C4", "C5")}
 
@@ -102,7 +104,7 @@ def test_c1_uses_sst2_mean_pooling_only():
             return -0.1, -0.2, -0.01
         return 0.3, 0.2, 0.4  # everything else points the other way
     metrics, diffs = _tables(fn)
-    v = S.claim_c1(metrics, diffs)
+    v = claims.claim_c1(metrics, diffs)
     assert v.verdict == REPRODUCED
     assert "sst2" in v.rule and "mean" in v.rule
 
@@ -110,17 +112,17 @@ def test_c1_uses_sst2_mean_pooling_only():
 def test_c1_falls_back_to_wiki_without_sst2():
     metrics, diffs = _tables(_paper_like)
     keep = diffs["task"] != "sst2"
-    v = S.claim_c1(metrics[metrics["task"] != "sst2"], diffs[keep])
+    v = claims.claim_c1(metrics[metrics["task"] != "sst2"], diffs[keep])
     assert v.verdict == REPRODUCED and any("Wikipedia" in n for n in v.notes)
 
 
 def test_c2_four_of_five_tasks():
     def fn(task, pooling, metric):
-        if metric in S.SPECTRAL_METRICS and pooling == "max":
+        if metric in claims.SPECTRAL_METRICS and pooling == "max":
             return (-0.1, -0.2, -0.05) if task == "cola" else (0.1, 0.05, 0.2)  # one task against
         return 0.0, -0.1, 0.1
     metrics, diffs = _tables(fn)
-    assert S.claim_c2(metrics, diffs).verdict == REPRODUCED
+    assert claims.claim_c2(metrics, diffs).verdict == REPRODUCED
 
 
 def test_c5_one_task_clearly_different_is_not_reproduced():
@@ -129,7 +131,7 @@ def test_c5_one_task_clearly_different_is_not_reproduced():
             return (-0.06, -0.09, -0.04) if task == "mnli" else (0.0, -0.01, 0.01)
         return 0.0, -0.1, 0.1
     metrics, diffs = _tables(fn)
-    v = S.claim_c5(metrics, diffs)
+    v = claims.claim_c5(metrics, diffs)
     assert v.verdict == NOT_REPRODUCED
     assert v.table.set_index("task").loc["mnli", "verdict"] == NOT_REPRODUCED
 
@@ -137,16 +139,16 @@ def test_c5_one_task_clearly_different_is_not_reproduced():
 def test_a_table_without_seed_level_rows_is_refused():
     _, diffs = _tables(_paper_like)
     with pytest.raises(ValueError, match="re-run the evaluation"):
-        S.claim_c1(*_tables(_paper_like)[:1], diffs.drop(columns="level"))
+        claims.claim_c1(*_tables(_paper_like)[:1], diffs.drop(columns="level"))
 
 
 def _evaluated(per_seed_diffs: dict[int, float], cells, noise: float = 1e-4, n: int = 300, null_cells=()):
-    """metrics + differences from evaluate.differences: hybrid − mlm on seed s is per_seed_diffs[s] on
+    """metrics + differences from tables.differences: hybrid − mlm on seed s is per_seed_diffs[s] on
     every cell (0 on every null cell), with tiny example noise (each seed's example-level CI is tight)."""
     from pathlib import Path
 
-    from jepa_core import evaluate as ev
-    from jepa_core import stats
+    from jepa_core.analysis import evaluate as ev
+    from jepa_core.analysis import stats
     rng, results, metrics = np.random.default_rng(0), ev.Results(), []
     idx = stats.resamples(n, 200, seed=0)
     for s, effect in per_seed_diffs.items():
@@ -156,18 +158,19 @@ def _evaluated(per_seed_diffs: dict[int, float], cells, noise: float = 1e-4, n: 
                 m = results.measures[(model, s, *cell)] = ev._per_example_mean(x, idx)
                 metrics.append(dict(model=model, objective=model, seed=s, task=cell[0], pooling=cell[1], metric=cell[2],
                                     value=m.value, ci_low=m.ci()[0], ci_high=m.ci()[1], n=n, chance=np.nan))
-    encoders = [ev.Encoder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in per_seed_diffs]
-    return pd.DataFrame(metrics), ev.differences(results, encoders, [("hybrid", "mlm")])
+    encoders = [ev.ModelFolder(m, m, s, Path(".")) for m in ("hybrid", "mlm") for s in per_seed_diffs]
+    return pd.DataFrame(metrics), tables.differences(results, encoders, [("hybrid", "mlm")])
 
 
 @pytest.mark.parametrize("per_seed", [{0: 0.05, 1: -0.04, 2: 0.06},  # the seeds disagree in sign
                                       {0: 0.05, 1: 0.01, 2: 0.06}])  # same sign, but spread as wide as the mean
 def test_tight_example_cis_are_not_enough_when_the_seeds_disagree(per_seed):
-    cells = [(t, "mean", S.BALANCE_METRIC) for t in GLUE]
+    cells = [(t, "mean", claims.BALANCE_METRIC) for t in GLUE]
     metrics, diffs = _evaluated(per_seed, cells)
     seed_rows = diffs[diffs["level"] == PER_SEED]
-    assert all(S.side(lo, hi) != 0 for lo, hi in zip(seed_rows["ci_low"], seed_rows["ci_high"]))  # each seed: tight
-    v = S.claim_c4(metrics, diffs)
+    # each seed: tight
+    assert all(claims.side(lo, hi) != 0 for lo, hi in zip(seed_rows["ci_low"], seed_rows["ci_high"]))
+    v = claims.claim_c4(metrics, diffs)
     assert v.verdict == INCONCLUSIVE and (v.table["side"] == 0).all()
     # every seed's difference is printed next to the pooled one
     row = v.table.iloc[0]
@@ -176,9 +179,9 @@ def test_tight_example_cis_are_not_enough_when_the_seeds_disagree(per_seed):
 
 
 def test_seeds_that_agree_reproduce_the_claim():
-    cells = [(t, "mean", S.BALANCE_METRIC) for t in GLUE]
+    cells = [(t, "mean", claims.BALANCE_METRIC) for t in GLUE]
     metrics, diffs = _evaluated({0: 0.05, 1: 0.052, 2: 0.048}, cells)
-    assert S.claim_c4(metrics, diffs).verdict == REPRODUCED
+    assert claims.claim_c4(metrics, diffs).verdict == REPRODUCED
 
 
 C1_CELL = [("sst2", "mean", "uniformity")]
@@ -191,7 +194,7 @@ def test_a_planned_difference_that_does_not_survive_holm_over_the_grid_is_flagge
     metrics, diffs = _evaluated({0: -0.09, 1: -0.10, 2: -0.12}, C1_CELL, null_cells=NULL_GRID)
     row = diffs[(diffs["level"] == POOLED) & (diffs["metric"] == "uniformity")].iloc[0]
     assert row["ci_high"] < 0 and row["p"] < 0.05 <= row["p_holm"]
-    c1 = S.verdicts(metrics, diffs)[0]
+    c1 = claims.verdicts(metrics, diffs)[0]
     assert (c1.verdict, c1.familywise) == (REPRODUCED, INCONCLUSIVE)
     assert c1.notes[-1].startswith("Family-wise: after Holm correction over all 21 tested")
     text = S.write_summary(metrics, diffs, tmp_path, context={})
@@ -206,7 +209,7 @@ def test_a_planned_difference_that_does_not_survive_holm_over_the_grid_is_flagge
 
 def test_a_difference_that_survives_holm_keeps_its_verdict_without_a_note():
     metrics, diffs = _evaluated({0: -0.100, 1: -0.101, 2: -0.099}, C1_CELL, null_cells=NULL_GRID)
-    c1 = S.verdicts(metrics, diffs)[0]
+    c1 = claims.verdicts(metrics, diffs)[0]
     assert (c1.verdict, c1.familywise) == (REPRODUCED, REPRODUCED)
     assert not any(n.startswith("Family-wise") for n in c1.notes)
 
@@ -216,7 +219,7 @@ def test_the_familywise_check_needs_as_many_surviving_tasks_as_the_rule():
     metrics, diffs = _tables(_paper_like)
     weak = (diffs["level"] == POOLED) & diffs["task"].isin(["cola", "mrpc"])
     diffs.loc[weak, "p_holm"] = 0.2
-    v = {x.claim: x for x in S.verdicts(metrics, diffs)}
+    v = {x.claim: x for x in claims.verdicts(metrics, diffs)}
     assert (v["C2"].verdict, v["C2"].familywise) == (REPRODUCED, INCONCLUSIVE)
     assert v["C5"].familywise is None  # an equivalence claim: no test of "≠ 0" can support it
     assert (v["C3"].verdict, v["C3"].familywise) == (REPRODUCED, REPRODUCED)  # 4 of 6 tasks still survive
@@ -224,11 +227,11 @@ def test_the_familywise_check_needs_as_many_surviving_tasks_as_the_rule():
 
 def test_one_seed_is_not_seed_level_evidence(tmp_path):
     metrics, diffs = _tables(_paper_like, seeds=(0,))
-    verdicts = S.verdicts(metrics, diffs)
+    verdicts = claims.verdicts(metrics, diffs)
     assert all(v.verdict == INCONCLUSIVE for v in verdicts)
-    assert all(S.ONE_SEED in v.notes[0] and v.notes[0].endswith(f"would give: {REPRODUCED}.") for v in verdicts)
+    assert all(claims.ONE_SEED in v.notes[0] and v.notes[0].endswith(f"would give: {REPRODUCED}.") for v in verdicts)
     text = S.write_summary(metrics, diffs, tmp_path, context={})
-    assert text.count(f"**{INCONCLUSIVE} ({S.ONE_SEED})**") == 5 and "**reproduced**" not in text
+    assert text.count(f"**{INCONCLUSIVE} ({claims.ONE_SEED})**") == 5 and "**reproduced**" not in text
 
 
 def test_write_summary_names_claims_and_context(tmp_path):
@@ -318,7 +321,7 @@ def test_c5_models_at_chance_are_not_evidence_of_similarity():
     metrics, diffs = _tables(_paper_like)
     at_chance = metrics["metric"].isin(HEADLINE_METRIC.values()) & (metrics["task"] == "cola")
     metrics.loc[at_chance, "chance"] = 0.6  # above both models' CIs
-    v = S.claim_c5(metrics, diffs)
+    v = claims.claim_c5(metrics, diffs)
     assert v.verdict == INCONCLUSIVE
     verdicts = v.table.set_index("task")["verdict"]
     assert verdicts["cola"] == "inconclusive (at chance)" and verdicts["sst2"] == REPRODUCED
@@ -348,7 +351,7 @@ def test_console_verdicts_repeat_the_summary_verdicts_with_the_headline_interval
     lines = S.console_verdicts(tmp_path)
     assert [line.split()[0] for line in lines] == ["C1", "C2", "C3", "C4", "C5"]
     if len(seeds) == 1:
-        assert all(f": {INCONCLUSIVE} ({S.ONE_SEED}) | " in line and "CIs above" not in line for line in lines)
+        assert all(f": {INCONCLUSIVE} ({claims.ONE_SEED}) | " in line and "CIs above" not in line for line in lines)
         assert lines[0].endswith("sst2 uniformity (mean): -0.100 [–, –]")
     else:
         assert all(f": {REPRODUCED} | " in line for line in lines)

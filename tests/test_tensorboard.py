@@ -3,8 +3,8 @@ import pytest
 import torch
 from _train_helpers import log_scalars, one_thread, read_events, read_log, tiny_data, tiny_params
 
-import jepa_core.train as T
-from jepa_core.run_state import tensorboard_scalars
+import jepa_core.pretrain.train as T
+from jepa_core.pretrain.run_state import tensorboard_scalars
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 

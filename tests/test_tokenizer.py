@@ -2,10 +2,10 @@
 import pytest
 from transformers import AutoTokenizer
 
-from jepa_core import tokenizer as tok_mod
 from jepa_core.config import DataConfig
-from jepa_core.corpus import Corpus, Document
-from jepa_core.tokenizer import (
+from jepa_core.data import tokenizer as tok_mod
+from jepa_core.data.corpus import Corpus, Document
+from jepa_core.data.tokenizer import (
     SPECIAL_TOKENS,
     get_tokenizer,
     load_tokenizer,

@@ -13,12 +13,14 @@ import torch
 from _train_helpers import REPO, cli_args, deterministic, one_thread, read_log, tiny_data, tiny_params
 from transformers import AutoModel, AutoTokenizer
 
-import jepa_core.train as T
-from jepa_core import checkpoint as ckpt
-from jepa_core import resume as R
+import jepa_core.pretrain.batches as B
+import jepa_core.pretrain.engine as E
+import jepa_core.pretrain.train as T
 from jepa_core.config import hash_dict
 from jepa_core.model import PretrainModel
-from jepa_core.run_state import SECONDS_PROBE_STEPS
+from jepa_core.pretrain import checkpoint as ckpt
+from jepa_core.pretrain import resume as R
+from jepa_core.pretrain.run_state import SECONDS_PROBE_STEPS
 
 STEP_FIELDS = {"step", "loss", "mlm_loss", "jepa_loss", "lambda", "lr", "ema_momentum", "grad_norm", "tokens_per_s",
                "target_std", "batch_effective_rank", "flops", "elapsed_s"}
@@ -185,7 +187,7 @@ def test_seeds_differ_in_init_order_and_masks_objectives_share_them(tmp_path, mo
     """What train() itself builds: per seed, one initial encoder + MLM head and one sequence of MLM
     masks shared by both objectives; another seed changes the init, the batch order and the masks."""
     inits, first_batches = {}, {}
-    real_model, real_step = T.PretrainModel, T.forward_backward
+    real_model, real_step = E.PretrainModel, T.forward_backward
 
     def model(params, objective, *args):
         m = real_model(params, objective, *args)
@@ -196,7 +198,7 @@ def test_seeds_differ_in_init_order_and_masks_objectives_share_them(tmp_path, mo
         first_batches.setdefault(run, {k: v.clone() for k, v in batch.items()})
         return real_step(model, batch, *args)
 
-    monkeypatch.setattr(T, "PretrainModel", model)
+    monkeypatch.setattr(E, "PretrainModel", model)
     monkeypatch.setattr(T, "forward_backward", step)
     data, params = tiny_data(), tiny_params(train__steps=1, train__warmup_steps=0, train__eval_every=100)
     assert params.jepa.shared_pass is False  # with a shared pass the hybrid draws MLM positions in its context
@@ -248,21 +250,21 @@ def test_seconds_budget_sets_the_schedule_after_a_timed_warmup(tmp_path):
 # ---------------------------------------------------------------- the pieces
 
 def test_batch_order_is_seeded_sharded_and_resumable():
-    order = T.BatchOrder(num_rows=103, batch_size=8, seed=0)
+    order = B.BatchOrder(num_rows=103, batch_size=8, seed=0)
     assert order.num_batches == 12  # the incomplete last batch is dropped
     epoch0 = list(order.batches(0))
-    assert epoch0 == list(T.BatchOrder(103, 8, 0).batches(0))  # same seed: same order
-    assert epoch0 != list(order.batches(1)) and epoch0 != list(T.BatchOrder(103, 8, 1).batches(0))
+    assert epoch0 == list(B.BatchOrder(103, 8, 0).batches(0))  # same seed: same order
+    assert epoch0 != list(order.batches(1)) and epoch0 != list(B.BatchOrder(103, 8, 1).batches(0))
     assert len({i for b in epoch0 for i in b}) == 96  # no row twice in an epoch
     assert list(order.batches(0, start=5)) == epoch0[5:]  # resume skips straight to the position
-    shards = [list(T.BatchOrder(103, 8, 0, rank=r, world=2).batches(0)) for r in range(2)]
+    shards = [list(B.BatchOrder(103, 8, 0, rank=r, world=2).batches(0)) for r in range(2)]
     assert [a + b for a, b in zip(*shards)] == epoch0  # two processes split each global batch
     with pytest.raises(ValueError, match="multiple of the number of processes"):
-        T.BatchOrder(103, 8, 0, rank=0, world=3)
+        B.BatchOrder(103, 8, 0, rank=0, world=3)
 
 
 def test_warmup_cosine_known_values():
-    f = T.WarmupCosine(warmup=4, total=14, min_ratio=0.1)
+    f = E.WarmupCosine(warmup=4, total=14, min_ratio=0.1)
     assert [f(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert f(9) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
     assert f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
@@ -279,7 +281,7 @@ def test_batch_rankme_known_values():
 def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
     params = tiny_params()
     model = PretrainModel(params, "hybrid", 400, 0)
-    opt = T.build_optimizer(model, params, fused=False)
+    opt = E.build_optimizer(model, params, fused=False)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == params.train.weight_decay and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -294,9 +296,9 @@ def test_optimizer_groups_exclude_biases_layernorm_and_lambda():
 
 
 def test_precision_choice():
-    assert T.mixed_precision("fp32") == "no" and T.mixed_precision("bf16") == "bf16"
+    assert E.mixed_precision("fp32") == "no" and E.mixed_precision("bf16") == "bf16"
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    assert T.mixed_precision("auto") == expected
+    assert E.mixed_precision("auto") == expected
 
 
 def test_run_paths_layouts(tmp_path):
@@ -424,12 +426,12 @@ def test_checkpoints_that_stored_a_key_now_known_not_to_change_weights_keep_thei
 
 
 def test_the_data_step_writes_what_training_reads(tmp_path):
-    from jepa_core.blocks import prepare_data
+    from jepa_core.data.blocks import load_prepared_data, prepare_data
     prepared = prepare_data(tiny_params().data, tmp_path / "data", 0)
-    back = T.load_prepared_data(tmp_path / "data")
+    back = load_prepared_data(tmp_path / "data")
     for split in ("train", "validation"):
         assert len(prepared.blocks[split]) > 0
         np.testing.assert_array_equal(back.blocks[split], prepared.blocks[split])
     assert back.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()
     assert back.source == f"{prepared.corpus.source}:{prepared.corpus.path}"
-    assert T.prepare_data(tiny_params(), tmp_path / "data", 0).source == back.source
+    assert prepare_data(tiny_params().data, tmp_path / "data", 0).source == back.source

@@ -11,9 +11,9 @@ import torch
 from _train_helpers import cli, cli_args, one_thread, read_log, tiny_data, tiny_params
 from transformers import AutoModel
 
-import jepa_core.train as T
-from jepa_core import checkpoint as ckpt
+import jepa_core.pretrain.train as T
 from jepa_core.model import PretrainModel
+from jepa_core.pretrain import checkpoint as ckpt
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -61,7 +61,7 @@ def test_collapse_signals_warn_once_and_are_logged(tmp_path):
 
 
 def start(tmp_path, name, *args):
-    """`python -m jepa_core.train` in the background; its output goes to files (a full pipe would block it)."""
+    """`python -m jepa_core.pretrain.train` in the background; its output goes to files (a full pipe would block it)."""
     out = open(tmp_path / f"{name}.out", "w")
     return cli(*args, stdout=out, stderr=subprocess.STDOUT), tmp_path / f"{name}.out"
 

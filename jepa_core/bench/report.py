@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import STATIC, TRAINING, WORKLOADS
-from .workloads import STOCK
+from jepa_core.bench.config import STATIC, TRAINING, WORKLOADS
+from jepa_core.bench.workloads import STOCK
 
 
 @dataclass

@@ -10,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .workloads import Workload
+from jepa_core.bench.workloads import Workload
 
 
 def _sync(device: torch.device) -> None:
@@ -41,8 +42,6 @@ def round_robin(workloads: list[Workload], rounds: int, warmup: int, device: tor
                 progress: bool = True) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """(wall, CPU) step times in s of each workload: `warmup` untimed rounds, then `rounds` timed ones,
     the workloads taking turns within each round."""
-    from tqdm.auto import tqdm
-
     wall: dict[str, list[float]] = {w.name: [] for w in workloads}
     cpu: dict[str, list[float]] = {w.name: [] for w in workloads}
     with tqdm(total=(warmup + rounds) * len(workloads), desc="bench", unit="step", disable=not progress) as bar:

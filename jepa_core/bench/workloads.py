@@ -8,9 +8,20 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
-from .config import BenchConfig, bench_params
-from .data import BlockCycle, batch_source
+from jepa_core.bench.config import BenchConfig, bench_params
+from jepa_core.bench.data import BlockCycle, batch_source
+from jepa_core.model import PretrainModel, ema_momentum, ema_update, encoder_config
+from jepa_core.model.masking import PretrainCollator
+from jepa_core.pretrain.engine import WarmupCosine, apply_update, build_optimizer, forward_backward
+from jepa_core.pretrain.flops import (
+    FFN_MATRICES,
+    encoder_forward_flops,
+    measure_token_counts,
+    mlm_head_forward_flops,
+    training_flops_per_step,
+)
 
 
 @dataclass
@@ -61,11 +72,6 @@ def hf_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.de
                 name: str = "hf") -> Workload:
     """transformers' own MLM path (a stock *ForMaskedLM, SDPA), as a tutorial or Trainer script runs
     it: STOCK[name] says which architecture and whether ModernBERT's sparse_prediction is on."""
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
-
-    from ..flops import FFN_MATRICES, encoder_forward_flops, mlm_head_forward_flops
-    from ..model import encoder_config
-
     architecture, sparse, what = STOCK[name]
     model_cfg = dataclasses.replace(bench_params(cfg).model, architecture=architecture or cfg.architecture)
     config = encoder_config(model_cfg, cfg.vocab, tokenizer.pad_token_id)
@@ -101,11 +107,6 @@ def our_workload(cfg: BenchConfig, tokenizer, cycle: BlockCycle, device: torch.d
     check → AdamW (build_optimizer: decay groups, fused) → LR schedule → EMA update.
     `variant` (a key of VARIANTS) undoes or adds one optimisation, to measure what it buys;
     `static_shapes`: batches padded to fixed widths (train.static_shapes), same FLOP count as without."""
-    from ..flops import measure_token_counts, training_flops_per_step
-    from ..masking import PretrainCollator
-    from ..model import PretrainModel, ema_momentum
-    from ..train import WarmupCosine, apply_update, build_optimizer, forward_backward
-
     params = bench_params(cfg)
     params.jepa.shared_pass = shared_pass
     torch.manual_seed(cfg.seed)
@@ -214,9 +215,6 @@ def _apply_variant(variant: str, model, collator, device: torch.device):
 def micro_workloads(cfg: BenchConfig, tokenizer, device: torch.device) -> list[Workload]:
     """The per-step overheads on their own: AdamW over the MLM model (torch's CPU default loop,
     foreach, fused) and the EMA update of the hybrid's target encoder (foreach mul+add, lerp, loop)."""
-    from ..model import PretrainModel, ema_update
-    from ..train import build_optimizer
-
     params = bench_params(cfg)
     torch.manual_seed(cfg.seed)
     model = PretrainModel(params, "hybrid", cfg.vocab, tokenizer.pad_token_id).to(device)

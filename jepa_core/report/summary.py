@@ -1,0 +1,284 @@
+"""summary.md: this run's numbers for the claims C1–C5, the verdict of each (decided in `claims`), the
+learning check and the run's context; and the verdict lines of the runner's console.
+
+Learning check: summary.md also says whether the encoders learned more than token frequencies
+(`learning_warning`); a run whose models sit at the unigram plateau is not evidence about the claims.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jepa_core.config import HEADLINE_METRIC, POOLINGS, TASKS
+from jepa_core.pretrain.model_card import update_cards
+from jepa_core.report.claims import (
+    CLAIMS,
+    HOLM_ALPHA,
+    INCONCLUSIVE,
+    ONE_SEED,
+    PAPER,
+    ci_text,
+    fmt,
+    holm_reach,
+    n_seeds,
+    verdicts,
+)
+
+# nats: validation MLM loss must lie at least this far below the unigram entropy of the tokens, else
+# the model predicts little more than token frequencies (the unigram plateau) and its embeddings
+# say nothing about the objectives
+LEARNING_GAP_MIN = 0.5
+LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap"]
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_no rows: the metric was not computed in this run_\n"
+    show = table.copy()
+    show["hybrid − MLM [95% CI over seeds]"] = [ci_text(r["diff"], r["ci_low"], r["ci_high"])
+                                                for _, r in show.iterrows()]
+    show["per seed"] = show["per_seed"]
+    show["p (Holm)"] = [fmt(p, 3) for p in show["p_holm"]]
+    cols = ["task", "pooling", "metric", "hybrid", "mlm", "hybrid − MLM [95% CI over seeds]", "per seed", "p (Holm)"]
+    cols += [c for c in ("verdict",) if c in show]
+    return markdown_table(show[cols])
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (pandas' to_markdown needs the tabulate package)."""
+    cells = [[str(c) for c in df.columns]] + [["–" if v is None else str(v) for v in row]
+                                            for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(r).replace("\n", " ") + " |" for r in cells]
+    lines.insert(1, "|" + "---|" * len(df.columns))
+    return "\n".join(lines) + "\n"
+
+
+def probe_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Headline probe metric per task × pooling (rows) and model (columns), "value [CI]"; the
+    majority baseline (one value per task) is repeated on every pooling row. Several seeds:
+    "mean ± sd (k seeds)" of the values."""
+    head = metrics[[HEADLINE_METRIC.get(t) == m for t, m in zip(metrics["task"], metrics["metric"])]]
+    if head.empty:
+        return pd.DataFrame()
+
+    def cell(g: pd.DataFrame) -> str:
+        if len(g) > 1:
+            return f"{g['value'].mean():.3f} ± {g['value'].std():.3f} ({len(g)} seeds)"
+        r = g.iloc[0]
+        return ci_text(r["value"], r["ci_low"], r["ci_high"])
+
+    keys = ["task", "metric", "pooling", "model"]
+    cells = head.groupby(keys, sort=False).apply(cell, include_groups=False).rename("cell").reset_index()
+    trained = cells[cells["model"] != "majority"]
+    table = trained.pivot(index=["task", "metric", "pooling"], columns="model", values="cell")
+    majority = cells[cells["model"] == "majority"].set_index(["task", "metric"])["cell"]
+    table["majority"] = [majority.get((t, m), "–") for t, m, _ in table.index]
+    order = {name: i for i, name in enumerate((*TASKS, *POOLINGS))}
+    table = table.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order))))
+    models = [c for c in ("hybrid", "mlm", "random_init", "majority") if c in table.columns]
+    return table[models + [c for c in table.columns if c not in models]]
+
+
+# ---------------------------------------------------------------- context from the run folder
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def learning_table(run_dir: str | Path) -> pd.DataFrame:
+    """Per pre-trained model (models/<name>/train_summary.json): validation MLM loss, unigram entropy
+    of the tokens and gap = entropy − loss in nats (positive: learned beyond token frequencies);
+    NaN where the summary has no `learning` section (runs older than the check)."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("models/*/train_summary.json")):
+        learning = _read_json(path).get("learning") or {}
+        loss, entropy = _number(learning.get("validation_mlm_loss")), _number(learning.get("unigram_entropy"))
+        gap = _number(learning.get("gap", entropy - loss))
+        rows.append(dict(model=path.parent.name, validation_mlm_loss=loss, unigram_entropy=entropy, gap=gap))
+    return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
+
+
+def _learning_warning(table: pd.DataFrame) -> str | None:
+    if table.empty:
+        return "Learning check unavailable: no models/*/train_summary.json in this run."
+    gap = table["gap"].astype(float)
+    low = table[gap < LEARNING_GAP_MIN]
+    missing = table[~np.isfinite(gap)]
+    if len(low):
+        models = ", ".join(f"`{m}` ({fmt(g, 2)} nats)" for m, g in zip(low["model"], low["gap"]))
+        return (f"**This run is not evidence about the claims.** The validation MLM loss of {models} lies less than "
+                f"{LEARNING_GAP_MIN:g} nats below the unigram entropy of the tokens: the model is at the unigram "
+                "plateau, it knows little more than token frequencies, so its embeddings say nothing yet about what "
+                "the objectives learn. Train longer (train.steps) or check the run before reading the verdicts.")
+    if len(missing):
+        return (f"Learning check unavailable for {', '.join(f'`{m}`' for m in missing['model'])}: train_summary.json "
+                "has no `learning` section (a run older than the check); whether the models learned beyond token "
+                "frequencies is unknown.")
+    return None
+
+
+def learning_warning(run_dir: str | Path) -> str | None:
+    """A warning for the top of summary.md and the HTML report, or None when every pre-trained model's
+    validation MLM loss lies ≥ LEARNING_GAP_MIN nats below the unigram entropy. Runs whose summaries
+    lack the `learning` section get "Learning check unavailable: …" instead of an error."""
+    return _learning_warning(learning_table(run_dir))
+
+
+def run_context(run_dir: str | Path) -> dict[str, Any]:
+    """Data source, skipped tasks, notes and collapse warnings, read from the run folder's files."""
+    run_dir = Path(run_dir)
+    corpus = _read_json(run_dir / "data" / "corpus.json")
+    evaluation = _read_json(run_dir / "results" / "evaluation.json")
+    warnings = []
+    for log in sorted((run_dir / "logs").glob("*.jsonl")):
+        flagged = [json.loads(line) for line in log.read_text().splitlines() if '"warning"' in line]
+        if flagged:
+            warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
+                            f"{flagged[0].get('step')}: {flagged[0]['warning']}")
+    training = {}
+    for path in sorted((run_dir / "models").glob("*/train_summary.json")):
+        t = _read_json(path)
+        training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
+                                      "wall_time_s": t.get("wall_time_s"), **(t.get("final") or {})}
+    vs_random = run_dir / "results" / "vs_random_init.csv"
+    return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
+            "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training,
+            "learning": learning_table(run_dir).to_dict("records"),
+            "vs_random_init": pd.read_csv(vs_random).to_dict("records") if vs_random.is_file() else []}
+
+
+def _versus_random_section(rows: list[dict]) -> list[str]:
+    """Each pre-trained encoder against the random-init one on SST-2 mean-pooling probe accuracy."""
+    if not rows:
+        return []
+    vs = pd.DataFrame(rows)
+    first = vs.iloc[0]
+    show = pd.DataFrame({"model": [f"{m}-s{s}" for m, s in zip(vs["model"], vs["seed"])],
+                         first["metric"]: [fmt(v) for v in vs["value"]],
+                         "random init": [fmt(v) for v in vs["random_init"]],
+                         "difference [95% CI]": [ci_text(d, lo, hi)
+                                                 for d, lo, hi in zip(vs["diff"], vs["ci_low"], vs["ci_high"])],
+                         "beats random init": ["yes" if b else "**no**" for b in vs["beats_random_init"]]})
+    return [f"Each pre-trained encoder against the random-init one ({first['task']}, {first['pooling']} pooling, "
+            f"probe {first['metric']}; paired bootstrap over dev examples): it beats it when the CI lies above 0.",
+            "", markdown_table(show)]
+
+
+def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[str]:
+    out = ["## Learning check", "",
+           f"Validation MLM loss against the unigram entropy of the tokens (nats); gap = entropy − loss must be "
+           f"≥ {LEARNING_GAP_MIN:g} for the run to say anything about the objectives.", ""]
+    if table.empty:
+        return out + ["_no pre-trained models in this run folder_", ""] + _versus_random_section(list(vs_random))
+    show = pd.DataFrame({"model": table["model"],
+                         "validation MLM loss": [fmt(v) for v in table["validation_mlm_loss"]],
+                         "unigram entropy": [fmt(v) for v in table["unigram_entropy"]],
+                         "gap": [fmt(v) for v in table["gap"]],
+                         "learned beyond frequencies": ["unavailable" if not np.isfinite(g) else
+                                                        "yes" if g >= LEARNING_GAP_MIN else "**no**"
+                                                        for g in table["gap"].astype(float)]})
+    return out + [markdown_table(show)] + _versus_random_section(list(vs_random))
+
+
+def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
+                  context: dict[str, Any] | None = None) -> str:
+    """Write run_dir/summary.md and return its text; update the model cards of run_dir/models/*/ with
+    their evaluation. context: see run_context (read from run_dir if None)."""
+    run_dir = Path(run_dir)
+    ctx = run_context(run_dir) if context is None else context
+    learning = pd.DataFrame(ctx.get("learning") or [], columns=LEARNING_COLUMNS)
+    warning = _learning_warning(learning)
+    out = [f"> {warning}", ""] if warning else []  # first lines: the reader must see it before any verdict
+    seeds = n_seeds(differences_df)
+    out += [f"# Summary of run `{run_dir.name}`", "",
+            "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers "
+            "(hybrid − MLM over pre-training seeds and dev "
+            "examples: 95% intervals from the per-seed paired bootstrap differences, see "
+            "`jepa_core/analysis/stats.py`) and a "
+            "verdict decided from the intervals by the rule stated under each claim.", ""]
+    if seeds == 1:
+        out += [f"> **{ONE_SEED.capitalize()}.** This run pre-trained one seed per objective, so there is no "
+                "interval over seeds and no claim can be decided; each claim notes what this seed's example-level CIs "
+                "alone would give. Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
+    vs = verdicts(metrics_df, differences_df)
+    shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
+    out += [f"| claim | paper | verdict | with Holm over the grid (p < {HOLM_ALPHA:g}) |", "|---|---|---|---|"]
+    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** | "
+            f"{'–' if v.familywise is None or shown else v.familywise} |" for v in vs]
+    out += ["", "The verdict is each claim's planned comparison at the 95% level (rule under each claim); the last "
+            "column decides C1–C4 again counting only the differences that survive Holm correction over every task × "
+            "pooling × metric of the grid (C5, an equivalence claim, has none)." + holm_reach(differences_df), ""]
+    out += _learning_section(learning, ctx.get("vs_random_init") or [])
+    for v in vs:
+        out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
+                f"Rule: {v.rule}", "", _markdown(v.table)]
+        out += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
+
+    out += ["## Data and caveats", ""]
+    corpus = ctx.get("corpus") or {}
+    if corpus:
+        splits = corpus.get("splits", {})
+        sizes = ", ".join(f"{k}: {s.get('documents', '?'):,} documents / {s.get('words', 0):,} words"
+                          for k, s in splits.items())
+        out.append(f"- Pre-training corpus: source `{corpus.get('source')}` ({corpus.get('path') or 'hub'}); "
+                   f"{corpus.get('notice', '')}. {sizes}.")
+    else:
+        out.append("- Pre-training corpus: not recorded (data/corpus.json missing).")
+    for name, t in (ctx.get("training") or {}).items():
+        lam = f", final λ {fmt(t.get('lambda'))}" if t.get("lambda") is not None else ""
+        out.append(f"- Pre-training `{name}`: {t.get('steps')} steps, {fmt((t.get('flops_per_step') or 0) / 1e9, 1)} "
+                   f"GFLOPs/step, {fmt((t.get('wall_time_s') or 0) / 60, 1)} min; final MLM loss "
+                   f"{fmt(t.get('mlm_loss'))}{lam}.")
+    skipped = ctx.get("skipped_tasks") or {}
+    out.append("- Tasks skipped: " + ("; ".join(f"{t} ({why})" for t, why in skipped.items()) if skipped else "none."))
+    for note in ctx.get("notes") or []:
+        out.append(f"- {note}")
+    if "mnli" in set(differences_df["task"]) and not any("mnli" in n.lower() for n in ctx.get("notes") or []):
+        out.append("- MNLI: where the train split is unavailable (the offline GLUE copy has only the dev sets) the "
+                   "probe trains on dev_mismatched and reports dev_matched.")
+    warnings = ctx.get("collapse_warnings") or []
+    quiet = "none (target spread and batch effective rank stayed above thresholds)."
+    out.append("- Collapse warnings: " + ("; ".join(warnings) if warnings else quiet))
+    text = "\n".join(out) + "\n"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    update_cards(run_dir, metrics_df)  # each encoder's model card gets its evaluation
+    return text
+
+
+def console_verdicts(run_dir: str | Path) -> list[str]:
+    """summary.md's verdicts as plain lines for the console: claim, verdict and its first (headline) row's
+    hybrid − MLM difference with the seed-level 95% CI, plus how many of the claim's CIs lie above / below 0
+    (none with one seed: no seed-level interval).
+    The verdicts are `verdicts()`'s, from the run's results/metrics.csv and differences.csv."""
+    res = Path(run_dir) / "results"
+    metrics_df, differences_df = pd.read_csv(res / "metrics.csv"), pd.read_csv(res / "differences.csv")
+    one_seed = n_seeds(differences_df) == 1
+    lines = []
+    for v in verdicts(metrics_df, differences_df):
+        verdict = f"{INCONCLUSIVE} ({ONE_SEED})" if one_seed else v.verdict
+        if not one_seed and v.familywise is not None and v.familywise != v.verdict:
+            verdict += f" (with Holm over the grid: {v.familywise})"
+        head = "no rows"
+        if len(v.table):
+            r = v.table.iloc[0]
+            head = f"{r['task']} {r['metric']} ({r['pooling']}): {ci_text(r['diff'], r['ci_low'], r['ci_high'])}"
+            if len(v.table) > 1 and np.isfinite(v.table["ci_low"].astype(float)).any():
+                sides = v.table["side"].tolist()
+                head += f"; {sides.count(1)} of {len(sides)} CIs above 0, {sides.count(-1)} below"
+        lines.append(f"{v.claim} {CLAIMS[v.claim]}: {verdict} | hybrid − MLM {head}")
+    return lines
