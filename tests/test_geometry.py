@@ -68,6 +68,24 @@ def test_uniformity_centre_removes_a_common_offset():
     assert g.uniformity(shifted, centre=True) == pytest.approx(g.uniformity(X), abs=1e-9)
 
 
+def test_a_shift_along_one_direction_moves_uniformity_through_the_mean_direction_only():
+    """The decomposition's known answer: shifting a cloud along one direction makes the uncentred
+    uniformity less negative (less uniform), leaves the centred uniformity unchanged, and raises the
+    mean-direction term from 0 (directions cancel) towards 1 (all one way)."""
+    X = circle(64, dim=5)
+    assert g.mean_direction(X) == pytest.approx(0.0, abs=1e-12)
+    assert g.mean_direction(np.outer(np.arange(1, 5), [1.0, 2.0, -1.0])) == pytest.approx(1.0)
+    assert g.mean_direction(X + 0.3) == pytest.approx(1 / 64 + (1 - 1 / 64) * g.anisotropy(X + 0.3), abs=1e-12)
+    e = np.random.default_rng(5).normal(size=5)
+    clouds = [X + k * e / np.linalg.norm(e) for k in (0.0, 0.5, 2.0)]
+    uniform = [g.uniformity(c) for c in clouds]
+    centred = [g.uniformity(c, centre=True) for c in clouds]
+    direction = [g.mean_direction(c) for c in clouds]
+    assert uniform[0] < uniform[1] < uniform[2]
+    assert centred == pytest.approx([centred[0]] * 3, abs=1e-9)
+    assert direction[0] < direction[1] < direction[2] < 1.0
+
+
 # ---------------------------------------------------------------- alignment, anisotropy, pairs
 
 def test_alignment_known_values():
@@ -231,6 +249,7 @@ def _brute_force_metrics(X, labels, idx):
     return {"uniformity": np.log(np.mean([np.exp(-2 * sq(Z, a, b)) for a, b in pairs])),
             "uniformity_centred": np.log(np.mean([np.exp(-2 * sq(Zc, a, b)) for a, b in pairs])),
             "anisotropy": np.mean([Z[a] @ Z[b] for a, b in pairs]),
+            "mean_direction": np.sum(Z.mean(axis=0) ** 2),  # duplicates count as often as drawn
             "alignment": np.mean([sq(Z, a, b) for a, b in same]),
             "class_distance_ratio": dist(same) / dist(diff),
             **g.spectrum_metrics(S)}

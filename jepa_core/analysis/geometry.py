@@ -161,6 +161,15 @@ def anisotropy(X) -> float:
     return pair_mean(Z @ Z.T)
 
 
+def mean_direction(X) -> float:
+    """Squared norm of the mean of the L2-normalised embeddings, ‖mean_i x_i/‖x_i‖‖² in [0, 1]: 0 when the
+    directions cancel, 1 when all point one way. The mean-direction term of the uncentred uniformity:
+    shifting a cloud along one direction raises it and lowers `uniformity` while `uniformity_centred`
+    (mean removed first) stays; ‖mean‖² = 1/n + (1 − 1/n)·anisotropy, with the self-pairs included."""
+    Z = l2_normalise(_as_matrix(X))
+    return float(np.sum(Z.mean(axis=0) ** 2))
+
+
 # ---------------------------------------------------------------- covariance spectrum
 
 def _weighted_spectrum(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -241,15 +250,16 @@ def class_distance_ratio(X, labels) -> float:
 
 # ---------------------------------------------------------------- all metrics at once
 
-LABEL_FREE = ("uniformity", "uniformity_centred", "anisotropy",
+LABEL_FREE = ("uniformity", "uniformity_centred", "anisotropy", "mean_direction",
               "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
 
 # metrics computed one resample at a time (they depend on the resample's own mean)
 PER_RESAMPLE = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
-# plug-in metrics whose bootstrap distribution is shifted by duplicated examples (see stats.py)
-RECENTRED = ("uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
+# plug-in metrics whose bootstrap distribution is shifted by duplicated examples (see stats.py); the
+# squared norm of a resampled mean is biased up by tr(Cov)/n, so mean_direction is recentred too
+RECENTRED = ("mean_direction", "uniformity_centred", "spectral_entropy", "effective_rank", "stable_rank", "rank90")
 
 # Integer-valued metrics: reported with a CI but not tested. Their paired bootstrap differences take
 # a handful of integer values, often a single one; a normal-reference p from such a distribution is
@@ -265,6 +275,7 @@ def label_free_metrics(X, t: float = 2.0) -> dict[str, float]:
         "uniformity": uniformity(X, t),
         "uniformity_centred": uniformity(X, t, centre=True),
         "anisotropy": anisotropy(X),
+        "mean_direction": mean_direction(X),
         **spectrum_metrics(X),
     }
 
@@ -326,6 +337,7 @@ class GeometryResampler:
         if unknown:
             raise ValueError(f"unknown metrics {unknown} (available with these inputs: {available})")
         Z = l2_normalise(self.X)
+        self.Z = Z  # mean_direction: ‖w·Z / Σw‖² per resample, one (B, n) x (n, d) product
         cos = Z @ Z.T
         sqdist = np.clip(2.0 - 2.0 * cos, 0.0, 4.0)
         # each pair metric is Σ_{i≠j} w_i w_j M_ij over one precomputed (n, n) matrix M,
@@ -432,6 +444,8 @@ class GeometryResampler:
                 values["uniformity"] = np.log(sums["uniformity"] / n_pairs)
             if "anisotropy" in sums:
                 values["anisotropy"] = sums["anisotropy"] / n_pairs
+            if "mean_direction" in self.names:
+                values["mean_direction"] = ((W @ self.Z) ** 2).sum(1) / W.sum(1) ** 2
             if hasattr(self, "codes"):  # no same/different-label pair: NaN
                 n_same = ((W @ self._onehot) ** 2).sum(1) - self_pairs
                 if "alignment" in sums:

@@ -43,6 +43,7 @@ GEOMETRY_LABELS = {
     "uniformity_centred": "uniformity, centred\n(lower = more uniform)",
     "alignment": "alignment  E‖x−y‖² over positive pairs\n(lower = closer)",
     "anisotropy": "anisotropy  mean pairwise cosine",
+    "mean_direction": "mean direction  ‖mean of x/‖x‖‖²",
     "spectral_entropy": "normalised spectral entropy  (0–1)",
     "effective_rank": "effective rank (RankMe, dimensions)",
     "stable_rank": "stable rank (dimensions)",
