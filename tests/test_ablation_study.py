@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from jepa_core.analysis import evaluate, tables
+from jepa_core.analysis import evaluate, stats, tables
 from jepa_core.config import load_params, params_from_dict
 from jepa_core.report import ablation_figures, claims
 from jepa_core.report.figures import GEOMETRY_LABELS
@@ -52,19 +52,21 @@ def test_variant_is_paired_with_mlm_by_seed_and_gets_the_seed_level_interval():
 
 # ---------------------------------------------------------------- effects and verdicts
 
-def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3, p_holm: float = 0.01) -> list[dict]:
+def _claim_rows(variant: str, ci: tuple[float, float, float], n_seeds: int = 3, baseline: str = "mlm") -> list[dict]:
     """Pooled difference rows of every cell C1–C4 read (SST-2 only), all with effect `ci` (diff, lo, hi)
-    in the claimed direction's units: C1 and C3 claim a negative difference, C2 and C4 a positive one."""
+    in the claimed direction's units: C1 and C3 claim a negative difference, C2 and C4 a positive one. p: the
+    seed-level t test that goes with the interval (S − 1 df)."""
     diff, lo, hi = ci
     cells = [("uniformity", "mean", -1), ("lexical_mfw", "mean", -1), ("balance_diff", "mean", +1)]
     cells += [(m, "max", +1) for m in claims.SPECTRAL_METRICS]
+    se = (hi - lo) / 2 / scipy_stats.t.ppf(0.975, n_seeds - 1) if n_seeds > 1 else np.nan
+    p = 2 * scipy_stats.t.sf(abs(diff) / se, n_seeds - 1) if n_seeds > 1 else np.nan
     rows = []
     for metric, pool, sign in cells:
         bounds = sorted((sign * lo, sign * hi)) if n_seeds > 1 else (np.nan, np.nan)
-        rows.append(dict(task="sst2", pooling=pool, metric=metric, model_a=variant, model_b="mlm", level="pooled",
+        rows.append(dict(task="sst2", pooling=pool, metric=metric, model_a=variant, model_b=baseline, level="pooled",
                          seed=None, n_seeds=n_seeds, a=np.nan, b=np.nan, diff=sign * diff, ci_low=bounds[0],
-                         ci_high=bounds[1], p=np.nan, p_holm=p_holm if n_seeds > 1 else np.nan,
-                         se_examples=np.nan, sd_seeds=np.nan, n=100))
+                         ci_high=bounds[1], p=p, p_holm=np.nan, se=se, se_examples=np.nan, sd_seeds=np.nan, n=100))
         if n_seeds == 1:
             rows.append({**rows[-1], "level": "seed", "seed": 0, "ci_low": sign * lo, "ci_high": sign * hi})
     return rows
@@ -75,34 +77,41 @@ def _metrics(models) -> pd.DataFrame:
                               ci_low=0.5, ci_high=0.7, n=100, chance=0.5, note="") for m in models])
 
 
-def test_effect_table_gives_each_variant_the_claim_rules_verdict():
-    differences = pd.DataFrame(_claim_rows("mlm-flops", (-0.1, -0.15, -0.05))  # opposite side everywhere
+def test_effect_table_decides_only_the_declared_comparisons_over_05s_family():
+    differences = pd.DataFrame(_claim_rows("mlm-flops", (-0.1, -0.11, -0.09))  # opposite side everywhere
                                + _claim_rows("hybrid-fixed0.5", (0.05, -0.02, 0.12))  # covers 0
-                               + _claim_rows("hybrid-learned", (0.1, 0.05, 0.15)))  # the claimed side
+                               + _claim_rows("hybrid-learned", (0.1, 0.09, 0.11)))  # claimed side, not declared
     effects = study.effect_table(_metrics(["hybrid-learned", "hybrid-fixed0.5", "mlm-flops", "mlm"]), differences)
     assert list(dict.fromkeys(effects["variant"])) == ["hybrid-learned", "mlm-flops", "hybrid-fixed0.5"]
-    verdict = effects.groupby(["variant", "claim"])["claim_verdict"].first().unstack()
-    assert (verdict.loc["hybrid-learned"] == claims.REPRODUCED).all()
-    assert (verdict.loc["hybrid-fixed0.5"] == claims.INCONCLUSIVE).all()
-    assert (verdict.loc["mlm-flops"] == claims.NOT_REPRODUCED).all()
-    assert list(verdict.columns) == ["C1", "C2", "C3", "C4"]  # C5 (parity) is not an effect to explain
+    family = study.study_family(differences)
+    assert len(family) == 2 * 4  # two declared comparisons present x (C1 cell + 3 spectral cells of SST-2)
+    np.testing.assert_allclose(family["p_holm"], stats.holm(family["p"].to_numpy(float)))
+    first = effects.groupby(["variant", "claim"])["verdict"].first().unstack()
+    assert (first.loc["mlm-flops", ["C1", "C2"]] == claims.NOT_REPRODUCED).all()
+    assert (first.loc["hybrid-fixed0.5", ["C1", "C2"]] == claims.INCONCLUSIVE).all()
+    # rows that decide no claim: C3 / C4, the undeclared main hybrid − MLM, C1's context rows
+    assert (effects.loc[effects["claim"].isin(["C3", "C4"]), "verdict"] == claims.EXPLORATORY).all()
+    main = effects[effects["variant"] == "hybrid-learned"]
+    assert (main["verdict"] == claims.EXPLORATORY).all() and (main["claim_unadjusted"] == claims.REPRODUCED).all()
+    assert list(first.columns) == ["C1", "C2", "C3", "C4"]  # C5 (parity) is not an effect to explain
     c1 = effects[(effects["claim"] == "C1") & (effects["metric"] == "uniformity")].set_index("variant")
-    assert c1.loc["hybrid-learned", ["diff", "ci_low", "ci_high"]].tolist() == pytest.approx([-0.1, -0.15, -0.05])
+    assert c1.loc["hybrid-learned", ["diff", "ci_low", "ci_high"]].tolist() == pytest.approx([-0.1, -0.11, -0.09])
     assert len(effects[(effects["claim"] == "C2") & (effects["variant"] == "mlm-flops")]) == 3  # 3 spectral metrics
     sentences = study.effect_sentences(effects)
-    assert sentences[0].startswith("**hybrid-learned** (the main hybrid (λ learned)) − MLM: C1 reproduced "
-                                   "(sst2 uniformity -0.100 [-0.150, -0.050]);")
-    assert "**hybrid-fixed0.5** (λ fixed at 0.5) − MLM: C1 inconclusive" in sentences[2]
-    assert (effects["claim_familywise"] == effects["claim_verdict"]).all()  # Holm p 0.01 everywhere: all survive
+    assert sentences[0].startswith("**hybrid-learned** (the main hybrid (λ learned)) − MLM: C1 exploratory: "
+                                   "reproduced on the unadjusted intervals (sst2 uniformity -0.100 [-0.110, -0.090])")
+    assert "**mlm-flops** (MLM at the hybrid's FLOPs) − MLM: C1 not reproduced (confirmatory, Holm over 05's family;" \
+        in sentences[1]
 
 
-def test_an_effect_that_does_not_survive_holm_says_so():
-    differences = pd.DataFrame(_claim_rows("hybrid-learned", (0.1, 0.05, 0.15), p_holm=0.3))
-    effects = study.effect_table(_metrics(["hybrid-learned", "mlm"]), differences)
-    assert (effects["claim_verdict"] == claims.REPRODUCED).all()
-    assert (effects["claim_familywise"] == claims.INCONCLUSIVE).all()
-    assert "C1 reproduced (sst2 uniformity -0.100 [-0.150, -0.050], with Holm over the grid: inconclusive)" in \
-        study.effect_sentences(effects)[0]
+def test_the_equal_flops_comparison_is_in_05s_family():
+    differences = pd.DataFrame(_claim_rows("hybrid-learned", (0.1, 0.09, 0.11), baseline="mlm-flops")
+                               + _claim_rows("hybrid-learned", (0.1, 0.09, 0.11)))
+    family = study.study_family(differences)
+    assert set(zip(family["variant"], family["baseline"])) == {("hybrid-learned", "mlm-flops")}
+    effects = study.effect_table(_metrics(["hybrid-learned", "mlm-flops", "mlm"]), differences)
+    flops = effects[(effects["baseline"] == "mlm-flops") & effects["claim"].isin(["C1", "C2"])]
+    assert (flops.loc[flops["metric"] != "uniformity_centred", "verdict"] == claims.REPRODUCED).all()
 
 
 def test_the_main_hybrid_is_also_compared_with_mlm_at_its_flops():
@@ -119,11 +128,12 @@ def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
     pairs = list(dict.fromkeys(zip(effects["variant"], effects["baseline"])))
     assert pairs == [("hybrid-learned", "mlm"), ("mlm-flops", "mlm"), ("hybrid-learned", "mlm-flops")]
     last = effects[effects["baseline"] == "mlm-flops"]
-    assert (last["claim_verdict"] == claims.INCONCLUSIVE).all()
+    assert (last.loc[last["claim"].isin(["C1", "C2"]) & (last["metric"] != "uniformity_centred"), "verdict"]
+            == claims.INCONCLUSIVE).all()
     assert last[last["metric"] == "uniformity"]["diff"].tolist() == pytest.approx([-0.01])  # C1's sign: −diff
     sentences = study.effect_sentences(effects)
     assert sentences[-1].startswith("**hybrid-learned** (the main hybrid (λ learned)) − **mlm-flops** (MLM at the "
-                                    "hybrid's FLOPs: equal FLOPs): C1 inconclusive (sst2 uniformity -0.010")
+                                    "hybrid's FLOPs: equal FLOPs): C1 inconclusive (confirmatory")
     ax = [a for a in ablation_figures.forest(effects, "C1").axes if a.get_visible()][0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["hybrid-learned", "mlm-flops"]  # variant − MLM only
     # an effects.csv written before the equal-FLOPs comparison has no baseline column: still one sentence a variant
@@ -134,7 +144,8 @@ def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
 def test_one_seed_effects_are_inconclusive_and_say_why():
     effects = study.effect_table(_metrics(["hybrid-shared", "mlm"]),
                                  pd.DataFrame(_claim_rows("hybrid-shared", (0.1, 0.05, 0.15), n_seeds=1)))
-    assert (effects["claim_verdict"] == claims.INCONCLUSIVE).all() and effects["ci_low"].isna().all()
+    assert (effects["claim_unadjusted"] == claims.INCONCLUSIVE).all() and effects["ci_low"].isna().all()
+    assert set(effects["verdict"]) == {claims.INCONCLUSIVE, claims.EXPLORATORY}
     assert effects["note"].str.contains(claims.ONE_SEED).all()
     assert "(one seed: not seed-level evidence)" in study.effect_sentences(effects)[0]
 

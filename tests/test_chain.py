@@ -201,7 +201,8 @@ def test_ablations_notebook_evaluates_variants_and_references_like_03(chain, par
     effects = pd.read_csv(run_dir / "ablations" / "results" / "effects.csv")
     assert set(effects["claim"]) == {"C1", "C2", "C3", "C4"}
     assert set(effects["variant"]) == {"hybrid-fixed0.5", "mlm-flops"}
-    assert (effects["claim_verdict"] == "inconclusive").all()  # one seed: no seed-level interval
+    assert (effects["claim_unadjusted"] == "inconclusive").all()  # one seed: no seed-level interval
+    assert set(effects["verdict"]) == {"inconclusive", "exploratory"}  # exploratory: rows that decide no claim
     text = (run_dir / "summary.md").read_text()
     assert text.count("## What drives the effect") == 1 and "## C5:" in text
     assert "**hybrid-fixed0.5** (λ fixed at 0.5) − MLM (one seed: not seed-level evidence): C1 inconclusive" in text

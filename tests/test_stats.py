@@ -236,3 +236,26 @@ def test_seed_level_interval_is_conservative_when_example_noise_dominates():
     assert pooled_first["diff"] == pytest.approx(per_seed.iloc[:3]["diff"].mean())
     assert pooled_first["sd_seeds"] == pytest.approx(per_seed.iloc[:3]["diff"].std(ddof=1))
     assert first["ci_low"] < first["diff"] < first["ci_high"]
+
+
+# ---------------------------------------------------------------- the confirmatory p of an equivalence cell
+
+def test_tost_p_on_known_inputs():
+    t_dist = student_t
+    # inside the margin: the larger one-sided p (here against +0.03: 0.02 from the estimate, 1 SE)
+    assert stats.equivalence_p_value(0.01, 0.02, 4, 0.03) == pytest.approx(t_dist.sf(1.0, 4))
+    assert stats.equivalence_p_value(-0.01, 0.02, 4, 0.03) == pytest.approx(t_dist.sf(1.0, 4))  # symmetric
+    assert stats.equivalence_p_value(0.0, 0.005, 4, 0.03) == pytest.approx(t_dist.sf(6.0, 4))
+    # outside: twice the one-sided p of "within the margin on that side", capped at 1
+    assert stats.equivalence_p_value(0.07, 0.01, 4, 0.03) == pytest.approx(2 * t_dist.sf(4.0, 4))
+    assert stats.equivalence_p_value(-0.0301, 0.05, 4, 0.03) == pytest.approx(1.0, abs=0.002)  # just outside
+    assert stats.equivalence_p_value(0.03, 0.01, 4, 0.03) == pytest.approx(0.5)  # on the boundary: TOST p 0.5
+    assert np.isnan(stats.equivalence_p_value(0.01, np.nan, 4, 0.03))  # one seed: no SE
+
+
+def test_the_seed_level_se_is_read_back_from_the_interval_and_recorded():
+    rng = np.random.default_rng(3)
+    d = stats.seed_level_difference(rng.normal(0.1, 0.02, 5), rng.normal(0, 0.01, (200, 5)))
+    assert stats.seed_level_se(d.ci_low, d.ci_high, 5) == pytest.approx(d.se)
+    assert d.se == pytest.approx(np.sqrt(d.sd_seeds ** 2 / 5 + d.se_examples ** 2))
+    assert np.isnan(stats.seed_level_se(np.nan, 0.1, 5)) and np.isnan(stats.seed_level_se(0.0, 0.1, 1))

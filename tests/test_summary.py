@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as t_dist
 
-from jepa_core.analysis import tables
+from jepa_core.analysis import stats, tables
 from jepa_core.analysis.stats import PER_SEED, POOLED
 from jepa_core.config import HEADLINE_METRIC
 from jepa_core.report import claims
@@ -43,13 +44,19 @@ def test_equivalence_rule(lo, hi, expected):
     assert claims.equivalence_rule(lo, hi, 0.03) == expected
 
 
-def _tables(diff_fn, seeds=(0, 1, 2)):
+def _seed_p(d, lo, hi, n_seeds):
+    """The seed-level two-sided p that goes with an interval of stats.seed_level_difference, and its SE."""
+    se = stats.seed_level_se(lo, hi, n_seeds)
+    return (2 * t_dist.sf(abs(d) / se, n_seeds - 1) if se > 0 else float(d == 0)), se
+
+
+def _tables(diff_fn, seeds=(0, 1, 2, 3, 4)):
     """metrics + differences (per-seed and seed-level rows, as tables.differences writes them) where
-    diff_fn(task, pooling, metric) -> (diff, ci_low, ci_high) is the seed-level row; every seed's own
-    difference equals it."""
+    diff_fn(task, pooling, metric) -> (diff, ci_low, ci_high) is the seed-level row (its p and SE those of a
+    seed-level t interval with S − 1 df); every seed's own difference equals it."""
     metrics, diffs = [], []
-    metric_names = ["uniformity", "uniformity_centred", *claims.SPECTRAL_METRICS, claims.LEXICAL_METRIC,
-                    claims.BALANCE_METRIC, "accuracy", "f1", "mcc", "spearman"]
+    metric_names = ["uniformity", "uniformity_centred", "mean_direction", *claims.SPECTRAL_METRICS,
+                    claims.LEXICAL_METRIC, claims.BALANCE_METRIC, "accuracy", "f1", "mcc", "spearman"]
     for task in GLUE + ["wiki"]:
         for pooling in ("mean", "max"):
             for metric in metric_names:
@@ -58,9 +65,9 @@ def _tables(diff_fn, seeds=(0, 1, 2)):
                            diff=d, ci_low=lo, ci_high=hi, p=0.01, p_holm=0.02, n=100)
                 diffs += [dict(key, level=PER_SEED, seed=seed, n_seeds=1) for seed in seeds]
                 several = len(seeds) > 1  # one seed: no seed-level interval
+                p, se = _seed_p(d, lo, hi, len(seeds)) if several else (np.nan, np.nan)
                 diffs.append(dict(key, level=POOLED, seed=pd.NA, n_seeds=len(seeds), ci_low=lo if several else np.nan,
-                                  ci_high=hi if several else np.nan, p=0.01 if several else np.nan,
-                                  p_holm=0.02 if several else np.nan))
+                                  ci_high=hi if several else np.nan, p=p, p_holm=np.nan, se=se, sd_seeds=0.01))
                 for obj, v in (("hybrid", 0.5 + d), ("mlm", 0.5)):
                     for seed in seeds:
                         metrics.append(dict(model=obj, objective=obj, seed=seed, task=task, pooling=pooling,
@@ -72,9 +79,9 @@ def _tables(diff_fn, seeds=(0, 1, 2)):
 def _paper_like(task, pooling, metric):
     """Every claim holds: hybrid more uniform, richer spectra, less lexical, better balance, same accuracy."""
     if metric in ("uniformity", "uniformity_centred", claims.LEXICAL_METRIC):
-        return -0.1, -0.15, -0.05
-    if metric in claims.SPECTRAL_METRICS or metric == claims.BALANCE_METRIC:
-        return 0.1, 0.05, 0.15
+        return -0.1, -0.12, -0.08
+    if metric in claims.SPECTRAL_METRICS or metric == claims.BALANCE_METRIC or metric == "mean_direction":
+        return 0.1, 0.08, 0.12
     return 0.0, -0.01, 0.01  # task metrics: equivalent
 
 
@@ -188,41 +195,90 @@ C1_CELL = [("sst2", "mean", "uniformity")]
 NULL_GRID = [(t, p, "anisotropy") for t in GLUE for p in ("mean", "max", "cls", "weighted")]  # 20 more tests
 
 
-def test_a_planned_difference_that_does_not_survive_holm_over_the_grid_is_flagged(tmp_path):
-    # three seeds agree on the sign (t ≈ 12 with 2 df, p ≈ 0.007): the planned 95% interval excludes 0, but
-    # Holm over the 21 tested differences multiplies that p past 0.05
-    metrics, diffs = _evaluated({0: -0.09, 1: -0.10, 2: -0.12}, C1_CELL, null_cells=NULL_GRID)
-    row = diffs[(diffs["level"] == POOLED) & (diffs["metric"] == "uniformity")].iloc[0]
-    assert row["ci_high"] < 0 and row["p"] < 0.05 <= row["p_holm"]
+def test_the_confirmatory_family_is_exactly_the_cells_the_rules_read():
+    metrics, diffs = _tables(_paper_like)
+    family = claims.confirmatory_family(diffs)
+    assert len(family) == 32  # 1 + 15 + 6 + 5 + 5 with five GLUE tasks (PROTOCOL §2a)
+    read = [(v.claim, r["task"], r["pooling"], r["metric"]) for v in claims.verdicts(metrics, diffs)
+            for _, r in v.table.iterrows() if r["metric"] not in claims.C1_CONTEXT]
+    assert sorted(read) == sorted(zip(family["claim"], family["task"], family["pooling"], family["metric"]))
+    np.testing.assert_allclose(family["p_holm"], stats.holm(family["p"].to_numpy(float)))
+    # two tasks fewer: 1 + 9 + 4 + 3 + 3 cells, and the claims say which planned cells are missing
+    keep = ~diffs["task"].isin(["mrpc", "cola"])
+    small = claims.confirmatory_family(diffs[keep])
+    assert len(small) == 20 and set(small["task"]) == {"sst2", "mnli", "stsb", "wiki"}
+    c2 = claims.verdicts(metrics, diffs[keep])[1]
+    assert any("(mrpc, max, effective_rank)" in n for n in c2.notes)
+
+
+def test_c5_cells_enter_the_family_with_their_tost_p():
+    metrics, diffs = _tables(_paper_like)
+    c5 = claims.confirmatory_family(diffs).set_index("claim").loc["C5"]
+    se = stats.seed_level_se(-0.01, 0.01, 5)
+    assert c5["p"].to_numpy() == pytest.approx([t_dist.sf(0.03 / se, 4)] * 5)
+
+
+def _one_cell_family(effect_se: float, rng, n_cells: int = 32, seeds: int = 5):
+    """metrics + differences of a full family where every cell is a seed-level t estimate of a zero effect,
+    except the C1 cell, whose true effect is `effect_se` standard errors (negative: hybrid more uniform)."""
+    half = t_dist.ppf(0.975, seeds - 1)
+
+    def fn(task, pooling, metric):
+        se = 0.01 * np.sqrt(rng.chisquare(seeds - 1) / (seeds - 1))  # an estimated SE, as from S seeds
+        d = 0.01 * (rng.standard_normal() - (effect_se if (task, pooling, metric) == ("sst2", "mean", "uniformity")
+                                              else 0.0))
+        if metric in HEADLINE_METRIC.values():
+            d += 0.3  # C5 cells far outside the margin: a null of "≠ 0" is not the question there
+        return d, d - half * se, d + half * se
+    return _tables(fn, seeds=tuple(range(seeds)))
+
+
+def test_a_true_effect_of_many_standard_errors_is_decided_and_a_null_family_rarely_rejects():
+    rng = np.random.default_rng(0)
+    metrics, diffs = _one_cell_family(30.0, rng)
     c1 = claims.verdicts(metrics, diffs)[0]
-    assert (c1.verdict, c1.familywise) == (REPRODUCED, INCONCLUSIVE)
-    assert c1.notes[-1].startswith("Family-wise: after Holm correction over all 21 tested")
+    assert c1.verdict == REPRODUCED and bool(c1.family["decided"].iloc[0])
+    # null families (C1–C4 cells at 0): Holm keeps the chance of any rejection at or below ~5%
+    any_rejected = []
+    for _ in range(200):
+        _, d = _one_cell_family(0.0, rng)
+        fam = claims.confirmatory_family(d)
+        any_rejected.append(bool(fam[fam["claim"] != "C5"]["decided"].any()))
+    assert np.mean(any_rejected) <= 0.08
+
+
+def test_a_planned_difference_that_holm_does_not_decide_is_unadjusted_only(tmp_path):
+    # five seeds agree on the sign: the unadjusted 95% interval excludes 0, but not after Holm over the family
+    metrics, diffs = _tables(lambda t, p, m: (-0.1, -0.19, -0.01) if (t, p, m) == ("sst2", "mean", "uniformity")
+                             else _null(t, p, m))
+    c1 = claims.verdicts(metrics, diffs)[0]
+    assert (c1.verdict, c1.unadjusted) == (INCONCLUSIVE, REPRODUCED)
+    assert not c1.family["decided"].iloc[0] and c1.family["p"].iloc[0] < 0.05 <= c1.family["p_holm"].iloc[0]
     text = S.write_summary(metrics, diffs, tmp_path, context={})
-    assert "| **reproduced** | inconclusive |" in text and "Family-wise: after Holm" in text
-    # t_2 quantile of 0.05 / 21 / 2: why three seeds can hardly pass Holm over a grid
-    assert "With 3 seeds and 21 tests, the first difference Holm rejects must lie 20 standard errors" in text
+    assert text.index("## Confirmatory") < text.index("## Exploratory")
+    assert "| C1 hybrid embeddings are more uniform (Wang & Isola, t=2) |" in text and "| 0 of 1 |" in text
+    assert "| C1 | reproduced | inconclusive |" in text  # the unadjusted reading, labelled exploratory
     (tmp_path / "results").mkdir()
     metrics.to_csv(tmp_path / "results" / "metrics.csv", index=False)
     diffs.to_csv(tmp_path / "results" / "differences.csv", index=False)
-    assert ": reproduced (with Holm over the grid: inconclusive) | " in S.console_verdicts(tmp_path)[0]
+    assert ": inconclusive (confirmatory: 0 of 1 cells decided, Holm over 32) | " in S.console_verdicts(tmp_path)[0]
 
 
-def test_a_difference_that_survives_holm_keeps_its_verdict_without_a_note():
-    metrics, diffs = _evaluated({0: -0.100, 1: -0.101, 2: -0.099}, C1_CELL, null_cells=NULL_GRID)
-    c1 = claims.verdicts(metrics, diffs)[0]
-    assert (c1.verdict, c1.familywise) == (REPRODUCED, REPRODUCED)
-    assert not any(n.startswith("Family-wise") for n in c1.notes)
-
-
-def test_the_familywise_check_needs_as_many_surviving_tasks_as_the_rule():
-    # C2 needs 4 of 5 tasks per metric: Holm p above 0.05 on two tasks leaves 3, so family-wise it is inconclusive
-    metrics, diffs = _tables(_paper_like)
-    weak = (diffs["level"] == POOLED) & diffs["task"].isin(["cola", "mrpc"])
-    diffs.loc[weak, "p_holm"] = 0.2
-    v = {x.claim: x for x in claims.verdicts(metrics, diffs)}
-    assert (v["C2"].verdict, v["C2"].familywise) == (REPRODUCED, INCONCLUSIVE)
-    assert v["C5"].familywise is None  # an equivalence claim: no test of "≠ 0" can support it
-    assert (v["C3"].verdict, v["C3"].familywise) == (REPRODUCED, REPRODUCED)  # 4 of 6 tasks still survive
+def test_c1_taken_apart_on_a_shifted_cloud_names_the_mean_direction():
+    # the known answer of a cloud shifted along one direction: uniformity and mean-direction term move, the
+    # centred uniformity does not
+    def fn(task, pooling, metric):
+        return {"uniformity": (-0.1, -0.12, -0.08), "mean_direction": (-0.05, -0.06, -0.04)}.get(
+            metric, (0.0, -0.02, 0.02))
+    _, diffs = _tables(fn)
+    table, sentence = claims.decomposition(diffs, "sst2", "mean")
+    assert list(table.index) == list(claims.DECOMPOSITION)
+    assert "the mean direction carries the difference" in sentence
+    assert claims.uniformity_carrier({"uniformity": -1, "uniformity_centred": -1, "mean_direction": 0}) == "spread"
+    assert claims.uniformity_carrier({"uniformity": -1, "uniformity_centred": -1, "mean_direction": -1}) == "both"
+    assert claims.uniformity_carrier({"uniformity": -1, "uniformity_centred": 1, "mean_direction": 0}) == \
+        "undetermined"
+    assert claims.uniformity_carrier({"uniformity": 0, "mean_direction": -1}) == "none"
 
 
 def test_one_seed_is_not_seed_level_evidence(tmp_path):
@@ -231,7 +287,8 @@ def test_one_seed_is_not_seed_level_evidence(tmp_path):
     assert all(v.verdict == INCONCLUSIVE for v in verdicts)
     assert all(claims.ONE_SEED in v.notes[0] and v.notes[0].endswith(f"would give: {REPRODUCED}.") for v in verdicts)
     text = S.write_summary(metrics, diffs, tmp_path, context={})
-    assert text.count(f"**{INCONCLUSIVE} ({claims.ONE_SEED})**") == 5 and "**reproduced**" not in text
+    # in the verdict table and in each claim's heading
+    assert text.count(f"**{INCONCLUSIVE} ({claims.ONE_SEED})**") == 10 and "**reproduced**" not in text
 
 
 def test_write_summary_names_claims_and_context(tmp_path):
@@ -342,7 +399,7 @@ def test_summary_shows_each_trained_encoder_against_random_init(tmp_path):
     assert "| mlm-s0 | 0.630 | 0.620 |" in text and "| **no** |" in text
 
 
-@pytest.mark.parametrize("seeds", [(0, 1, 2), (0,)])
+@pytest.mark.parametrize("seeds", [(0, 1, 2, 3, 4), (0,)])
 def test_console_verdicts_repeat_the_summary_verdicts_with_the_headline_interval(tmp_path, seeds):
     metrics, diffs = _tables(_paper_like, seeds=seeds)
     (tmp_path / "results").mkdir()
@@ -354,7 +411,8 @@ def test_console_verdicts_repeat_the_summary_verdicts_with_the_headline_interval
         assert all(f": {INCONCLUSIVE} ({claims.ONE_SEED}) | " in line and "CIs above" not in line for line in lines)
         assert lines[0].endswith("sst2 uniformity (mean): -0.100 [–, –]")
     else:
-        assert all(f": {REPRODUCED} | " in line for line in lines)
-        # C1: uniformity first, and 2 rows (uncentred and centred), both CIs below 0
-        assert lines[0].endswith("sst2 uniformity (mean): -0.100 [-0.150, -0.050]; 0 of 2 CIs above 0, 2 below")
-        assert "effective_rank (max): 0.100 [0.050, 0.150]; 15 of 15 CIs above 0, 0 below" in lines[1]
+        counts = [1, 15, 6, 5, 5]
+        assert all(f": {REPRODUCED} (confirmatory: {k} of {k} cells decided, Holm over 32) | " in line
+                   for k, line in zip(counts, lines))
+        assert " | hybrid − MLM sst2 uniformity (mean): -0.100 [-0.120, -0.080], Holm p 0.00" in lines[0]
+        assert "hybrid − MLM sst2 effective_rank (max): 0.100 [0.080, 0.120], Holm p" in lines[1]

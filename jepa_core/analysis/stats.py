@@ -126,6 +126,7 @@ class Difference:
     se_examples: float  # bootstrap SE over dev examples (of the seed mean, for a seed-level difference)
     sd_seeds: float = np.nan  # sd (ddof=1) of the per-seed differences; NaN for one seed
     n_seeds: int = 1
+    se: float = np.nan  # the SE the interval and p use: sqrt(s²/S + SE_ex²) at seed level, SE_ex per seed
 
 
 def paired_difference(value_a: float, boot_a, value_b: float, boot_b, alpha: float = ALPHA,
@@ -141,7 +142,8 @@ def paired_difference(value_a: float, boot_a, value_b: float, boot_b, alpha: flo
     diff = value_a - value_b
     d = boot_a - boot_b
     lo, hi = bootstrap_ci(diff, d, alpha, recentre)
-    return Difference(diff, lo, hi, difference_p_value(diff, d), bootstrap_se(d))
+    se = bootstrap_se(d)
+    return Difference(diff, lo, hi, difference_p_value(diff, d), se, se=se)
 
 
 def seed_level_difference(diffs, boot_diffs, alpha: float = ALPHA) -> Difference:
@@ -193,10 +195,39 @@ def seed_level_difference(diffs, boot_diffs, alpha: float = ALPHA) -> Difference
     se = float(np.sqrt(sd_seeds ** 2 / n_seeds + (se_examples if np.isfinite(se_examples) else 0.0) ** 2))
     df = n_seeds - 1
     if se == 0:  # identical differences on every seed and resample
-        return Difference(mean, mean, mean, 1.0 if mean == 0 else 0.0, se_examples, sd_seeds, n_seeds)
+        return Difference(mean, mean, mean, 1.0 if mean == 0 else 0.0, se_examples, sd_seeds, n_seeds, se)
     half = float(scipy_stats.t.ppf(1 - alpha / 2, df)) * se
     p = float(2.0 * scipy_stats.t.sf(abs(mean) / se, df))
-    return Difference(mean, mean - half, mean + half, p, se_examples, sd_seeds, n_seeds)
+    return Difference(mean, mean - half, mean + half, p, se_examples, sd_seeds, n_seeds, se)
+
+
+def seed_level_se(ci_low: float, ci_high: float, n_seeds: int, alpha: float = ALPHA) -> float:
+    """The SE behind a seed-level interval of `seed_level_difference`, read back from its half-width
+    (half = t_{S−1, 1−α/2}·SE): for differences tables written before the `se` column existed."""
+    _check_alpha(alpha)
+    if n_seeds < 2 or not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return np.nan
+    return float((ci_high - ci_low) / 2.0 / scipy_stats.t.ppf(1 - alpha / 2, n_seeds - 1))
+
+
+def equivalence_p_value(diff: float, se: float, df: int, margin: float) -> float:
+    """The one p-value of an equivalence cell (docs/PROTOCOL.md §2a, C5), with the same SE and df as the
+    seed-level interval (`seed_level_difference`: SE = sqrt(s²/S + SE_ex²), df = S − 1).
+
+    Inside the margin (|diff| ≤ margin): the TOST p (Schuirmann 1987), the larger of the one-sided p of
+    H0 diff ≤ −margin, P(T > (diff + margin)/SE), and of H0 diff ≥ +margin, P(T > (margin − diff)/SE);
+    small p: equivalent. Outside: twice the one-sided p of H0 "diff lies within the margin on that side",
+    2·P(T > (|diff| − margin)/SE), capped at 1; small p: not equivalent. A cell decided by this p is
+    equivalent or not equivalent according to the side of the margin its estimate lies on.
+    NaN when diff or SE is undefined (one seed)."""
+    if not (np.isfinite(diff) and np.isfinite(se)) or df < 1 or margin < 0:
+        return np.nan
+    if se == 0:
+        return 0.0 if abs(diff) != margin else 1.0
+    t = scipy_stats.t
+    if abs(diff) <= margin:
+        return float(max(t.sf((diff + margin) / se, df), t.sf((margin - diff) / se, df)))
+    return float(min(1.0, 2.0 * t.sf((abs(diff) - margin) / se, df)))
 
 
 def holm(pvalues) -> np.ndarray:

@@ -17,7 +17,7 @@ ALPHA = stats.ALPHA
 METRIC_COLUMNS = ["model", "objective", "seed", "task", "pooling", "metric", "value", "ci_low", "ci_high", "n",
                   "chance", "note"]
 DIFF_COLUMNS = ["task", "pooling", "metric", "model_a", "model_b", "level", "seed", "n_seeds", "a", "b", "diff",
-                "ci_low", "ci_high", "p", "p_holm", "se_examples", "sd_seeds", "n"]
+                "ci_low", "ci_high", "p", "p_holm", "se", "se_examples", "sd_seeds", "n"]
 
 
 
@@ -111,7 +111,7 @@ def differences(results: Results, encoders: list[ModelFolder], pairs: list[tuple
             for seed, m_a, m_b in per_seed:
                 d = m_a.minus(m_b)
                 rows.append(dict(key, level=stats.PER_SEED, seed=seed, n_seeds=1, a=m_a.value, b=m_b.value, diff=d.diff,
-                                 ci_low=d.ci_low, ci_high=d.ci_high, p=d.p if tested else np.nan,
+                                 ci_low=d.ci_low, ci_high=d.ci_high, p=d.p if tested else np.nan, se=d.se,
                                  se_examples=d.se_examples, sd_seeds=np.nan, n=m_a.n))
             diffs = np.array([m_a.value - m_b.value for _, m_a, m_b in per_seed])
             boot = np.column_stack([m_a.boot - m_b.boot for _, m_a, m_b in per_seed])
@@ -119,7 +119,7 @@ def differences(results: Results, encoders: list[ModelFolder], pairs: list[tuple
             rows.append(dict(key, level=stats.POOLED, seed=None, n_seeds=d.n_seeds,
                              a=float(np.mean([m_a.value for _, m_a, _ in per_seed])),
                              b=float(np.mean([m_b.value for _, _, m_b in per_seed])), diff=d.diff, ci_low=d.ci_low,
-                             ci_high=d.ci_high, p=d.p if tested else np.nan, se_examples=d.se_examples,
+                             ci_high=d.ci_high, p=d.p if tested else np.nan, se=d.se, se_examples=d.se_examples,
                              sd_seeds=d.sd_seeds, n=per_seed[0][1].n))
     df = pd.DataFrame(rows, columns=[c for c in DIFF_COLUMNS if c != "p_holm"])
     df["seed"] = df["seed"].astype("Int64")  # integers, <NA> on the pooled rows

@@ -21,7 +21,10 @@ from jepa_core.report.claims import (
     INCONCLUSIVE,
     ONE_SEED,
     PAPER,
+    Verdict,
     ci_text,
+    claim_cells,
+    decomposition,
     fmt,
     holm_reach,
     n_seeds,
@@ -36,14 +39,23 @@ LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap"]
 
 
 def _markdown(table: pd.DataFrame) -> str:
+    """A claim's confirmatory cells: estimate with its unadjusted seed-level 95% interval, seed SD, every seed's
+    value, the cell's p, its Holm p over the family and whether Holm decides it."""
     if table.empty:
         return "_no rows: the metric was not computed in this run_\n"
     show = table.copy()
-    show["hybrid − MLM [95% CI over seeds]"] = [ci_text(r["diff"], r["ci_low"], r["ci_high"])
-                                                for _, r in show.iterrows()]
+    show["hybrid − MLM [unadjusted 95% CI over seeds]"] = [ci_text(r["diff"], r["ci_low"], r["ci_high"])
+                                                           for _, r in show.iterrows()]
+    show["seed SD"] = [fmt(v) for v in show.get("sd_seeds", pd.Series(np.nan, index=show.index)).astype(float)]
     show["per seed"] = show["per_seed"]
-    show["p (Holm)"] = [fmt(p, 3) for p in show["p_holm"]]
-    cols = ["task", "pooling", "metric", "hybrid", "mlm", "hybrid − MLM [95% CI over seeds]", "per seed", "p (Holm)"]
+    for col in ("p", "p_holm", "decided"):
+        if col not in show:
+            show[col] = np.nan
+    show["p"] = [fmt(p, 4) for p in show["p"].astype(float)]
+    show["p (Holm, family)"] = [fmt(p, 4) for p in show["p_holm"].astype(float)]
+    show["decided"] = ["**yes**" if d is True else "no" for d in show["decided"]]
+    cols = ["task", "pooling", "metric", "hybrid", "mlm", "hybrid − MLM [unadjusted 95% CI over seeds]", "seed SD",
+            "per seed", "p", "p (Holm, family)", "decided"]
     cols += [c for c in ("verdict",) if c in show]
     return markdown_table(show[cols])
 
@@ -194,6 +206,80 @@ def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[s
     return out + [markdown_table(show)] + _versus_random_section(list(vs_random))
 
 
+def _confirmatory_section(vs: list[Verdict], seeds: int) -> list[str]:
+    """The verdicts of docs/PROTOCOL.md §2a: the claim rules on the cells Holm decides over the family."""
+    shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
+    family = pd.concat([v.family for v in vs], ignore_index=True) if vs else pd.DataFrame()
+    out = ["## Confirmatory", "",
+           f"The confirmatory family is exactly the {len(family)} cells the claim rules read (docs/PROTOCOL.md §2a). "
+           "Each has one p-value (two-sided seed-level t test for C1–C4; for C5 the TOST p inside the ±"
+           "0.03 margin, twice the one-sided p outside), Holm runs over the family at family-wise "
+           f"α = {HOLM_ALPHA:g}, and the rules of each claim run on the decided cells: that is the verdict. The "
+           "unadjusted 95% intervals, seed SD and per-seed values are printed for reading; they decide nothing.", "",
+           "| claim | paper | confirmatory verdict | cells decided |", "|---|---|---|---|"]
+    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}**"
+            f"{f' ({v.caveat})' if v.caveat else ''} | "
+            f"{int(v.family['decided'].sum()) if len(v.family) else 0} of {len(v.family)} |" for v in vs]
+    out.append("")
+    for v in vs:
+        cells = set(zip(v.family["task"], v.family["pooling"], v.family["metric"]))
+        table = v.table[[c in cells for c in zip(v.table["task"], v.table["pooling"], v.table["metric"])]] \
+            if len(v.table) else v.table
+        out += [f"### {v.claim}: {CLAIMS[v.claim]} — **{shown or v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
+                f"Rule: {v.rule} Confirmatory: the rule counts only the cells Holm decides over the family.", "",
+                _markdown(table.drop(columns="verdict", errors="ignore") if v.claim != "C5" else table)]
+        out += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
+    return out
+
+
+def _decomposition_lines(differences: pd.DataFrame) -> list[str]:
+    """C1 taken apart: beside each uniformity difference of C1's task, the centred uniformity and the
+    mean-direction term, and the sentence `claims.uniformity_carrier` decides from their intervals."""
+    task = claim_cells(differences)["C1"][0][0]
+    out = ["### C1 taken apart", "",
+           "Uncentred uniformity falls when the embeddings' shared direction fades as well as when they spread "
+           "around their mean. Beside each uniformity difference (hybrid − MLM, seed-level, unadjusted 95% "
+           "intervals): the centred uniformity (mean removed first) and the mean-direction term (‖mean of the "
+           "normalised embeddings‖²; larger = one shared direction, less uniform).", ""]
+    rows, sentences = [], []
+    for pooling in POOLINGS:
+        table, sentence = decomposition(differences, task, pooling)
+        if not sentence:
+            continue
+        rows.append({"task": task, "pooling": pooling, **{m: ci_text(r["diff"], r["ci_low"], r["ci_high"])
+                                                           for m, r in table.iterrows()}})
+        sentences.append(f"- {sentence[0].upper()}{sentence[1:]}")
+    if not rows:
+        return out + ["_no uniformity rows in this run_", ""]
+    return out + [markdown_table(pd.DataFrame(rows).fillna("–"))] + sentences + [""]
+
+
+def _exploratory_section(vs: list[Verdict], differences: pd.DataFrame, seeds: int) -> list[str]:
+    """Everything outside the confirmatory family, labelled so: the rules on the unadjusted intervals, why the
+    grid is not Holm-corrected as a whole, C1 taken apart."""
+    out = ["## Exploratory", "",
+           "Nothing below decides a claim (docs/PROTOCOL.md §2a): it is for reading and for the next question.", "",
+           "**The rules on the unadjusted 95% intervals** (each claim's cells at the 95% level, no multiplicity "
+           "control):", "", "| claim | unadjusted reading | confirmatory verdict |", "|---|---|---|"]
+    out += [f"| {v.claim} | {v.unadjusted} | {v.verdict} |" for v in vs] + [""]
+    reach = holm_reach(differences)
+    if reach and seeds > 1:
+        out += [f"**The whole grid.** {reach}", ""]
+    out += _decomposition_lines(differences)
+    return out
+
+
+def skipped_notice(skipped: dict[str, str]) -> list[str]:
+    """The top-of-summary notice for configured GLUE tasks that had no data (evaluation.json's skipped_tasks):
+    a skipped task changes what the claims rest on, so the reader sees it before any verdict."""
+    if not skipped:
+        return []
+    return [f"> **GLUE task(s) not evaluated (no data): {', '.join(skipped)}.** "
+            + "; ".join(f"{t}: {why}" for t, why in skipped.items())
+            + ". The claims are decided on the tasks that were evaluated; a claim whose planned task is missing says "
+              "so next to its verdict.", ""]
+
+
 def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_dir: str | Path,
                   context: dict[str, Any] | None = None) -> str:
     """Write run_dir/summary.md and return its text; update the model cards of run_dir/models/*/ with
@@ -203,6 +289,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     learning = pd.DataFrame(ctx.get("learning") or [], columns=LEARNING_COLUMNS)
     warning = _learning_warning(learning)
     out = [f"> {warning}", ""] if warning else []  # first lines: the reader must see it before any verdict
+    out += skipped_notice(ctx.get("skipped_tasks") or {})
     seeds = n_seeds(differences_df)
     out += [f"# Summary of run `{run_dir.name}`", "",
             "Claims of arXiv 2606.05173 (docs/PROTOCOL.md §2), this run's numbers "
@@ -215,19 +302,9 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
                 "interval over seeds and no claim can be decided; each claim notes what this seed's example-level CIs "
                 "alone would give. Set `seeds: [0, 1, 2]` for seed-level verdicts.", ""]
     vs = verdicts(metrics_df, differences_df)
-    shown = f"{INCONCLUSIVE} ({ONE_SEED})" if seeds == 1 else None
-    out += [f"| claim | paper | verdict | with Holm over the grid (p < {HOLM_ALPHA:g}) |", "|---|---|---|---|"]
-    out += [f"| {v.claim} {CLAIMS[v.claim]} | {PAPER[v.claim]} | **{shown or v.verdict}** | "
-            f"{'–' if v.familywise is None or shown else v.familywise} |" for v in vs]
-    out += ["", "The verdict is each claim's planned comparison at the 95% level (rule under each claim); the last "
-            "column decides C1–C4 again counting only the differences that survive Holm correction over every task × "
-            "pooling × metric of the grid (C5, an equivalence claim, has none)." + holm_reach(differences_df), ""]
+    out += _confirmatory_section(vs, seeds)
     out += _learning_section(learning, ctx.get("vs_random_init") or [])
-    for v in vs:
-        out += [f"## {v.claim}: {CLAIMS[v.claim]} — **{v.verdict}**", "", f"Paper: {PAPER[v.claim]}.", "",
-                f"Rule: {v.rule}", "", _markdown(v.table)]
-        out += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
-
+    out += _exploratory_section(vs, differences_df, seeds)
     out += ["## Data and caveats", ""]
     corpus = ctx.get("corpus") or {}
     if corpus:
@@ -261,24 +338,27 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
 
 
 def console_verdicts(run_dir: str | Path) -> list[str]:
-    """summary.md's verdicts as plain lines for the console: claim, verdict and its first (headline) row's
-    hybrid − MLM difference with the seed-level 95% CI, plus how many of the claim's CIs lie above / below 0
-    (none with one seed: no seed-level interval).
-    The verdicts are `verdicts()`'s, from the run's results/metrics.csv and differences.csv."""
+    """summary.md's confirmatory verdicts as plain lines for the console: claim, verdict, how many of its cells
+    Holm decides over the family, and its first (headline) cell's hybrid − MLM difference with the unadjusted
+    seed-level 95% CI and Holm p (no verdict with one seed: no seed-level interval). The verdicts are
+    `verdicts()`'s, from the run's results/metrics.csv and differences.csv."""
     res = Path(run_dir) / "results"
     metrics_df, differences_df = pd.read_csv(res / "metrics.csv"), pd.read_csv(res / "differences.csv")
     one_seed = n_seeds(differences_df) == 1
     lines = []
-    for v in verdicts(metrics_df, differences_df):
-        verdict = f"{INCONCLUSIVE} ({ONE_SEED})" if one_seed else v.verdict
-        if not one_seed and v.familywise is not None and v.familywise != v.verdict:
-            verdict += f" (with Holm over the grid: {v.familywise})"
+    vs = verdicts(metrics_df, differences_df)
+    size = sum(len(v.family) for v in vs)
+    for v in vs:
+        verdict = f"{INCONCLUSIVE} ({ONE_SEED})" if one_seed else \
+            f"{v.verdict} (confirmatory: {int(v.family['decided'].sum())} of {len(v.family)} cells decided, Holm " \
+            f"over {size})"
         head = "no rows"
-        if len(v.table):
-            r = v.table.iloc[0]
+        if len(v.family):
+            r = v.family.iloc[0]
             head = f"{r['task']} {r['metric']} ({r['pooling']}): {ci_text(r['diff'], r['ci_low'], r['ci_high'])}"
-            if len(v.table) > 1 and np.isfinite(v.table["ci_low"].astype(float)).any():
-                sides = v.table["side"].tolist()
-                head += f"; {sides.count(1)} of {len(sides)} CIs above 0, {sides.count(-1)} below"
+            if not one_seed:
+                head += f", Holm p {fmt(r['p_holm'], 4)}"
+        if v.caveat:  # the planned task is missing: the headline cell is another task's
+            verdict += f" [{v.caveat}]"
         lines.append(f"{v.claim} {CLAIMS[v.claim]}: {verdict} | hybrid − MLM {head}")
     return lines

@@ -4,7 +4,7 @@ where a reference encoder sits.
     on = enabled(params)                          # ablations.variants or eval.reference_models set
     pretrain_variants(params, run_dir, resume)    # the variants that are not a main run (pretrain.jobs.pretrain_runs)
     metrics, differences = evaluate_study(params, run_dir)   # -> <run>/ablations/results/
-    effects = effect_table(metrics, differences)  # variant − MLM per claim row (C1–C4), with its verdict
+    effects = effect_table(metrics, differences)  # variant − MLM per claim row (C1–C4); verdicts on 05's family
     layerwise = layerwise_study(params, run_dir)  # -> <run>/results/layerwise.csv
 
 Protocol: ONE implementation. Every variant is evaluated by evaluate.evaluate with the run's eval
@@ -14,6 +14,10 @@ seed and the task, not by the model), restricted to the poolings the claims C1�
 the costly ones). Each variant is paired with the MLM baseline by pre-training seed (tables.differences:
 seed k of the variant − seed k of MLM, the seed-level interval from stats.seed_level_difference),
 and each claim's verdict comes from summary.py's own rule with the variant in the hybrid's place.
+
+Confirmatory part (docs/PROTOCOL.md §2a): the DECLARED comparisons, each with its C1 cell and 15 C2 cells,
+form 05's own family (64 cells with all four); Holm runs over it and the C1 / C2 rules run on the decided cells.
+Every other row (C3, C4, the context rows of C1, undeclared comparisons) is `exploratory` in effects.csv.
 """
 from __future__ import annotations
 
@@ -40,6 +44,10 @@ BASELINE_NAME = "mlm"  # its model name in 05's tables, so that summary.py's rul
 EQUAL_FLOPS = ("hybrid-learned", "mlm-flops")
 CLAIM_POOLINGS = ("mean", "max")  # the poolings C1–C4 read (claims.claim_c1 .. claim_c4)
 CLAIMS = ("C1", "C2", "C3", "C4")
+# 05's confirmatory family (PROTOCOL §2a): these comparisons x the cells of these claims; hybrid-learned −
+# mlm-flops was declared on 2026-12-05 for the runs after that commit (before it, it was looked at after the fact)
+DECLARED = (("hybrid-fixed0.5", "mlm"), ("hybrid-shared", "mlm"), ("mlm-flops", "mlm"), ("hybrid-learned", "mlm-flops"))
+CONFIRMATORY_CLAIMS = ("C1", "C2")
 REFERENCE = "reference"  # the objective column of a reference encoder
 STUDY_DIR = "ablations"  # <run>/ablations/: 05's evaluation (results/, cache/), apart from 03's
 DESCRIPTIONS = {
@@ -144,29 +152,49 @@ def _as_main_comparison(metrics: pd.DataFrame, differences: pd.DataFrame, varian
 
 
 EFFECT_COLUMNS = ["claim", "variant", "baseline", "task", "metric", "pooling", "n_seeds", "diff", "ci_low",
-                  "ci_high", "claim_verdict", "claim_familywise", "note"]
+                  "ci_high", "p", "p_holm", "decided", "verdict", "claim_unadjusted", "note"]
+
+
+def study_family(differences: pd.DataFrame, alpha: float = claims.HOLM_ALPHA) -> pd.DataFrame:
+    """05's confirmatory family: the C1 and C2 cells of every DECLARED comparison present, one p each, Holm over
+    all of them together (64 cells with the four comparisons and five GLUE tasks)."""
+    parts = []
+    for a, b in DECLARED:
+        d = differences[(differences["model_a"] == a) & (differences["model_b"] == b)]
+        if len(d):
+            parts.append(claims.family_cells(d, CONFIRMATORY_CLAIMS).assign(variant=a, baseline=b))
+    family = pd.concat(parts, ignore_index=True) if parts else \
+        pd.DataFrame(columns=[*claims.FAMILY_COLUMNS, "variant", "baseline"])
+    return claims.holm_family(family, alpha)
 
 
 def effect_table(metrics: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
     """One row per claim (C1–C4) x comparison x claim row (task, metric): the seed-level effect variant −
-    baseline and its 95% interval, and the verdicts claims.verdicts gives the claim for that comparison
-    (planned comparison; family-wise, with Holm over 05's grid). The comparisons: every variant − MLM, then
+    baseline with its unadjusted 95% interval. `verdict`: the claim's confirmatory verdict (the rule on the cells
+    Holm decides over `study_family`) on the rows that decide it, `exploratory` on every other row;
+    `claim_unadjusted`: the rule on the unadjusted intervals. The comparisons: every variant − MLM, then
     hybrid-learned − mlm-flops (equal FLOPs) where both were evaluated."""
     rows = []
+    family = study_family(differences)
     pairs = list(dict.fromkeys(zip(differences["model_a"], differences["model_b"])))
     # hybrid-learned − MLM first, the other variants − MLM in the table's order, the equal-FLOPs pair last
     pairs.sort(key=lambda pair: (pair[1] != BASELINE_NAME, pair[0] != "hybrid-learned"))
     for variant, baseline in pairs:
         m, d = _as_main_comparison(metrics, differences, variant, baseline)
-        for verdict in claims.verdicts(m, d):
+        own = family[(family["variant"] == variant) & (family["baseline"] == baseline)]
+        for verdict in claims.verdicts(m, d, family=own):
             if verdict.claim not in CLAIMS:
                 continue
             note = verdict.notes[0] if verdict.notes and claims.ONE_SEED in verdict.notes[0] else ""
+            decides = set(zip(verdict.family["task"], verdict.family["pooling"], verdict.family["metric"]))
             for _, r in verdict.table.iterrows():
+                in_family = (r["task"], r["pooling"], r["metric"]) in decides
                 rows.append(dict(claim=verdict.claim, variant=variant, baseline=baseline, task=r["task"],
                                  metric=r["metric"], pooling=r["pooling"], n_seeds=r["n_seeds"], diff=r["diff"],
-                                 ci_low=r["ci_low"], ci_high=r["ci_high"], claim_verdict=verdict.verdict,
-                                 claim_familywise=verdict.familywise, note=note))
+                                 ci_low=r["ci_low"], ci_high=r["ci_high"], p=r.get("p"), p_holm=r.get("p_holm"),
+                                 decided=bool(r.get("decided")) if in_family else None,
+                                 verdict=verdict.verdict if in_family else claims.EXPLORATORY,
+                                 claim_unadjusted=verdict.unadjusted, note=note))
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
@@ -181,14 +209,18 @@ def effect_sentences(effects: pd.DataFrame) -> list[str]:
     out = []
     if "baseline" not in effects:  # an effects.csv written before the equal-FLOPs comparison
         effects = effects.assign(baseline=BASELINE_NAME)
+    if "claim_unadjusted" not in effects:  # written before 05's family: every verdict was an unadjusted reading
+        effects = effects.assign(claim_unadjusted=effects["claim_verdict"], verdict=claims.EXPLORATORY)
     for (variant, baseline), g in effects.groupby(["variant", "baseline"], sort=False):
         parts = []
         for claim, c in g.groupby("claim", sort=False):
             r = c.iloc[0]
-            holm = r.get("claim_familywise")
-            holm = f", with Holm over the grid: {holm}" if isinstance(holm, str) and holm != r["claim_verdict"] else ""
-            parts.append(f"{claim} {r['claim_verdict']} ({r['task']} {r['metric']} "
-                         f"{claims.ci_text(r['diff'], r['ci_low'], r['ci_high'])}{holm})")
+            interval = f"{r['task']} {r['metric']} {claims.ci_text(r['diff'], r['ci_low'], r['ci_high'])}"
+            if r["verdict"] != claims.EXPLORATORY:
+                parts.append(f"{claim} {r['verdict']} (confirmatory, Holm over 05's family; {interval}, Holm p "
+                             f"{claims.fmt(float(r['p_holm']), 4)}; unadjusted: {r['claim_unadjusted']})")
+            else:
+                parts.append(f"{claim} exploratory: {r['claim_unadjusted']} on the unadjusted intervals ({interval})")
         one_seed = " (one seed: not seed-level evidence)" if g["note"].astype(bool).any() else ""
         against = "MLM" if baseline == BASELINE_NAME else f"**{baseline}** ({_description(baseline)}: equal FLOPs)"
         out.append(f"**{variant}** ({_description(variant)}) − {against}{one_seed}: " + "; ".join(parts) + ".")
@@ -203,7 +235,9 @@ def summary_section(effects: pd.DataFrame) -> str:
              "Each variant changes one knob of the hybrid (or gives MLM the hybrid's FLOPs); its effect is "
              "variant − MLM, paired by pre-training seed, with the seed-level 95% interval and the claim rules "
              "above (the variant in the hybrid's place; the first row of each claim is shown, all rows in "
-             "`ablations/results/effects.csv`). A claim that holds for a variant as for hybrid-learned does not "
+             "`ablations/results/effects.csv`). Confirmatory (docs/PROTOCOL.md §2a): C1 and C2 of the declared "
+             "comparisons (" + ", ".join(f"{a} − {b}" for a, b in DECLARED) + "), Holm over their cells together; "
+             "everything else here is exploratory. A claim that holds for a variant as for hybrid-learned does not "
              "depend on the knob that variant changes; an effect that mlm-flops also shows can come from extra "
              "compute alone, without JEPA, and the last line, hybrid-learned − mlm-flops, holds compute equal.", ""]
     lines += [f"- {s}" for s in effect_sentences(effects)] or ["- no variant was compared"]
