@@ -222,7 +222,7 @@ def test_side_files_for_notebooks(run):
     out, metrics, _, params = run
     summary = json.loads((out / "results" / "evaluation.json").read_text())
     assert summary["tasks"] == ["sst2", "stsb", "wiki"] and summary["skipped_tasks"] == {}
-    assert summary["comparisons"] == ["hybrid - mlm"] and "random_init" in summary["models"]
+    assert summary["comparisons"] == ["hybrid - mlm"] and "random_init-s0" in summary["models"]
     assert json.loads((out / "results" / "skipped.json").read_text()) == {}
     spectra = ev.load_spectra(out)
     assert {"model", "objective", "seed", "task", "pooling", "index", "eigenvalue"} <= set(spectra.columns)
@@ -332,7 +332,8 @@ def test_eval_workers_default_to_one_per_core_and_never_more_than_units(monkeypa
 def test_versus_random_init_is_a_paired_check_per_trained_encoder():
     """Known answer: per-example correctness 0/1 on shared resamples; hybrid-s0 is right on 80% of the
     examples where random init is right on 50% (the difference's CI lies above 0), mlm-s0 on exactly the
-    same examples as random init (difference 0, CI [0, 0]: does not beat it)."""
+    same examples as random init (difference 0, CI [0, 0]: does not beat it). Seed 1's encoders are compared
+    with seed 1's random init, on every task's headline metric under mean and max pooling."""
     rng = np.random.default_rng(0)
     n = 400
     idx = stats.resamples(n, 300, 0)
@@ -350,11 +351,26 @@ def test_versus_random_init_is_a_paired_check_per_trained_encoder():
     assert hybrid["ci_low"] > 0 and hybrid["beats_random_init"]
     assert mlm["diff"] == 0 and mlm["ci_low"] == mlm["ci_high"] == 0 and not mlm["beats_random_init"]
     assert tables.versus_random_init(results, encoders[:2]).empty  # no random-init encoder: no check
+    # a second seed with its own random init, a second task and pooling; cls is read by no claim
+    more = [ev.ModelFolder("hybrid", "hybrid", 1, Path(".")),
+            ev.ModelFolder("random_init", "random_init", 1, Path("."), random_init=True)]
+    for enc, right in zip(more, (random_right, hybrid_right)):
+        for task, pool, metric in (("sst2", "mean", "accuracy"), ("cola", "max", "mcc"), ("cola", "cls", "mcc"),
+                                   ("cola", "max", "accuracy")):
+            results.add(enc, task, pool, metric, ev._per_example_mean(right.astype(float), idx))
+    table = tables.versus_random_init(results, encoders + more).set_index(["model", "seed", "task", "pooling"])
+    assert sorted(table.index) == [("hybrid", 0, "sst2", "mean"), ("hybrid", 1, "cola", "max"),
+                                   ("hybrid", 1, "sst2", "mean"), ("mlm", 0, "sst2", "mean")]
+    s1 = table.loc[("hybrid", 1, "sst2", "mean")]
+    assert s1["random_init_seed"] == 1 and s1["diff"] == pytest.approx(random_right.mean() - hybrid_right.mean())
+    assert ev.ModelFolder("random_init", "random_init", 1, Path("."), random_init=True).key == "random_init-s1"
 
 
 def test_run_writes_the_random_init_check(run):
     out, metrics, _, _ = run
     table = pd.read_csv(out / "results" / "vs_random_init.csv")
-    assert set(table["model"]) == {"hybrid", "mlm"} and (table["task"] == "sst2").all()
+    assert set(table["model"]) == {"hybrid", "mlm"} and set(table["task"]) == {"sst2", "stsb"}
+    assert set(zip(table["task"], table["metric"])) == {("sst2", "accuracy"), ("stsb", "spearman")}
+    sst2 = table[(table["task"] == "sst2") & (table["pooling"] == "mean")]
     base = metrics.query("model == 'random_init' and task == 'sst2' and pooling == 'mean' and metric == 'accuracy'")
-    assert np.allclose(table["random_init"], base["value"].iloc[0])
+    assert np.allclose(sst2["random_init"], base["value"].iloc[0])

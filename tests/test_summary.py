@@ -384,19 +384,21 @@ def test_c5_models_at_chance_are_not_evidence_of_similarity():
     assert verdicts["cola"] == "inconclusive (at chance)" and verdicts["sst2"] == REPRODUCED
 
 
-def test_summary_shows_each_trained_encoder_against_random_init(tmp_path):
+def test_summary_counts_per_task_the_encoders_that_beat_random_init(tmp_path):
     run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.9})
     (run / "results").mkdir(exist_ok=True)
-    pd.DataFrame([dict(model="hybrid", seed=0, task="sst2", pooling="mean", metric="accuracy", value=0.71,
-                       random_init=0.62, diff=0.09, ci_low=0.05, ci_high=0.13, beats_random_init=True),
-                  dict(model="mlm", seed=0, task="sst2", pooling="mean", metric="accuracy", value=0.63,
-                       random_init=0.62, diff=0.01, ci_low=-0.02, ci_high=0.04, beats_random_init=False)]
-                 ).to_csv(run / "results" / "vs_random_init.csv", index=False)
+    rows = []
+    for task, metric, beats in (("sst2", "accuracy", (True, False, True, True)), ("stsb", "spearman", (False,) * 4)):
+        for (model, seed), b in zip([("hybrid", 0), ("hybrid", 1), ("mlm", 0), ("mlm", 1)], beats):
+            rows.append(dict(model=model, seed=seed, task=task, pooling="mean", metric=metric, value=0.7,
+                             random_init=0.6 + 0.01 * seed, random_init_seed=seed, diff=0.1, ci_low=0.05 if b else -0.1,
+                             ci_high=0.2, beats_random_init=b))
+    pd.DataFrame(rows).to_csv(run / "results" / "vs_random_init.csv", index=False)
     metrics, diffs = _tables(_paper_like)
     text = S.write_summary(metrics, diffs, run)
-    assert "against the random-init one (sst2, mean pooling, probe accuracy" in text
-    assert "| hybrid-s0 | 0.710 | 0.620 |" in text and "| yes |" in text
-    assert "| mlm-s0 | 0.630 | 0.620 |" in text and "| **no** |" in text
+    assert "against the random-init encoder of its own seed" in text
+    assert "| sst2 | mean | accuracy | 3 of 4 | hybrid 1/2, mlm 2/2 | 0.600, 0.610 |" in text
+    assert "| stsb | mean | spearman | 0 of 4 | hybrid 0/2, mlm 0/2 | 0.600, 0.610 |" in text
 
 
 @pytest.mark.parametrize("seeds", [(0, 1, 2, 3, 4), (0,)])

@@ -242,7 +242,9 @@ def _encode_split(model, tokenizer, df: pd.DataFrame, e, fp: str, cache: Path, n
 
 def load_for_evaluation(enc: ModelFolder, params: Params) -> tuple[Any, Any, str]:
     """(model on the GPU if there is one, tokenizer, fingerprint) of one encoder."""
-    model, tokenizer = load_encoder(enc.path, random_init=enc.random_init, seed=params.seed)
+    # a random-init encoder is initialised with its own pre-training seed's number (one per seed, _encoders)
+    model, tokenizer = load_encoder(enc.path, random_init=enc.random_init,
+                                    seed=enc.seed if enc.random_init and enc.seed is not None else params.seed)
     if torch.cuda.is_available():
         model.to("cuda")
     return model, tokenizer, fingerprint(model, tokenizer)
@@ -448,7 +450,10 @@ def _encoders(models: dict[str, Any], params: Params, objectives: dict[str, str]
         for seed, path in zip(seeds, dirs):
             encoders.append(ModelFolder(name, (objectives or {}).get(name, name), seed, Path(path)))
     if (params.eval.random_init_baseline if random_init is None else random_init) and encoders:
-        encoders.append(ModelFolder("random_init", "random_init", params.seed, encoders[0].path, random_init=True))
+        # one random-init encoder per pre-training seed (issue 21): "did pre-training do anything" is then asked
+        # of each seed against an initialisation of its own, and the spread between initialisations is visible
+        seeds = sorted({e.seed for e in encoders if e.seed is not None}) or [params.seed]
+        encoders += [ModelFolder("random_init", "random_init", s, encoders[0].path, random_init=True) for s in seeds]
     return encoders
 
 
