@@ -303,7 +303,11 @@ def test_write_summary_names_claims_and_context(tmp_path):
         json.dumps({"step": 2, "loss": 1.0, "warning": "possible representation collapse: target_std=1e-05"}) + "\n")
     (tmp_path / "models" / "hybrid").mkdir(parents=True)
     (tmp_path / "models" / "hybrid" / "train_summary.json").write_text(json.dumps(
-        {"steps": 400, "flops_per_step": 5.2e10, "wall_time_s": 600, "final": {"mlm_loss": 6.5, "lambda": 0.61}}))
+        {"steps": 400, "flops_per_step": 5.2e10, "wall_time_s": 600, "final": {"mlm_loss": 6.5, "lambda": 0.61},
+         "numerics": {"train_precision": "no", "target_precision": "bf16", "torch": "2.9.0", "transformers": "4.57",
+                      "numpy": "2.3", "cpu_capability": "AVX512", "torch_threads": 2,
+                      "cpu": {"model": "Test CPU", "flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": False}},
+                      "weights_fingerprint": {"step": 10, "sha256": "0123456789abcdef"}}}))
     text = S.write_summary(metrics, diffs, tmp_path,
                            context={**S.run_context(tmp_path), "skipped_tasks": {"qnli": "not configured"}})
     assert (tmp_path / "summary.md").read_text() == text
@@ -315,6 +319,8 @@ def test_write_summary_names_claims_and_context(tmp_path):
     assert "hybrid: 1 logged step(s) flagged, first at step 2" in text
     assert "Rule:" in text and "[" in text  # numbers come with CIs
     assert "`hybrid`: 400 steps, 52.0 GFLOPs/step, 10.0 min; final MLM loss 6.500, final λ 0.610" in text
+    assert "| hybrid | no / bf16 | 2.9.0 / 4.57 / 2.3 | AVX512 | 2 | Test CPU (avx2, avx512_bf16) | 10: " \
+           "`0123456789abcdef` |" in text
     # a summary without the `learning` section (an older run): said, not a crash
     assert text.startswith("> Learning check unavailable for `hybrid`")
     assert S.learning_warning(tmp_path).startswith("Learning check unavailable for `hybrid`")

@@ -19,6 +19,7 @@ import jepa_core.pretrain.train as T
 from jepa_core.config import hash_dict
 from jepa_core.model import PretrainModel
 from jepa_core.pretrain import checkpoint as ckpt
+from jepa_core.pretrain import numerics as N
 from jepa_core.pretrain import resume as R
 from jepa_core.pretrain.run_state import SECONDS_PROBE_STEPS
 
@@ -340,6 +341,11 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
     assert {f"train.{k}" for k, v in other["params"]["train"].items() if v != base["params"]["train"][k]} == changed
     a, b = (load_file(tmp_path / run / "checkpoint" / ckpt.WEIGHTS) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # same machine, same seed: the same path, so the same early-step fingerprint (and the run says what it ran on)
+    fa, fb = (run["numerics"]["weights_fingerprint"] for run in (base, other))
+    assert fa == fb and fa["step"] == N.FINGERPRINT_STEP and len(fa["sha256"]) == N.FINGERPRINT_CHARS
+    assert base["numerics"]["torch"] == torch.__version__ and base["numerics"]["torch_threads"] >= 1
+    assert base["numerics"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert set(R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]).isdisjoint(R.NON_WEIGHT_KEYS)
     assert "train.lr" in R.run_identity(tiny_params(), "mlm", 0)["weight_keys"]
 
@@ -435,3 +441,25 @@ def test_the_data_step_writes_what_training_reads(tmp_path):
     assert back.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()
     assert back.source == f"{prepared.corpus.source}:{prepared.corpus.path}"
     assert prepare_data(tiny_params().data, tmp_path / "data", 0).source == back.source
+
+
+def test_cpu_flags_are_read_from_cpuinfo_and_fingerprints_change_with_the_weights(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma avx512_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: other\nflags\t\t: amx_tile\n")
+    cpu = N.cpu_info(info)
+    assert cpu["model"] == "Test CPU 9000"
+    assert cpu["flags"]["avx2"] and cpu["flags"]["avx512_bf16"] and not cpu["flags"]["amx_tile"]
+    assert N.cpu_info(tmp_path / "absent")["flags"] is None
+    model = torch.nn.Linear(3, 2)
+    early = N.EarlyFingerprint(E._weights_digest, step=2)
+    early.after_step(1, 5, model)
+    assert early.record(None)["sha256"] is None
+    early.after_step(2, 5, model)
+    before = early.record(None)["sha256"]
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6  # one rounding step's worth
+    assert N.EarlyFingerprint(E._weights_digest, step=2).digest(model)[:N.FINGERPRINT_CHARS] != before
+    short = N.EarlyFingerprint(E._weights_digest)  # a 3-step run: the last step
+    short.after_step(3, 3, model)
+    assert short.record(None)["step"] == 3

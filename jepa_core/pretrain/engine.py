@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +24,7 @@ from jepa_core.config import Params
 from jepa_core.model import PretrainModel, native_bf16
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain.model_card import write_card
+from jepa_core.pretrain.numerics import EarlyFingerprint
 from jepa_core.pretrain.resume import run_identity
 from jepa_core.pretrain.run_state import RunState
 from jepa_core.runs import RunPaths
@@ -105,6 +106,8 @@ class Engine:
     checkpoint_dir: Path
     identity: dict[str, Any]  # run_identity, stored with every checkpoint
     tokenizer: Any  # saved with the encoder
+    # the weights' short SHA-256 at an early step (train_summary.json `numerics`): same path as another run?
+    early_fingerprint: EarlyFingerprint = field(default_factory=lambda: EarlyFingerprint(_weights_digest))
 
     @classmethod
     def build(cls, params: Params, objective: str, seed: int, tokenizer: Any, total_steps: int, acc: Accelerator,

@@ -85,6 +85,7 @@ from jepa_core.model.masking import PretrainCollator
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain.batches import BatchOrder, StepCosts, batch_stream, fixed_batches, step_costs
 from jepa_core.pretrain.engine import Engine, accelerator, apply_update, forward_backward
+from jepa_core.pretrain.numerics import numeric_environment
 from jepa_core.pretrain.resume import claim_checkpoint
 from jepa_core.pretrain.run_state import (
     Agree,
@@ -361,6 +362,7 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
             # Step 3: AdamW step, LR schedule, EMA update of the target encoder
             apply_update(engine.optimizer, engine.scheduler, engine.core, momentum)
             run.advance(tokens_per_step, flops_per_step, inputs.order.num_batches)
+            engine.early_fingerprint.after_step(run.step, run.total_steps, engine.core)
 
             if _due(run.step, t.log_every, run.total_steps):
                 values = {**step_values(out, grad_norm, engine.agree), "lr": lr, "ema_momentum": momentum,
@@ -414,6 +416,9 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
         "wall_time_s": budget.elapsed(), "stopped_by": stopped_by, "data_source": inputs.data.source,
         "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": engine.target_precision,
         "num_processes": acc.num_processes, "resumed_from_step": resumed_from})
+    # what can round differently on another machine, and where this run's path stood at an early step
+    summary["numerics"] = {**numeric_environment(acc.mixed_precision, engine.target_precision),
+                           "weights_fingerprint": engine.early_fingerprint.record(resumed_from)}
     if acc.num_processes > 1:  # DDP replicas must hold identical weights: record each one's hash
         summary["replica_weight_sha256"] = engine.replica_digests()
     engine.finish(paths, summary)

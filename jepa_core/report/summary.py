@@ -161,15 +161,16 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
         if flagged:
             warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
                             f"{flagged[0].get('step')}: {flagged[0]['warning']}")
-    training = {}
+    training, numerics = {}, {}
     for path in sorted((run_dir / "models").glob("*/train_summary.json")):
         t = _read_json(path)
+        numerics[path.parent.name] = t.get("numerics") or {}
         training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
                                       "wall_time_s": t.get("wall_time_s"), **(t.get("final") or {})}
     vs_random = run_dir / "results" / "vs_random_init.csv"
     return {"corpus": corpus, "skipped_tasks": evaluation.get("skipped_tasks", {}),
             "notes": evaluation.get("notes", []), "collapse_warnings": warnings, "training": training,
-            "learning": learning_table(run_dir).to_dict("records"),
+            "learning": learning_table(run_dir).to_dict("records"), "numerics": numerics,
             "vs_random_init": pd.read_csv(vs_random).to_dict("records") if vs_random.is_file() else []}
 
 
@@ -235,6 +236,34 @@ def _confirmatory_section(vs: list[Verdict], seeds: int) -> list[str]:
                 _markdown(table.drop(columns="verdict", errors="ignore") if v.claim != "C5" else table)]
         out += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
     return out
+
+
+def _reproducibility_section(numerics: dict[str, dict]) -> list[str]:
+    """One row per pre-trained model: what can round differently on another machine (train_summary.json
+    `numerics`) and the weights' fingerprint at an early step: a run that shows the same fingerprint as the
+    reference at that step follows its path; different library versions, CPU flags or thread counts explain
+    a different one (docs/PROTOCOL.md: same machine and seed → identical weights; across machines the seeds
+    carry the variance)."""
+    rows = []
+    for name, n in numerics.items():
+        if not n:
+            continue
+        cpu = n.get("cpu") or {}
+        flags = ", ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "–"
+        fp = n.get("weights_fingerprint") or {}
+        rows.append({"model": name, "precision (train / target)": f"{n.get('train_precision')} / "
+                                                                   f"{n.get('target_precision')}",
+                     "torch / transformers / numpy": f"{n.get('torch')} / {n.get('transformers')} / {n.get('numpy')}",
+                     "CPU kernels": n.get("cpu_capability"), "threads": n.get("torch_threads"),
+                     "CPU (numeric flags)": f"{cpu.get('model', '?')} ({flags})",
+                     "weights at step": f"{fp.get('step')}: `{fp.get('sha256')}`" if fp.get("sha256") else "–"})
+    if not rows:
+        return []
+    return ["## Reproducibility", "",
+            "What can round differently on another machine, per pre-trained model, and a SHA-256 prefix of its "
+            "weights at an early step: the same fingerprint means the same path so far (`numerics` in each "
+            "train_summary.json has the rest: math libraries, thread variables).", "",
+            markdown_table(pd.DataFrame(rows))]
 
 
 def _decomposition_lines(differences: pd.DataFrame) -> list[str]:
@@ -310,6 +339,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     out += _confirmatory_section(vs, seeds)
     out += _learning_section(learning, ctx.get("vs_random_init") or [])
     out += _exploratory_section(vs, differences_df, seeds)
+    out += _reproducibility_section(ctx.get("numerics") or {})
     out += ["## Data and caveats", ""]
     corpus = ctx.get("corpus") or {}
     if corpus:
