@@ -346,18 +346,34 @@ def test_learning_check_passes_when_every_model_learned(tmp_path):
     metrics, diffs = _tables(_paper_like)
     text = S.write_summary(metrics, diffs, run)
     assert text.startswith("# Summary of run")
-    assert "## Learning check" in text and "| mlm-s0 | 5.100 | 6.000 | 0.900 | yes |" in text
+    # a run older than the context-free baseline: the gap from the entropy decides, and says so
+    assert "## Learning check" in text and "| mlm-s0 | 5.100 | 6.000 | – | – | 0.900 | – (–) | – | yes |" in text
+
+
+def test_the_learning_check_reads_the_gap_from_the_context_free_baseline(tmp_path):
+    folder = tmp_path / "models" / "mlm-s0"
+    folder.mkdir(parents=True)
+    # 0.9 nats below the entropy, but only 0.3 below what copying the visible token already achieves
+    (folder / "train_summary.json").write_text(json.dumps({"learning": {
+        "validation_mlm_loss": 5.1, "unigram_entropy": 6.0, "gap": 0.9, "context_free_loss": 5.4,
+        "gap_vs_context_free": 0.3, "mask_loss": 5.6, "mask_unigram_loss": 6.1, "loss_tokens": 1000,
+        "entropy_tokens": 1000}}))
+    warning = S.learning_warning(tmp_path)
+    assert "`mlm-s0` (0.30 nats)" in warning and "context-free baseline on the same tokens" in warning
+    text = S.write_summary(*_tables(_paper_like), tmp_path)
+    assert "| mlm-s0 | 5.100 | 6.000 | 5.400 | 0.300 | 0.900 | 5.600 (6.100) | 1000 | **no** |" in text
 
 
 def test_a_model_at_the_unigram_plateau_makes_the_run_no_evidence(tmp_path):
     run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.3, "mlm-s1": None})
     warning = S.learning_warning(run)
     assert "not evidence about the claims" in warning and "`mlm-s0` (0.30 nats)" in warning
-    assert "unigram plateau" in warning and "hybrid-s0" not in warning
+    assert "hybrid-s0" not in warning
     metrics, diffs = _tables(_paper_like)
     text = S.write_summary(metrics, diffs, run)
     assert text.splitlines()[0] == f"> {warning}"  # the first line, before any verdict
-    assert "| mlm-s0 | 5.700 | 6.000 | 0.300 | **no** |" in text and "| mlm-s1 | – | – | – | unavailable |" in text
+    assert "| mlm-s0 | 5.700 | 6.000 | – | – | 0.300 | – (–) | – | **no** |" in text
+    assert "| mlm-s1 | – | – | – | – | – | – (–) | – | unavailable |" in text
     assert S.learning_warning(tmp_path / "empty").startswith("Learning check unavailable")
 
 

@@ -105,21 +105,64 @@ def test_summary_and_exported_model(runs):
     assert summaries["hybrid"]["hybrid_mlm_flops_ratio"] == summaries["mlm"]["hybrid_mlm_flops_ratio"] > 1.5
 
 
-def test_summary_learning_section_compares_validation_loss_with_the_unigram_entropy(runs):
+def _check_positions(objective_seed: int = 0):
+    """(labels, inputs) at the masked positions of the learning check's batches, rebuilt here from the MLM
+    collator and the first validation blocks (independent of learning.py)."""
+    from jepa_core.model.masking import PretrainCollator
+    data, params = tiny_data(), tiny_params()
+    t = params.train
+    collate = PretrainCollator(data.tokenizer, params.mask, objective_seed, "mlm", False, t.static_shapes,
+                               params.data.seq_len)
+    collate.set_epoch(0)
+    blocks = data.blocks["validation"][:t.eval_batches * t.batch_size]
+    labels, inputs = [], []
+    for s in range(0, len(blocks), t.batch_size):
+        b = collate([{"input_ids": torch.tensor(np.array(x, dtype=np.int64)), "index": s + k}
+                     for k, x in enumerate(blocks[s:s + t.batch_size])])
+        chosen = b["mlm_labels"] != -100
+        labels += b["mlm_labels"][chosen].tolist()
+        inputs += b["mlm_input_ids"][chosen].tolist()
+    return labels, inputs, data.tokenizer.mask_token_id
+
+
+def test_learning_check_scores_loss_entropy_and_baseline_on_the_same_tokens(runs, tmp_path):
     root, summaries = runs
-    validation = tiny_data().blocks["validation"]
-    special = set(tiny_data().tokenizer.all_special_ids)
-    counts = Counter(int(t) for t in validation.ravel() if int(t) not in special)  # independent of blocks.py
-    n = sum(counts.values())
-    entropy = -sum(c / n * math.log(c / n) for c in counts.values())
-    for objective, s in summaries.items():
-        on_disk = json.loads((root / objective / "train_summary.json").read_text())
-        learning = on_disk["learning"]
-        assert learning == s["learning"] and list(learning) == ["validation_mlm_loss", "unigram_entropy", "gap"]
-        assert learning["validation_mlm_loss"] == s["final_validation"]["mlm_loss"]
+    labels, inputs, mask_id = _check_positions()
+    counts = Counter(labels)
+    n = len(labels)
+    entropy = -sum(c / n * math.log(c / n) for c in counts.values())  # independent of learning.py
+    masked = [i == mask_id for i in inputs]
+    shared = T.train(tiny_params(train__steps=4, jepa__shared_pass=True), "hybrid", tmp_path / "shared",
+                     data=tiny_data())
+    for name, s in {**summaries, "hybrid-shared": shared}.items():
+        learning = json.loads(((root / name) if name in summaries else tmp_path / "shared")
+                              .joinpath("train_summary.json").read_text())["learning"]
+        assert learning == s["learning"]
+        # every model, hybrid-shared included: the same positions for loss and entropy
+        assert learning["loss_tokens"] == learning["entropy_tokens"] == n, name
+        assert learning["mask_tokens"] == sum(masked) and 0.6 * n < sum(masked) < 0.95 * n
         assert learning["unigram_entropy"] == pytest.approx(entropy, rel=1e-12)
         assert learning["gap"] == pytest.approx(entropy - learning["validation_mlm_loss"], abs=1e-12)
-    assert T.learning_check(None, 6.9) == {"validation_mlm_loss": None, "unigram_entropy": 6.9, "gap": None}
+        # the context-free baseline copies the visible token: below the entropy by about the kept share
+        assert learning["context_free_loss"] < entropy
+        assert learning["gap_vs_context_free"] == pytest.approx(
+            learning["context_free_loss"] - learning["validation_mlm_loss"], abs=1e-12)
+        assert learning["mask_loss"] is not None and learning["objective_validation_mlm_loss"] is not None
+
+
+def test_context_free_baseline_on_known_positions():
+    from jepa_core.pretrain import learning as L
+    mask = 9
+    labels = np.array([1, 1, 2, 2, 3, 1])
+    inputs = np.array([mask, mask, mask, 2, 1, 1])  # 3 masked, one kept (2), one random (1 for 3), one kept (1)
+    q = {1: 3 / 6, 2: 2 / 6, 3: 1 / 6}
+    want = [-math.log(q[1]), -math.log(q[1]), -math.log(q[2]), -math.log(0.5 + 0.5 * q[2]),
+            -math.log(0.5 * q[3]), -math.log(0.5 + 0.5 * q[1])]
+    assert L.context_free_losses(labels, inputs, mask) == pytest.approx(want)
+    check = L.learning_check({"labels": labels, "inputs": inputs, "losses": np.full(6, 0.5)}, mask)
+    assert (check["loss_tokens"], check["entropy_tokens"], check["mask_tokens"]) == (6, 6, 3)
+    assert check["mask_unigram_loss"] == pytest.approx(np.mean(want[:3]))
+    assert L.learning_check(None, mask)["validation_mlm_loss"] is None
 
 
 @pytest.mark.parametrize("architecture", ["bert", "modernbert"])

@@ -18,9 +18,9 @@
   3. the loop, one step: Step 1 `forward_backward` (forward, backward, clip); Step 2 the processes agree
      that the step is finite and whether to stop; Step 3 `apply_update` (AdamW, LR, EMA); then, when
      due, the JSONL record (`run_state.log_record`), validation, the budget's re-plan, a checkpoint
-  4. `run_summary`: train_summary.json (with a `learning` section: the final validation MLM loss, the
-     validation tokens' unigram entropy, and their gap); `Engine.finish` writes the HF encoder +
-     tokenizer to `model/`
+  4. `run_summary`: train_summary.json (with a `learning` section, `learning.learning_check`: one full MLM
+     pass for every objective; loss, unigram entropy and a context-free baseline on the same positions);
+     `Engine.finish` writes the HF encoder + tokenizer to `model/`
 
 Output layout (`RunPaths`): by default everything under one folder —
     out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
@@ -78,13 +78,13 @@ from jepa_core.data.blocks import (
     PreparedData,
     load_prepared_data,
     prepare_data,
-    validation_unigram_entropy,
 )
 from jepa_core.model import ema_momentum
 from jepa_core.model.masking import PretrainCollator
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain.batches import BatchOrder, StepCosts, batch_stream, fixed_batches, step_costs
 from jepa_core.pretrain.engine import Engine, accelerator, apply_update, forward_backward
+from jepa_core.pretrain.learning import check_batches, learning_check, position_losses
 from jepa_core.pretrain.numerics import numeric_environment
 from jepa_core.pretrain.resume import claim_checkpoint
 from jepa_core.pretrain.run_state import (
@@ -227,15 +227,6 @@ def _fmt(v: Any) -> str:
 
 
 # ---------------------------------------------------------------- the summary
-
-def learning_check(final_validation: dict[str, Any] | None, unigram_entropy: float) -> dict[str, Any]:
-    """The summary's `learning` section: the final validation MLM loss next to the unigram entropy of
-    the validation tokens (the loss of a model that knows only token frequencies); gap = entropy - loss
-    is how far below that plateau the encoder got by using context (<= 0: it learned no more than that)."""
-    loss = (final_validation or {}).get("mlm_loss")
-    return {"validation_mlm_loss": loss, "unigram_entropy": unigram_entropy,
-            "gap": None if loss is None else unigram_entropy - loss}
-
 
 def run_summary(params: Params, objective: str, seed: int, run: RunState, costs: StepCosts,
                 last: dict[str, Any], final_validation: dict[str, Any] | None, learning: dict[str, Any],
@@ -411,7 +402,11 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     # 4. summary and export -----------------------------------------------------------------------
     last = last or (_last_logged_step(paths.log_path) if run.step > 0 else {})
     final_validation = engine.validate(inputs.val_batches, run.step) if inputs.val_batches else None
-    learning = learning_check(final_validation, validation_unigram_entropy(inputs.data.blocks, inputs.data.tokenizer))
+    # the same full MLM pass for every model, and entropy, baseline and loss on exactly its positions
+    positions = position_losses(engine.core, check_batches(inputs.data.blocks["validation"], inputs.data.tokenizer,
+                                                            params, seed), acc.device, acc.autocast) \
+        if inputs.val_batches else None
+    learning = learning_check(positions, inputs.data.tokenizer.mask_token_id, final_validation)
     summary = run_summary(params, objective, seed, run, inputs.costs, last, final_validation, learning, session={
         "wall_time_s": budget.elapsed(), "stopped_by": stopped_by, "data_source": inputs.data.source,
         "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": engine.target_precision,

@@ -31,11 +31,16 @@ from jepa_core.report.claims import (
     verdicts,
 )
 
-# nats: validation MLM loss must lie at least this far below the unigram entropy of the tokens, else
-# the model predicts little more than token frequencies (the unigram plateau) and its embeddings
-# say nothing about the objectives
+# nats: the validation MLM loss must lie at least this far below the CONTEXT-FREE baseline on the same positions
+# (pretrain/learning.py: unigram frequencies, plus copying the visible token where the input shows one), else the
+# model predicts little more than what it sees at its own position and its embeddings say nothing about the
+# objectives. Until issue 21 the same 0.5 was measured from the unigram entropy, which copying alone beats by
+# ~0.55 nats (the 10% kept tokens): from the baseline, the margin is what context adds. Runs older than the
+# baseline fall back to the gap from the entropy (said in the table).
 LEARNING_GAP_MIN = 0.5
-LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap"]
+LEARNING_COLUMNS = ["model", "validation_mlm_loss", "unigram_entropy", "gap", "context_free_loss",
+                    "gap_vs_context_free", "mask_loss", "mask_unigram_loss", "loss_tokens", "entropy_tokens",
+                    "check_gap"]
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -120,22 +125,27 @@ def learning_table(run_dir: str | Path) -> pd.DataFrame:
         learning = _read_json(path).get("learning") or {}
         loss, entropy = _number(learning.get("validation_mlm_loss")), _number(learning.get("unigram_entropy"))
         gap = _number(learning.get("gap", entropy - loss))
-        rows.append(dict(model=path.parent.name, validation_mlm_loss=loss, unigram_entropy=entropy, gap=gap))
+        row = dict(model=path.parent.name, validation_mlm_loss=loss, unigram_entropy=entropy, gap=gap,
+                   **{k: _number(learning.get(k)) for k in LEARNING_COLUMNS[4:-1]})
+        # the check reads the gap from the context-free baseline; older runs have only the gap from the entropy
+        row["check_gap"] = row["gap_vs_context_free"] if np.isfinite(row["gap_vs_context_free"]) else gap
+        rows.append(row)
     return pd.DataFrame(rows, columns=LEARNING_COLUMNS)
 
 
 def _learning_warning(table: pd.DataFrame) -> str | None:
     if table.empty:
         return "Learning check unavailable: no models/*/train_summary.json in this run."
-    gap = table["gap"].astype(float)
+    gap = table["check_gap"].astype(float)
     low = table[gap < LEARNING_GAP_MIN]
     missing = table[~np.isfinite(gap)]
     if len(low):
-        models = ", ".join(f"`{m}` ({fmt(g, 2)} nats)" for m, g in zip(low["model"], low["gap"]))
+        models = ", ".join(f"`{m}` ({fmt(g, 2)} nats)" for m, g in zip(low["model"], low["check_gap"]))
         return (f"**This run is not evidence about the claims.** The validation MLM loss of {models} lies less than "
-                f"{LEARNING_GAP_MIN:g} nats below the unigram entropy of the tokens: the model is at the unigram "
-                "plateau, it knows little more than token frequencies, so its embeddings say nothing yet about what "
-                "the objectives learn. Train longer (train.steps) or check the run before reading the verdicts.")
+                f"{LEARNING_GAP_MIN:g} nats below the context-free baseline on the same tokens (token frequencies, "
+                "plus copying the visible token): the model knows little more than what it sees at each position, "
+                "so its embeddings say nothing yet about what the objectives learn. Train longer (train.steps) or "
+                "check the run before reading the verdicts.")
     if len(missing):
         return (f"Learning check unavailable for {', '.join(f'`{m}`' for m in missing['model'])}: train_summary.json "
                 "has no `learning` section (a run older than the check); whether the models learned beyond token "
@@ -198,17 +208,28 @@ def _versus_random_section(rows: list[dict]) -> list[str]:
 
 def _learning_section(table: pd.DataFrame, vs_random: list[dict] = ()) -> list[str]:
     out = ["## Learning check", "",
-           f"Validation MLM loss against the unigram entropy of the tokens (nats); gap = entropy − loss must be "
-           f"≥ {LEARNING_GAP_MIN:g} for the run to say anything about the objectives.", ""]
+           "One full MLM pass of every model over the same validation positions (nats): its loss, the unigram "
+           "entropy of those tokens and the context-free baseline (token frequencies, plus copying the visible "
+           "token where the input shows one); the loss on the [MASK]-replaced positions alone beside the "
+           f"frequencies' loss there. The loss must lie ≥ {LEARNING_GAP_MIN:g} below the baseline for the run to say "
+           "anything about the objectives (runs older than the baseline: below the entropy).", ""]
     if table.empty:
         return out + ["_no pre-trained models in this run folder_", ""] + _versus_random_section(list(vs_random))
+    tokens = [f"{int(a)}" if np.isfinite(a) and a == b else "–" if np.isnan(a) and np.isnan(b) else
+              f"{fmt(a, 0)} / {fmt(b, 0)}"
+              for a, b in zip(table["loss_tokens"].astype(float), table["entropy_tokens"].astype(float))]
     show = pd.DataFrame({"model": table["model"],
                          "validation MLM loss": [fmt(v) for v in table["validation_mlm_loss"]],
                          "unigram entropy": [fmt(v) for v in table["unigram_entropy"]],
-                         "gap": [fmt(v) for v in table["gap"]],
+                         "context-free baseline": [fmt(v) for v in table["context_free_loss"]],
+                         "gap from baseline": [fmt(v) for v in table["gap_vs_context_free"]],
+                         "gap from entropy": [fmt(v) for v in table["gap"]],
+                         "[MASK] loss (frequencies)": [f"{fmt(a)} ({fmt(b)})" for a, b in
+                                                       zip(table["mask_loss"], table["mask_unigram_loss"])],
+                         "tokens": tokens,
                          "learned beyond frequencies": ["unavailable" if not np.isfinite(g) else
                                                         "yes" if g >= LEARNING_GAP_MIN else "**no**"
-                                                        for g in table["gap"].astype(float)]})
+                                                        for g in table["check_gap"].astype(float)]})
     return out + [markdown_table(show)] + _versus_random_section(list(vs_random))
 
 
