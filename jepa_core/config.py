@@ -53,6 +53,7 @@ NON_WEIGHT_KEYS = {
     "train.static_shapes": "the same masks, padded to fixed widths (equal up to float rounding)",
     "train.collapse_std": "only when a collapse warning is printed",
     "train.report_to": "only which loggers receive the log records (jsonl always)",
+    "train.snapshots": "only which encoder states are copied aside (light snapshots for the trajectories)",
 }
 WEIGHT_SECTIONS = ("data", "model", "mask", "jepa", "train")
 
@@ -188,6 +189,10 @@ class TrainConfig:
     eval_every: int = 100  # validation interval (steps)
     eval_batches: int = 8  # validation batches per evaluation
     checkpoint_every: int = 200  # checkpoint interval (steps); one is always written at the end
+    # light encoder snapshots (weights + tokenizer, no optimizer) at this many points evenly spaced over the planned
+    # steps, step 0 (before the first update) and the last included, in snapshots/<model>/step-<N>/: the
+    # trajectories of analysis/trajectories.py; 0: none (otherwise at least 2)
+    snapshots: int = 6
     collapse_std: float = 1e-3  # warn when the per-dim std of JEPA targets falls below this
 
 
@@ -311,6 +316,8 @@ def _validate_ranges(p: Params) -> None:
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
     _check(t.lr > 0, "train.lr", t.lr, "a positive number")
     _check(t.parallel_runs >= 1, "train.parallel_runs", t.parallel_runs, "a positive integer")
+    _check(t.snapshots == 0 or t.snapshots >= 2, "train.snapshots", t.snapshots,
+           "0 (no snapshots) or an integer >= 2 (step 0 and the last step at least)")
     _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a number >= 0")
     _check(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
            f"an integer in [0, train.steps={t.steps})")

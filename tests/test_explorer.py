@@ -278,3 +278,47 @@ def test_ablations_folder_is_the_one_notebook_05_writes():
     from jepa_core.study import ablations as ablation_study
 
     assert explorer.study_dir("run", explorer.ABLATIONS).name == ablation_study.STUDY_DIR
+
+
+# ---------------------------------------------------------------- the training view (trajectories, issue 25)
+
+def _write_trajectories(study_dir, models=("hybrid", "mlm")):
+    """results/trajectories.csv as analysis/trajectories.py writes it: value = 10·(model's index) + step/10 + seed."""
+    rows = []
+    for i, model in enumerate(models):
+        for seed in (0, 1):
+            for point, step in enumerate((0, 10, 20)):
+                for pooling in ("mean", "max"):
+                    for metric in ("uniformity", "effective_rank"):
+                        value = 10 * i + step / 10 + seed
+                        rows.append(dict(model=model, seed=seed, step=step, tokens=step * 100, flops=step * 1e6,
+                                         task="wiki", pooling=pooling, metric=metric, value=value, ci_low=value - 1,
+                                         ci_high=value + 1, objective=model.split("-")[0], point=point, points=3, n=30))
+            rows.append(dict(model=model, seed=seed, step=20, tokens=2000, flops=2e7, task="sst2", pooling="mean",
+                             metric="accuracy", value=0.6, ci_low=0.5, ci_high=0.7, objective=model.split("-")[0],
+                             point=2, points=3, n=200))
+    (study_dir / "results").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(study_dir / "results" / "trajectories.csv", index=False)
+
+
+def test_training_view_draws_a_metric_against_steps_per_model_and_seed(outputs05):
+    _write_trajectories(outputs05 / "r05")
+    _write_trajectories(outputs05 / "r05" / "ablations", models=("hybrid-learned", "mlm", "hybrid-fixed0.5"))
+    ex = explorer.Explorer(outputs05, run="r05")
+    assert ex.options("r05")["layer"] == ["last", "layer-wise", "training"]
+    assert ex.options("r1")["layer"] == ["last"]  # no trajectories: no training view
+    fig, table = ex.render("r05", "wiki", "max", "uniformity", layer="training")
+    assert _legend(fig) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
+    assert list(fig.axes[0].lines[3].get_ydata()) == [11.0, 12.0, 13.0]  # mlm-s1 at steps 0, 10, 20
+    assert list(table.index) == [("uniformity", 0), ("uniformity", 10), ("uniformity", 20)]
+    assert table.loc[("uniformity", 20), "mlm-s1"] == "13.000 [12.000, 14.000]"
+    _, one = ex.render("r05", "wiki", "max", "uniformity", seed=1, layer="training")
+    assert list(one.columns) == ["hybrid-s1", "mlm-s1"]
+    fig, table = ex.render("r05", "wiki", "mean", "effective_rank", models="ablations", layer="training")
+    assert _legend(fig)[:2] == ["hybrid-learned-s0", "hybrid-learned-s1"] and "hybrid-fixed0.5-s1" in table.columns
+    every, table = ex.render("r05", "wiki", "mean", None, layer="training")
+    assert every.startswith("choose one metric") and len(table) == 2 * 3  # two metrics × three steps
+    missing, _ = ex.render("r05", "sst2", "mean", "uniformity", layer="training")
+    assert missing.startswith("no trajectory of uniformity for sst2")
+    _, compared = ex.render("r05", "wiki", "max", "uniformity", compare="r1", layer="training")
+    assert "r1 (no trajectories)" in compared.columns.get_level_values(0)

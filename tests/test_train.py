@@ -377,7 +377,7 @@ def test_non_weight_keys_leave_the_trained_weights_unchanged(tmp_path):
     with pytest.warns(RuntimeWarning, match="collapse"):  # collapse_std=0.99 makes the warning fire
         other = T.train(tiny_params(train__steps=12, train__log_every=5, train__eval_every=3, train__eval_batches=1,
                                     train__checkpoint_every=4, train__collapse_std=0.99, train__num_workers=1,
-                                    train__report_to=["jsonl", "tensorboard"]),
+                                    train__report_to=["jsonl", "tensorboard"], train__snapshots=3),
                         "hybrid", tmp_path / "b", data=data)
     # parallel_runs is read by the workbook, not by train(), and only changes thread counts (float rounding)
     changed = {k for k in R.NON_WEIGHT_KEYS if k not in ("train.compile", "train.parallel_runs", "train.static_shapes")}
@@ -411,7 +411,9 @@ def test_cli_resume_keeps_or_moves_aside_never_deletes(tmp_path, capsys):
     (stale,) = out.glob("checkpoint.stale-*")
     assert "model.hidden: 32 -> 16" in message and str(stale) in message and "nothing was deleted" in message
     kept = _files(stale)
-    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")} == first
+    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")
+            and not k.startswith("snapshots/")} == first
+    assert {"snapshots/step-0/snapshot.json", "snapshots/step-4/snapshot.json"} <= set(kept)  # its snapshots too
     assert [r["step"] for r in read_log(stale / "log.jsonl")[0]] == [1, 2, 3, 4]
     assert json.loads(kept["train_summary.json"])["params"]["model"]["hidden"] == 32
     new = json.loads((out / "train_summary.json").read_text())

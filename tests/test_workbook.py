@@ -91,7 +91,7 @@ def test_non_weight_keys_rerun_no_pretraining():
               "train.eval_every": p.eval_every + 1, "train.eval_batches": p.eval_batches + 1,
               "train.checkpoint_every": p.checkpoint_every + 1, "train.num_workers": p.num_workers + 1,
               "train.compile": not p.compile, "train.static_shapes": not p.static_shapes,
-              "train.collapse_std": p.collapse_std * 2,
+              "train.collapse_std": p.collapse_std * 2, "train.snapshots": p.snapshots + 1,
               "train.report_to": ["jsonl"] if p.report_to != ["jsonl"] else ["jsonl", "tensorboard"]}
     assert others.keys() == NON_WEIGHT_KEYS.keys()  # a key added there is added here
     for key, value in others.items():
@@ -265,7 +265,9 @@ def test_pretrain_resumes_same_weights_and_moves_other_checkpoints_aside(tmp_pat
     assert "model.hidden: 32 -> 16" in message and str(stale) in message
     assert other["resumed_from_step"] is None and other["params"]["model"]["hidden"] == 16
     kept = _files(stale)
-    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")} == first
+    assert {k: v for k, v in kept.items() if k not in ("log.jsonl", "train_summary.json")
+            and not k.startswith("snapshots/")} == first
+    assert {"snapshots/step-0/snapshot.json", "snapshots/step-4/snapshot.json"} <= set(kept)  # its snapshots too
     assert (tmp_path / "logs" / "mlm.jsonl").is_file() and "log.jsonl" in kept  # the new run's log, the old one's
 
     jobs.pretrain(tiny_params(train__steps=4, model__hidden=16), tmp_path, "mlm", 0, data, resume=False)  # --force

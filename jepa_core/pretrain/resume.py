@@ -3,8 +3,8 @@
 A checkpoint is continued when its run identity (`run_identity`: the objective, the seed and every
 weight-changing parameter, i.e. all keys of data/model/mask/jepa/train except config.NON_WEIGHT_KEYS)
 matches this run's; otherwise `claim_checkpoint` moves it aside to `<checkpoint>.stale-<time>/` (with
-its log and summary, `set_aside`) with a message naming the changed keys. Nothing is deleted.
-Checkpoints written before the `objective` section was renamed `jepa` compare under the new name.
+its log, summary and encoder snapshots, `set_aside`) with a message naming the changed keys. Nothing is
+deleted. Checkpoints written before the `objective` section was renamed `jepa` compare under the new name.
 """
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def _changed_keys(saved: dict[str, Any], now: dict[str, Any], params: Params) ->
 
 
 def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> Path | None:
-    """Move the run's checkpoint (with its log and summary) to a new `<checkpoint>.stale-<time>` folder
-    and say so; nothing is deleted. Returns where it went (None: there was no checkpoint)."""
+    """Move the run's checkpoint (with its log, summary and encoder snapshots) to a new
+    `<checkpoint>.stale-<time>` folder and say so; nothing is deleted. Returns where it went (None: there
+    was no checkpoint)."""
     found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
     if found is None:
         return None
@@ -61,6 +62,8 @@ def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> 
         os.replace(paths.log_path, stale / "log.jsonl")
     if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
         shutil.copy2(paths.summary_path, stale / "train_summary.json")
+    if paths.snapshot_dir.is_dir():  # the encoder snapshots of that run go with it (train.snapshots)
+        os.replace(paths.snapshot_dir, stale / "snapshots")
     say(f"[train] {why}; the previous checkpoint (step {ckpt.saved_step(stale)}) was moved to "
         f"{stale}, nothing was deleted")
     return stale

@@ -17,16 +17,17 @@
      `Engine.restore` returns its `RunState` (step, data position, tokens, FLOPs, elapsed time, plan)
   3. the loop, one step: Step 1 `forward_backward` (forward, backward, clip); Step 2 the processes agree
      that the step is finite and whether to stop; Step 3 `apply_update` (AdamW, LR, EMA); then, when
-     due, the JSONL record (`run_state.log_record`), validation, the budget's re-plan, a checkpoint
+     due, an encoder snapshot (`snapshots.Snapshots`, train.snapshots points from step 0 on), the JSONL
+     record (`run_state.log_record`), validation, the budget's re-plan, a checkpoint
   4. `run_summary`: train_summary.json (with a `learning` section, `learning.learning_check`: one full MLM
      pass for every objective; loss, unigram entropy and a context-free baseline on the same positions);
      `Engine.finish` writes the HF encoder + tokenizer to `model/`
 
 Output layout (`RunPaths`): by default everything under one folder —
     out_dir/model/ (AutoModel.from_pretrained-loadable), out_dir/checkpoint/, out_dir/log.jsonl,
-    out_dir/train_summary.json
+    out_dir/train_summary.json, out_dir/snapshots/step-<N>/
 — or, with `RunPaths.for_run(run_dir, objective, seed)`, the run-folder layout of docs/DESIGN.md
-(models/<name>/, checkpoints/<name>/, logs/<name>.jsonl, summary inside models/<name>/).
+(models/<name>/, checkpoints/<name>/, logs/<name>.jsonl, snapshots/<name>/, summary inside models/<name>/).
 
 Batch size is GLOBAL: train.batch_size sequences per optimizer step, split evenly over processes,
 so a 1-GPU and a 4-GPU run see the same batches. Batch b of epoch e is a fixed slice of a
@@ -97,6 +98,7 @@ from jepa_core.pretrain.run_state import (
     plan_steps,
     tensorboard_scalars,
 )
+from jepa_core.pretrain.snapshots import Snapshots
 from jepa_core.runs import RunPaths
 
 
@@ -327,11 +329,16 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
     deferred = acc.device.type == "cuda" and acc.num_processes == 1
     all_finite = torch.ones((), dtype=torch.bool, device=acc.device)
     stop, stopped_by, last = StopFlag(), "steps", {}
+    # light encoder snapshots at train.snapshots points (step 0 included) for the trajectories (snapshots.py)
+    snapshots = Snapshots(paths.snapshot_dir, t.snapshots, engine, objective, engine.identity["seed"],
+                          fresh=resumed_from is None, say=acc.print)
     engine.model.train()
     with stop.installed(), closing(bar), closing(log):
+        snapshots.start(run)
         while run.step < run.total_steps:
             if budget.time_is_up(engine.agree):
                 stopped_by = "time"
+                snapshots.last(run)
                 engine.save(run, budget.elapsed())
                 break
             run.epoch, run.batch, batch = next(stream)
@@ -343,7 +350,8 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
                                                       acc.clip_grad_norm_)
             all_finite &= finite
             # Step 2: all processes agree whether every step so far was finite, and whether to stop
-            check = not deferred or _check_due(run.step + 1, t, run.total_steps) or stop.signum is not None
+            check = (not deferred or _check_due(run.step + 1, t, run.total_steps) or stop.signum is not None
+                     or snapshots.due(run.step + 1, run.total_steps))  # a snapshot is saved too: never non-finite
             bad, stopping = engine.agree([not bool(all_finite), stop.signum is not None]) if check else (0.0, 0.0)
             if bad:
                 message = _non_finite_message(out, run.step + 1, objective, grad_norm.item(), lr,
@@ -353,6 +361,7 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
             # Step 3: AdamW step, LR schedule, EMA update of the target encoder
             apply_update(engine.optimizer, engine.scheduler, engine.core, momentum)
             run.advance(tokens_per_step, flops_per_step, inputs.order.num_batches)
+            snapshots.after_step(run)
             engine.early_fingerprint.after_step(run.step, run.total_steps, engine.core)
 
             if _due(run.step, t.log_every, run.total_steps):

@@ -2,8 +2,10 @@
 see the spread between pre-training seeds); see the encoders' dev embeddings side by side (PCA to 2-D,
 coloured by label where the task has labels) and the metric table, optionally next to a second run's.
 Where notebook 05 ran, two more dropdowns: `models` (the main study, or 05's ablation variants from
-<run>/ablations/results/, same protocol and layout) and `layer` (the last layer, or the metric across
-layers from results/layerwise.csv: explorer_layers.py). A run without them shows neither.
+<run>/ablations/results/, same protocol and layout) and `view` (the last layer; the metric across layers
+from results/layerwise.csv: explorer_layers.py). Where the encoders' snapshots were measured
+(analysis/trajectories.py), `view` also offers `training`: the metric against optimizer steps, one line per
+model and seed (results/trajectories.csv: explorer_training.py). A run without any of these shows neither.
 
     from jepa_core.report.explorer import Explorer
     Explorer("outputs").show()          # in JupyterLab: dropdowns + live plot
@@ -31,6 +33,14 @@ from jepa_core.report.explorer_layers import (
     load_layerwise,
     select_layers,
     with_keys,
+)
+from jepa_core.report.explorer_training import (
+    TRAINING,
+    TRAJECTORIES_CSV,
+    load_training,
+    select_training,
+    training_figure,
+    training_table,
 )
 
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
@@ -171,19 +181,24 @@ class Explorer:
     def options(self, run: str, models: str = MAIN_STUDY) -> dict[str, list]:
         run_dir = self.outputs_dir / run
         has_ablations = (study_dir(run_dir, ABLATIONS) / "results" / "metrics.csv").is_file()
-        m = load_metrics(study_dir(run_dir, models if has_ablations else MAIN_STUDY))
+        study = study_dir(run_dir, models if has_ablations else MAIN_STUDY)
+        m = load_metrics(study)
         encoders = m[m["model"] != "majority"]  # the majority baseline's pooling "none" has no embeddings
         return {"task": list(dict.fromkeys(m["task"])), "pooling": list(dict.fromkeys(encoders["pooling"].dropna())),
                 "metric": sorted(m["metric"].unique()),
                 "seed": [("all seeds", ALL_SEEDS)] + [(f"s{s}", s) for s in seeds(m)],
                 "compare": [NO_COMPARISON] + [r for r in self.runs if r != run],
                 "models": [MAIN_STUDY] + [ABLATIONS] * has_ablations,
-                "layer": [LAST_LAYER] + [LAYER_WISE] * (run_dir / LAYERWISE_CSV).is_file()}
+                "layer": [LAST_LAYER] + [LAYER_WISE] * (run_dir / LAYERWISE_CSV).is_file()
+                + [TRAINING] * (study / TRAJECTORIES_CSV).is_file()}
 
     def _data(self, run: str, models: str, layer: str) -> pd.DataFrame | None:
-        """What a selection reads: the study's metrics.csv or the run's layerwise.csv; None if absent."""
+        """What a selection reads: the study's metrics.csv or trajectories.csv, or the run's layerwise.csv;
+        None if absent."""
         if layer == LAYER_WISE:
             return load_layerwise(self.outputs_dir / run)
+        if layer == TRAINING:
+            return load_training(study_dir(self.outputs_dir / run, models))
         folder = study_dir(self.outputs_dir / run, models)
         return load_metrics(folder) if (folder / "results" / "metrics.csv").is_file() else None
 
@@ -196,12 +211,18 @@ class Explorer:
     def _table(self, data: pd.DataFrame, task, pooling, metric, seed, models, layer) -> pd.DataFrame:
         if layer == LAYER_WISE:
             return layer_table(self._layers(data, task, metric, seed, models))
+        if layer == TRAINING:
+            return training_table(select_training(data, task, pooling, metric, seed, ALL_SEEDS))
         return selection_table(data, task, pooling, metric, seed)
 
     def _figure(self, run: str, data: pd.DataFrame, task, pooling, metric, seed, models, layer):
         if layer == LAYER_WISE:
             available = sorted(data["metric"].unique())
             return layer_figure(self._layers(data, task, metric, seed, models), metric, available, task)
+        if layer == TRAINING:
+            available = list(dict.fromkeys(data["metric"]))
+            return training_figure(select_training(data, task, pooling, metric, seed, ALL_SEEDS), metric, available,
+                                   task, pooling)
         points = project(study_dir(self.outputs_dir / run, models), encoder_keys(data, seed), task, pooling)
         ncols = data.loc[~data["model"].isin(BASELINES), "model"].nunique()
         where = f"{run} ({ABLATIONS})" if models == ABLATIONS else run
@@ -212,7 +233,8 @@ class Explorer:
                compare: str | None = None, models: str = MAIN_STUDY, layer: str = LAST_LAYER):
         """(Figure, or a sentence saying why there is none; table) for one selection; with `compare`,
         that run's table (same models and layer view) beside this one's. The layer-wise view reads
-        results/layerwise.csv (mean pooling only: `pooling` does not apply)."""
+        results/layerwise.csv (mean pooling only: `pooling` does not apply); the training view the study's
+        results/trajectories.csv (metric against optimizer steps per model and seed)."""
         data = self._data(run, models, layer)
         if data is None:
             raise FileNotFoundError(f"run {run!r} has no {models} results for the {layer} view")
@@ -221,7 +243,7 @@ class Explorer:
         if compare and compare != NO_COMPARISON:
             other = self._data(compare, models, layer)
             if other is None:  # say so rather than drop the column silently
-                what = "layer-wise results" if layer == LAYER_WISE else "ablation results"
+                what = {LAYER_WISE: "layer-wise results", TRAINING: "trajectories"}.get(layer, "ablation results")
                 tables = {run: table, f"{compare} (no {what})": pd.DataFrame(index=table.index, columns=["-"])}
             else:
                 if seed != ALL_SEEDS and seed not in seeds(other):  # say so rather than show baselines only
@@ -257,7 +279,7 @@ class Explorer:
               "seed": w.Dropdown(options=opts["seed"], value=ALL_SEEDS, description="seed"),
               "compare": w.Dropdown(options=opts["compare"], value=NO_COMPARISON, description="compare"),
               "models": w.Dropdown(options=opts["models"], value=MAIN_STUDY, description="models"),
-              "layer": w.Dropdown(options=opts["layer"], value=LAST_LAYER, description="layer")}
+              "layer": w.Dropdown(options=opts["layer"], value=LAST_LAYER, description="view")}
         out = w.Output()
         self.dropdowns = dd
 

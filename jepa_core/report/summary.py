@@ -30,6 +30,7 @@ from jepa_core.report.claims import (
     n_seeds,
     verdicts,
 )
+from jepa_core.report.trajectory_summary import exploratory_trajectory_section
 
 # nats: the validation MLM loss must lie at least this far below the CONTEXT-FREE baseline on the same positions
 # (pretrain/learning.py: unigram frequencies, plus copying the visible token where the input shows one), else the
@@ -360,6 +361,7 @@ def write_summary(metrics_df: pd.DataFrame, differences_df: pd.DataFrame, run_di
     out += _confirmatory_section(vs, seeds)
     out += _learning_section(learning, ctx.get("vs_random_init") or [])
     out += _exploratory_section(vs, differences_df, seeds)
+    out += exploratory_trajectory_section(run_dir)  # exploratory: the trajectories over pre-training (issue 25)
     out += _reproducibility_section(ctx.get("numerics") or {})
     out += ["## Data and caveats", ""]
     corpus = ctx.get("corpus") or {}
