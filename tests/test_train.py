@@ -128,9 +128,13 @@ def _check_positions(objective_seed: int = 0):
 def test_learning_check_scores_loss_entropy_and_baseline_on_the_same_tokens(runs, tmp_path):
     root, summaries = runs
     labels, inputs, mask_id = _check_positions()
-    counts = Counter(labels)
     n = len(labels)
-    entropy = -sum(c / n * math.log(c / n) for c in counts.values())  # independent of learning.py
+    # the frequency model: training-split unigram counts, +1 for every non-special id (independent of learning.py)
+    data = tiny_data()
+    special = set(data.tokenizer.all_special_ids)
+    train_counts = Counter(int(t) for t in data.blocks["train"].ravel() if int(t) not in special)
+    total = sum(train_counts.values()) + len(data.tokenizer) - len(special)
+    entropy = -sum(math.log((train_counts[t] + 1) / total) for t in labels) / n
     masked = [i == mask_id for i in inputs]
     shared = T.train(tiny_params(train__steps=4, jepa__shared_pass=True), "hybrid", tmp_path / "shared",
                      data=tiny_data())
@@ -155,14 +159,18 @@ def test_context_free_baseline_on_known_positions():
     mask = 9
     labels = np.array([1, 1, 2, 2, 3, 1])
     inputs = np.array([mask, mask, mask, 2, 1, 1])  # 3 masked, one kept (2), one random (1 for 3), one kept (1)
-    q = {1: 3 / 6, 2: 2 / 6, 3: 1 / 6}
+    # training tokens 1 1 1 2 and specials 0, 9 in a vocabulary of 10: +1 count for each of the 8 other ids
+    qv = L.unigram_distribution(np.array([[0, 1, 1, 1, 2]]), [0, 9], 10)
+    assert qv[0] == qv[9] == 0 and qv[1] == pytest.approx(4 / 12) and qv[3] == pytest.approx(1 / 12)
+    q = {1: 4 / 12, 2: 2 / 12, 3: 1 / 12}
     want = [-math.log(q[1]), -math.log(q[1]), -math.log(q[2]), -math.log(0.5 + 0.5 * q[2]),
             -math.log(0.5 * q[3]), -math.log(0.5 + 0.5 * q[1])]
-    assert L.context_free_losses(labels, inputs, mask) == pytest.approx(want)
-    check = L.learning_check({"labels": labels, "inputs": inputs, "losses": np.full(6, 0.5)}, mask)
+    assert L.context_free_losses(labels, inputs, mask, qv) == pytest.approx(want)
+    check = L.learning_check({"labels": labels, "inputs": inputs, "losses": np.full(6, 0.5)}, mask, qv)
+    assert check["unigram_entropy"] == pytest.approx(-np.mean([math.log(q[t]) for t in labels]))
     assert (check["loss_tokens"], check["entropy_tokens"], check["mask_tokens"]) == (6, 6, 3)
     assert check["mask_unigram_loss"] == pytest.approx(np.mean(want[:3]))
-    assert L.learning_check(None, mask)["validation_mlm_loss"] is None
+    assert L.learning_check(None, mask, qv)["validation_mlm_loss"] is None
 
 
 @pytest.mark.parametrize("architecture", ["bert", "modernbert"])

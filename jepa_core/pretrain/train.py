@@ -85,7 +85,7 @@ from jepa_core.model.masking import PretrainCollator
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain.batches import BatchOrder, StepCosts, batch_stream, fixed_batches, step_costs
 from jepa_core.pretrain.engine import Engine, accelerator, apply_update, forward_backward
-from jepa_core.pretrain.learning import check_batches, learning_check, position_losses
+from jepa_core.pretrain.learning import check_batches, learning_check, position_losses, unigram_distribution
 from jepa_core.pretrain.numerics import numeric_environment
 from jepa_core.pretrain.resume import claim_checkpoint
 from jepa_core.pretrain.run_state import (
@@ -415,7 +415,10 @@ def train(params: Params, objective: str, out_dir: str | os.PathLike | RunPaths,
     positions = position_losses(engine.core, check_batches(inputs.data.blocks["validation"], inputs.data.tokenizer,
                                                             params, seed), acc.device, acc.autocast) \
         if inputs.val_batches else None
-    learning = learning_check(positions, inputs.data.tokenizer.mask_token_id, final_validation)
+    tok = inputs.data.tokenizer
+    learning = learning_check(positions, tok.mask_token_id,
+                              unigram_distribution(inputs.data.blocks["train"], tok.all_special_ids, len(tok)),
+                              final_validation)
     summary = run_summary(params, objective, seed, run, inputs.costs, last, final_validation, learning, session={
         "wall_time_s": budget.elapsed(), "stopped_by": stopped_by, "data_source": inputs.data.source,
         "precision": acc.mixed_precision, "device": str(acc.device), "target_precision": engine.target_precision,
