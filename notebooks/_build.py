@@ -194,8 +194,9 @@ print(f"evaluation took {evaluation['seconds']:.0f} s")'''),
     "04_geometry": header("04 · Representation geometry, significance and summary", """
 Uniformity and alignment (Wang & Isola, t = 2), anisotropy, covariance spectra (effective
 rank, stable rank, spectral entropy), per pooling, for the hybrid and the MLM encoder; hybrid −
-MLM differences with paired-bootstrap CIs and Holm-corrected p-values; the verdict on each of
-the paper's claims C1–C5 (`summary.md`); an interactive explorer.""") + [
+MLM differences with paired-bootstrap CIs; the confirmatory verdict on each of the paper's claims
+C1–C5 (`summary.md`: Holm over the cells the claims read, docs/PROTOCOL.md §2a; everything else
+exploratory); an interactive explorer.""") + [
         code('''
 import pandas as pd
 
@@ -239,7 +240,8 @@ figures.save(fig, run_dir, "differences_heatmap")
 display(fig)'''),
         md("**Significance map.** Each cell is hybrid − MLM for one task × pooling; red: the hybrid's value is higher. "
            "`*` marks differences whose p-value stays below 0.05 after Holm correction across the whole grid (all "
-           "tasks, poolings and metrics). With several pre-training seeds the cells are the seed-level differences "
+           "tasks, poolings and metrics): an exploratory map; the verdicts use the confirmatory family. With "
+           "several pre-training seeds the cells are the seed-level differences "
            "(mean over seeds; p over seeds and dev examples, the rows the verdicts use); with one seed, that seed's "
            "paired-bootstrap differences (example-level only). `results/differences.csv` has both (`level`)."),
         code('''
@@ -284,9 +286,10 @@ if on:
     effects = study.write_effects(run_dir, metrics, differences)
     display(effects.round(3))'''),
         md("**Effects.** One row per claim (C1–C4), variant and claim row: variant − MLM (paired by pre-training "
-           "seed), its 95% interval over seeds and dev examples, and the claim's verdict by summary.md's rule with "
-           "the variant in the hybrid's place. With one seed there is no seed-level interval (verdicts "
-           "inconclusive)."),
+           "seed), its 95% interval over seeds and dev examples, its p and Holm p over 05's family (C1 and C2 cells of "
+           "the declared comparisons, docs/PROTOCOL.md §2a), and `verdict`: the claim's confirmatory verdict on the "
+           "rows that decide it, `exploratory` on every other row (C3, C4, C1's context rows, undeclared "
+           "comparisons). With one seed there is no seed-level interval (verdicts inconclusive)."),
         code('''
 if on and len(effects):
     for claim in study.CLAIMS:

@@ -304,7 +304,7 @@ def _decomposition_lines(differences: pd.DataFrame) -> list[str]:
             continue
         rows.append({"task": task, "pooling": pooling, **{m: ci_text(r["diff"], r["ci_low"], r["ci_high"])
                                                            for m, r in table.iterrows()}})
-        sentences.append(f"- {sentence[0].upper()}{sentence[1:]}")
+        sentences.append(f"- {sentence}")
     if not rows:
         return out + ["_no uniformity rows in this run_", ""]
     return out + [markdown_table(pd.DataFrame(rows).fillna("–"))] + sentences + [""]
