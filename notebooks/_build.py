@@ -189,6 +189,19 @@ lines = [f"- skipped **{t}**: {why}" for t, why in evaluation["skipped_tasks"].i
 lines += [f"- {note}" for note in evaluation["notes"]]
 display(Markdown("\\n".join(lines) or "All configured tasks were evaluated."))
 print(f"evaluation took {evaluation['seconds']:.0f} s")'''),
+        code('''
+from jepa_core.analysis.trajectories import trajectory_study
+
+trajectories, _, _ = trajectory_study(params, run_dir, wiki_sentences=wiki)  # results/trajectories*.csv
+info = json.loads((run_dir / "results" / "trajectories.json").read_text())
+print(f"trajectories: {len(info['points'])} run(s), {trajectories['step'].nunique()} snapshot steps, "
+      f"{info['seconds']:.0f} s")
+for note in info["notes"]:
+    print("note:", note)'''),
+        md("**Trajectories** (beyond the paper; shown in notebook 04): the encoder snapshots each pre-training run "
+           "kept (`train.snapshots`: step 0, the last step and points between, each the weights at that step) are "
+           "measured like the finished encoders above: the label-free geometry of the held-out Wikipedia sentences "
+           "(mean and max pooling) and, at the start, middle and end, the SST-2 mean-pooling probe."),
     ],
 
     "04_geometry": header("04 · Representation geometry, significance and summary", """
@@ -257,6 +270,33 @@ display(Markdown(write_summary(metrics, differences, run_dir)))'''),
 from jepa_core.report.explorer import Explorer
 
 Explorer(run_dir.parent, run=run_dir.name).show()'''),
+        md("## Beyond the paper: the geometry during pre-training\n\nThe paper reports one end point per model. "
+           "Here the metrics of the held-out Wikipedia sentences (and the SST-2 probe at the start, middle and end) "
+           "on the encoder snapshots kept during pre-training, against the tokens seen and against the training "
+           "FLOPs (a hybrid step costs more than an MLM step): would the difference grow, vanish or reverse with "
+           "more training? Exploratory: no verdict rests on it. The explorer's `view` → `training` shows each "
+           "model and seed against optimizer steps."),
+        code('''
+from jepa_core.report import trajectory_figures
+from jepa_core.report.trajectory_summary import exploratory_trajectory_section
+
+require(run_dir, "results/trajectories.csv", step="03_probe")
+trajectories = pd.read_csv(run_dir / "results" / "trajectories.csv")
+for x, name in (("tokens", "trajectories"), ("flops", "trajectories_flops")):
+    fig = trajectory_figures.trajectories(trajectories, x=x)
+    figures.save(fig, run_dir, name)
+    display(fig)'''),
+        md("**Trajectories.** One panel per metric and pooling; a line per objective (mean over pre-training seeds, "
+           "markers at the snapshots), its band min–max over seeds. Step 0 is the same random encoder for both "
+           "objectives. First against the tokens seen (equal for both objectives at equal steps), then against "
+           "the training FLOPs."),
+        code('''
+trajectory_differences = pd.read_csv(run_dir / "results" / "trajectory_differences.csv")
+trends = pd.read_csv(run_dir / "results" / "trajectory_trends.csv")
+fig = trajectory_figures.difference_trajectories(trajectory_differences, trends)
+figures.save(fig, run_dir, "trajectory_differences")
+display(fig)
+display(Markdown("\\n".join(exploratory_trajectory_section(run_dir)[2:])))  # summary.md's block, less its heading'''),
     ],
     "05_ablations": header("05 · What drives the effect: ablations, layer-wise geometry, reference encoders", """
 Off unless the profile lists ablation variants (`ablations.variants`) or reference encoders
@@ -329,6 +369,20 @@ if on:
         md("**Layer-wise geometry** of the mean-pooled states of every layer (0 = embeddings) on SST-2 dev and "
            "held-out Wikipedia sentences (notebook 03's geometry subsamples): where in depth the objectives' "
            "geometries part. Bands: min–max over pre-training seeds; dashed: reference encoders (their own depth)."),
+        code('''
+from jepa_core.analysis.trajectories import trajectory_study
+from jepa_core.report import trajectory_figures
+
+if on and params.ablations.variants:
+    trajectories, _, _ = trajectory_study(params, run_dir, study.trajectory_runs(params, run_dir),
+                                          study.study_pairs(study.variant_names(params)),
+                                          out_dir=run_dir / study.STUDY_DIR)  # ablations/results/trajectories*.csv
+    fig = trajectory_figures.trajectories(trajectories, x="flops")
+    figures.save(fig, run_dir, "ablation_trajectories")
+    display(fig)'''),
+        md("**Trajectories of the variants** against training FLOPs, so that MLM given the hybrid's FLOPs "
+           "(mlm-flops) lines up with the hybrid: the same snapshot measurements as notebook 04's, every variant − "
+           "MLM per point in `ablations/results/trajectory_differences.csv`, trends in `trajectory_trends.csv`."),
         code('''
 if on:
     display(Markdown(study.write_summary_section(run_dir, effects)))'''),

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
 FIGURES = ["document_lengths", "training_curves", "probes_semantic_lexical", "uniformity_alignment",
-           "eigen_spectra", "effective_rank", "differences_heatmap"]
+           "eigen_spectra", "effective_rank", "differences_heatmap", "trajectories", "trajectories_flops",
+           "trajectory_differences"]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,8 @@ def test_summary_names_every_claim(chain):
 
 
 ABLATION_FIGURES = [f"ablation_forest_{c}" for c in ("C1", "C2", "C3", "C4")] + [
-    "ablation_probes", "ablation_geometry", "layerwise_uniformity", "layerwise_anisotropy", "layerwise_effective_rank"]
+    "ablation_probes", "ablation_geometry", "layerwise_uniformity", "layerwise_anisotropy", "layerwise_effective_rank",
+    "ablation_trajectories"]
 
 
 def test_ablations_notebook_evaluates_variants_and_references_like_03(chain, params):
@@ -220,6 +222,38 @@ def test_layerwise_table_has_every_model_layer_and_metric(chain, params):
         assert len(g) == 3 * (layers[model] + 1)  # uniformity, anisotropy, effective rank per layer
     assert np.isfinite(t["value"]).all() and (t.loc[t["metric"] == "uniformity", "value"] <= 1e-9).all()
     assert (t.loc[t["metric"] == "effective_rank", "value"] >= 1 - 1e-9).all()
+
+
+def test_trajectories_of_every_model_from_its_snapshots(chain, params):
+    """Issue 25: every pre-trained model measured at each snapshot point (step 0 and the last included, no
+    interpolation); the end point IS 03's number for the model; step 0 is one encoder for both objectives."""
+    from jepa_core.runs import list_snapshots, snapshot_steps
+
+    run_dir, _ = chain
+    t = pd.read_csv(run_dir / "results" / "trajectories.csv")
+    grid = snapshot_steps(params.train.steps, params.train.snapshots)
+    assert len(grid) >= 3 and grid[0] == 0 and grid[-1] == params.train.steps
+    for objective in params.objectives:
+        assert sorted(t.loc[(t["model"] == objective) & (t["task"] == "wiki"), "step"].unique()) == grid
+        assert [s.step for s in list_snapshots(run_dir / "snapshots" / objective)] == grid
+        assert sorted(t.loc[(t["model"] == objective) & (t["task"] == "sst2"), "step"]) == [0, grid[len(grid) // 2],
+                                                                                          grid[-1]]
+    m = pd.read_csv(run_dir / "results" / "metrics.csv")
+    end = t[t["step"] == params.train.steps].merge(m, on=["model", "task", "pooling", "metric"], suffixes=("", "_03"))
+    assert len(end) == (t["step"] == params.train.steps).sum() > 0
+    assert np.allclose(end[["value", "ci_low", "ci_high"]].to_numpy(float),
+                       end[["value_03", "ci_low_03", "ci_high_03"]].to_numpy(float), rtol=1e-9, atol=1e-12)
+    d = pd.read_csv(run_dir / "results" / "trajectory_differences.csv")
+    assert (d.loc[d["point"] == 0, "diff"] == 0).all() and set(d["point"]) == set(range(len(grid)))
+    trends = pd.read_csv(run_dir / "results" / "trajectory_trends.csv")
+    assert len(trends) and (trends["trend"] == "undetermined").all()  # one seed: no interval
+    text = (run_dir / "summary.md").read_text()
+    assert text.count("### Trajectories: how the geometry evolves during pre-training") == 1
+    v = pd.read_csv(run_dir / "ablations" / "results" / "trajectories.csv")
+    flops = v[v["model"] == "mlm-flops"]
+    assert flops["step"].max() > params.train.steps and flops["point"].nunique() == len(grid)
+    vd = pd.read_csv(run_dir / "ablations" / "results" / "trajectory_differences.csv")
+    assert set(zip(vd["model_a"], vd["model_b"])) == {("hybrid-fixed0.5", "mlm"), ("mlm-flops", "mlm")}
 
 
 def test_second_invocation_reuses_every_step(chain):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jepa_core.report.ablation_figures import _palette
 from jepa_core.report.figures import GEOMETRY_LABELS, _empty, _figure, _require
@@ -13,6 +14,14 @@ from jepa_core.report.figures import GEOMETRY_LABELS, _empty, _figure, _require
 X_AXES = {"tokens": "tokens seen", "flops": "training FLOPs", "step": "optimizer steps"}
 TRAJECTORY_COLUMNS = ["model", "seed", "step", "tokens", "flops", "task", "pooling", "metric", "value", "point"]
 POOLING_ORDER = ("mean", "max")
+
+
+def _x_axis(ax, label: str) -> None:
+    """Few ticks, large counts in powers of ten (tokens and FLOPs run to millions and beyond)."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+    ax.set_xlabel(label, fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 def _panels(table: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -52,9 +61,8 @@ def trajectories(table: pd.DataFrame, x: str = "tokens", title: str | None = Non
             if g["seed"].nunique() > 1:
                 ax.fill_between(xs, lo, hi, color=colours[model], alpha=0.2, linewidth=0)
         ax.set_title(f"{task} · {pool} · {metric}", fontsize=9)
-        ax.set_xlabel(X_AXES[x], fontsize=8)
+        _x_axis(ax, X_AXES[x])
         ax.set_ylabel(GEOMETRY_LABELS.get(metric, metric).split("\n")[0], fontsize=7)
-        ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
     fig.suptitle(title or f"Over pre-training, against {X_AXES[x]} (held-out Wikipedia sentences; SST-2: probe "
                  "accuracy; line: mean over seeds, band: min–max over seeds)")
@@ -91,9 +99,8 @@ def difference_trajectories(differences: pd.DataFrame, trends: pd.DataFrame | No
         ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
         trend = f" — {label[cell]}" if cell in label else ""
         ax.set_title(f"{task} · {pool} · {metric}{trend}", fontsize=9)
-        ax.set_xlabel(f"{X_AXES[x]} ({model_a})", fontsize=8)
+        _x_axis(ax, f"{X_AXES[x]} ({model_a})")
         ax.set_ylabel(f"{model_a} − {model_b}", fontsize=8)
-        ax.tick_params(labelsize=7)
     fig.suptitle(f"{model_a} − {model_b} over pre-training (95% interval over seeds and examples; hollow: one seed, "
                  "no interval; title: the trend, trajectories.classify_trend)")
     return fig

@@ -6,6 +6,8 @@ where a reference encoder sits.
     metrics, differences = evaluate_study(params, run_dir)   # -> <run>/ablations/results/
     effects = effect_table(metrics, differences)  # variant − MLM per claim row (C1–C4); verdicts on 05's family
     layerwise = layerwise_study(params, run_dir)  # -> <run>/results/layerwise.csv
+    trajectory_study(params, run_dir, trajectory_runs(params, run_dir), study_pairs(variant_names(params)),
+                     out_dir=run_dir / STUDY_DIR)        # analysis/trajectories.py -> <run>/ablations/results/
 
 Protocol: ONE implementation. Every variant is evaluated by evaluate.evaluate with the run's eval
 parameters (same tasks, dev subsets, bootstrap resamples: they are seeded by the profile's first
@@ -31,11 +33,12 @@ import pandas as pd
 from jepa_core.analysis.encode import load_encoder, reference_encoder_path
 from jepa_core.analysis.evaluate import evaluate
 from jepa_core.analysis.layerwise import layer_embeddings, layerwise_geometry
+from jepa_core.analysis.trajectories import TrajectoryRun
 from jepa_core.config import Params
 from jepa_core.pretrain.flops import training_flops_per_step
 from jepa_core.pretrain.jobs import pretrain_runs
 from jepa_core.report import claims
-from jepa_core.runs import model_name
+from jepa_core.runs import SNAPSHOTS, model_name
 from jepa_core.study.variants import AblationRun, expand, planned_budget
 
 BASELINE = "mlm-steps"  # the main MLM run (equal steps): every effect is variant − this run
@@ -132,6 +135,15 @@ def evaluate_study(params: Params, run_dir: Path) -> tuple[pd.DataFrame, pd.Data
     wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
     return evaluate(models, study, run_dir / STUDY_DIR, wiki, objectives=objectives, random_init=False,
                     pairs=study_pairs(variant_names(params)))
+
+
+def trajectory_runs(params: Params, run_dir: Path) -> list[TrajectoryRun]:
+    """Every run of the study (variants, the MLM baseline, hybrid-learned) with its snapshot folder, named as in
+    05's tables: analysis/trajectories.py measures them into <run>/ablations/results/ (the main runs' snapshots
+    from the cache that 03 filled)."""
+    return [TrajectoryRun(BASELINE_NAME if r.name == BASELINE else r.name, r.objective, r.seed,
+                          Path(run_dir) / SNAPSHOTS / (model_name(params, r.reuses, r.seed) if r.reuses else r.key))
+            for r in study_runs(params)]
 
 
 def study_pairs(variants: list[str]) -> list[tuple[str, str]]:
