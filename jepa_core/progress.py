@@ -16,6 +16,7 @@ imbalance of parallel runs and the tail when fewer runs are left than slots, so 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import threading
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 EVAL_PROGRESS = Path("progress") / "evaluate.jsonl"
+# a checkpoint moved aside by the trainer (pretrain.checkpoint.set_aside): checkpoints/<name>.<tag>-<time>[-n]/
+SET_ASIDE = re.compile(r"^(?P<name>.+)\.(?P<tag>stale|corrupt)-\d{8}-\d{6}(-\d+)?$")
 ESTIMATE_STEPS = 20  # steps seen before the pre-training estimate: the first few include start-up costs
 
 
@@ -247,8 +250,31 @@ class Watcher:
         self.estimated: dict[str, float] = {}  # objective -> s/step
         self.finished: set[str] = set()
         self.broken = False  # a display error stopped the polling
+        # checkpoints set aside during this step are said on the console (the trainer says it in the kernel,
+        # whose output the runner does not show)
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.set_aside = set(self._set_aside())
+
+    def _set_aside(self) -> list[str]:
+        try:
+            return [p.name for p in self.checkpoints.iterdir() if SET_ASIDE.match(p.name)]
+        except OSError:
+            return []
+
+    def _report_set_aside(self) -> None:
+        for name in sorted(set(self._set_aside()) - self.set_aside):
+            self.set_aside.add(name)
+            m, where = SET_ASIDE.match(name), self.checkpoints / name
+            if m["tag"] == "stale":
+                self.board.event(f"[pretrain] {m['name']}: its previous checkpoint (other weight-changing parameters "
+                                 f"or data, or --force) was moved aside to {where}, nothing deleted: trains from "
+                                 "scratch")
+            else:
+                self.board.event(f"[pretrain] {m['name']}: a checkpoint that failed verification was moved aside to "
+                                 f"{where}, nothing deleted")
 
     def poll(self) -> None:
+        self._report_set_aside()
         for name, tail in self.tails.items():
             records = tail.read()
             if not records:

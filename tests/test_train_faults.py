@@ -140,3 +140,64 @@ def test_sigterm_through_the_cli_exits_143_after_a_checkpoint(tmp_path, monkeypa
     assert "SIGTERM at step 3" in capsys.readouterr().err
     assert ckpt.load_checkpoint(tmp_path / "checkpoint")["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# ---------------------------------------------------------------- corrupt checkpoints
+
+def _weights(folder):
+    """The tensors of a checkpoint's model.safetensors, copied into memory (not mapped to the file)."""
+    from safetensors.torch import load
+
+    return load((folder / ckpt.WEIGHTS).read_bytes())
+
+
+CORRUPTIONS = {
+    "truncated model.safetensors": (ckpt.WEIGHTS, lambda p: p.write_bytes(p.read_bytes()[:-100])),
+    "random bytes in state.pt": (ckpt.STATE, lambda p: p.write_bytes(os.urandom(p.stat().st_size))),
+    "deleted meta.json": (ckpt.META, lambda p: p.unlink()),
+}
+
+
+@pytest.mark.parametrize("fault", list(CORRUPTIONS))
+def test_a_corrupt_checkpoint_is_set_aside_and_the_previous_one_resumed(tmp_path, capsys, fault):
+    """The last checkpoint damaged: it is moved to checkpoint.corrupt-<time>/ with a message naming the
+    file, the previous one (checkpoint.prev) is resumed, and the run ends where an undamaged one ends."""
+    name, damage = CORRUPTIONS[fault]
+    params, run = tiny_params(train__steps=20), tmp_path / "run"  # checkpoints at steps 10 and 20
+    T.train(params, "hybrid", run, data=tiny_data())
+    ck = run / "checkpoint"
+    want = _weights(ck)
+    damaged_bytes = None
+    damage(ck / name)
+    if (ck / name).exists():
+        damaged_bytes = (ck / name).read_bytes()
+    capsys.readouterr()
+    summary = T.train(params, "hybrid", run, resume=True, data=tiny_data())
+    out = capsys.readouterr().out
+    (moved,) = run.glob("checkpoint.corrupt-*")
+    assert f"checkpoint {ck} is corrupt: {name} " in out and f"moved to {moved}" in out, out
+    assert f"trying the previous checkpoint {ckpt.previous(ck)} (step 10)" in out
+    assert f"resumed hybrid from {ckpt.previous(ck)} at step 10" in out
+    assert "weights_only=False will" not in out
+    assert summary["resumed_from_step"] == 10 and summary["steps"] == 20
+    if damaged_bytes is not None:  # the damaged folder is kept as it was: nothing deleted
+        assert (moved / name).read_bytes() == damaged_bytes
+    got = _weights(ck)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # an exact resume
+    assert ckpt.saved_step(ck) == 20 and ckpt.saved_step(ckpt.previous(ck)) == 10
+
+
+def test_no_intact_checkpoint_left_starts_from_scratch_saying_so(tmp_path, capsys):
+    params, run = tiny_params(train__steps=20), tmp_path / "run"
+    T.train(params, "mlm", run, data=tiny_data())
+    (run / "checkpoint" / ckpt.META).unlink()  # the weights survive, the folder is not a checkpoint
+    (run / "checkpoint.prev" / ckpt.STATE).write_bytes(b"\x00" * 64)
+    capsys.readouterr()
+    summary = T.train(params, "mlm", run, resume=True, data=tiny_data())
+    out = capsys.readouterr().out
+    assert "checkpoint is corrupt: meta.json is missing" in out
+    assert "checkpoint.prev is corrupt: state.pt is 64 bytes" in out
+    assert "no earlier checkpoint is left: training starts from scratch" in out
+    assert summary["resumed_from_step"] is None and summary["steps"] == 20
+    assert sorted(p.name.split("-")[0] for p in run.glob("checkpoint*.corrupt-*")) == [
+        "checkpoint.corrupt", "checkpoint.prev.corrupt"]

@@ -485,7 +485,7 @@ def evaluate(models: dict[str, Any], params: Params, out_dir: str | Path, wiki_s
         for task in tasks:
             try:
                 datasets.append(prepare_task(task, params))
-            except (glue.GlueUnavailable, glue.GlueFormatError, ValueError) as err:
+            except glue.GlueUnavailable as err:  # no data: skipped, saying why; bad data (GlueDataError) stops here
                 skipped[task] = str(err)
         wiki = _read_wiki(wiki_sentences)
         if wiki:
@@ -527,6 +527,30 @@ def evaluate(models: dict[str, Any], params: Params, out_dir: str | Path, wiki_s
 
 # ---------------------------------------------------------------- CLI
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def model_folder_problem(path: Path) -> str | None:
+    """Why `path` is not an encoder folder evaluate can load (config.json, weights, tokenizer files), or None.
+    Without this check transformers answers a folder that is not a model with advice to install
+    sentencepiece or tiktoken."""
+    missing = [what for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES),
+                                        ("tokenizer files", TOKENIZER_FILES))
+               if not any((path / n).is_file() for n in names)]
+    if not missing:
+        return None
+    hint = ""
+    if (path / "encoder" / "config.json").is_file():
+        hint = f"; {path / 'encoder'} looks like one"
+    elif (path / "state.pt").is_file() or (path / "meta.json").is_file():
+        hint = "; this looks like a training checkpoint: evaluate the exported encoder in <run>/models/<name>/"
+    return (f"{path} is not a model folder: no {' / '.join(missing)} (expected a Hugging Face encoder folder "
+            f"with config.json, weights ({WEIGHT_FILES[0]}) and a tokenizer ({TOKENIZER_FILES[0]}), such as "
+            f"outputs/<run>/models/hybrid){hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.analysis.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--params", required=True, help="parameter profile (YAML)")
@@ -547,13 +571,20 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, path = spec.partition("=")
         if not sep or not name or not Path(path).is_dir():
             parser.error(f"--model {spec!r}: expected NAME=PATH with PATH an existing checkpoint folder")
+        problem = model_folder_problem(Path(path))
+        if problem:
+            parser.error(f"--model {spec!r}: {problem}")
         models.setdefault(name, []).append(path)
-    metrics_df, differences_df = evaluate(models, params, args.out, args.wiki_sentences)
+    try:
+        metrics_df, differences_df = evaluate(models, params, args.out, args.wiki_sentences)
+    except glue.GlueDataError as exc:  # bad GLUE data: an error naming the file, never a skip
+        print(f"error: GLUE data: {exc}", file=sys.stderr)
+        return 1
     summary = json.loads((Path(args.out) / "results" / "evaluation.json").read_text())
     print(f"{len(metrics_df)} metric rows, {len(differences_df)} differences in {summary['seconds']} s -> "
           f"{Path(args.out) / 'results'}")
     for task, why in summary["skipped_tasks"].items():
-        print(f"skipped {task}: {why}")
+        print(f"warning: skipped {task} (no data): {why}", file=sys.stderr)
     for note in summary["notes"]:
         print(f"note: {note}")
     return 0

@@ -37,7 +37,12 @@ MNLI_NOTE = ("MNLI train split not available: the probe is trained on dev_mismat
              "and reported on dev_matched")
 
 
-class GlueFormatError(ValueError):
+class GlueDataError(ValueError):
+    """GLUE data that is there but cannot be used (a malformed file, a GLUE folder that does not exist):
+    an error, never a skip. The message names the file (and line) and what was expected."""
+
+
+class GlueFormatError(GlueDataError):
     """A GLUE file does not have the expected layout (names the file and line)."""
 
 
@@ -117,15 +122,53 @@ def locate(task: str, split: str, glue_dir: Path) -> Path | None:
     return None
 
 
+def _expected(layout: TsvLayout) -> str:
+    if not layout.header:
+        return "4 tab-separated fields per line (source, label, original mark, sentence), no header"
+    names = [c for c in (layout.sentence1, layout.sentence2, layout.label) if c is not None]
+    return f"a header row naming the columns {', '.join(names)}, then one example per line"
+
+
+def _check_text(path: Path, layout: TsvLayout) -> None:
+    """A GLUE TSV is UTF-8 text without NUL bytes: else a GlueFormatError naming the line and the byte (a binary,
+    compressed or UTF-16 file). One pass over the bytes, line by line."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            nul = raw.find(b"\0")
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = err.start if nul < 0 else min(err.start, nul)
+            else:
+                bad = nul
+            if bad >= 0:
+                what = "a NUL byte" if bad == nul else f"byte 0x{raw[bad]:02x}"
+                raise GlueFormatError(f"{path}:{line_no}: not UTF-8 text ({what} at offset {offset + bad}): expected "
+                                      f"a tab-separated GLUE file ({_expected(layout)}); is it a binary or compressed "
+                                      "file?")
+            offset += len(raw)
+
+
 def read_tsv(path: Path, task: str) -> pd.DataFrame:
-    """Parse one GLUE TSV strictly: every row must have the header's field count and a valid label."""
+    """Parse one GLUE TSV strictly: every row must have the header's field count and a valid label. Anything
+    else (a binary or empty file, a bad header, a malformed row) raises GlueFormatError naming the file, the
+    line where there is one, and what was expected."""
     layout = TSV_LAYOUTS[task]
+    _check_text(path, layout)
+    try:
+        return _read_tsv(path, task, layout)
+    except csv.Error as err:
+        raise GlueFormatError(f"{path}: {err}: expected tab-separated UTF-8 text ({_expected(layout)})") from None
+
+
+def _read_tsv(path: Path, task: str, layout: TsvLayout) -> pd.DataFrame:
     with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MRPC's BOM
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
             header = next(rows, None)
             if header is None:
-                raise GlueFormatError(f"{path}: empty file")
+                raise GlueFormatError(f"{path}: empty file (expected {_expected(layout)})")
             columns = {name: i for i, name in enumerate(header)}
             if task == "mnli" and "sentence1" not in columns:
                 columns.update({k: columns[v] for k, v in MNLI_ALIASES.items() if v in columns})
@@ -133,7 +176,8 @@ def read_tsv(path: Path, task: str) -> pd.DataFrame:
                 idx = [columns[c] if c is not None else None
                        for c in (layout.sentence1, layout.sentence2, layout.label)]
             except KeyError as err:
-                raise GlueFormatError(f"{path}:1: header has no column {err.args[0]!r} (header: {header})") from None
+                raise GlueFormatError(f"{path}:1: header has no column {err.args[0]!r} (header: {header}; "
+                                      f"expected {_expected(layout)})") from None
             width = len(header)
         else:
             idx, width = [layout.sentence1, layout.sentence2, layout.label], 4
@@ -151,15 +195,23 @@ def read_tsv(path: Path, task: str) -> pd.DataFrame:
                 raise GlueFormatError(f"{path}:{line}: bad label: {err}") from None
             s1.append(row[i1])
             s2.append(row[i2] if i2 is not None else None)
+    if not labels:
+        raise GlueFormatError(f"{path}: no examples{' after the header' if layout.header else ''} "
+                              f"(expected {_expected(layout)})")
     return _frame(s1, s2, labels, task)
 
 
 def read_parquet(path: Path, task: str) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors (ArrowInvalid, OSError ...) do not name the file
+        raise GlueFormatError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
     c1, c2 = HUB_COLUMNS[task]
     missing = [c for c in (c1, c2, "label") if c is not None and c not in df.columns]
     if missing:
         raise GlueFormatError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    if not len(df):
+        raise GlueFormatError(f"{path}: no examples")
     return _frame(df[c1].tolist(), df[c2].tolist() if c2 else [None] * len(df), df["label"].tolist(), task)
 
 
@@ -246,4 +298,27 @@ def available_tasks(tasks: list[str], glue_dir: str | os.PathLike | None = None)
                              f"(expected {' / '.join(s + '.tsv' for s in missing)} or the hub's parquet files)")
         else:
             available.append(task)
+    return available, skipped
+
+
+def check_tasks(tasks: list[str], glue_dir: str | os.PathLike | None = None) -> tuple[list[str], dict[str, str]]:
+    """available_tasks(), then every split that evaluation will read of each available task parsed in full,
+    so that bad data stops a run before any work: raises GlueDataError (naming the file, the line where there
+    is one, and what was expected) for a malformed, empty or binary file, and for a GLUE folder that does not
+    exist. Tasks without data (no folder or split; no folder and the hub offline) are returned as skipped, with
+    why. From the hub (no folder), nothing is downloaded here."""
+    root = resolve_glue_dir(glue_dir)
+    if root is not None and not root.is_dir():
+        where = "eval.glue_dir" if glue_dir is not None else "$GLUE_DIR"
+        raise GlueDataError(f"{where}={root}: the GLUE folder does not exist (expected a folder holding "
+                            f"{', '.join(f'{f}/' for f in TASK_FOLDERS.values())})")
+    available, skipped = available_tasks(tasks, glue_dir)
+    if root is None:
+        return available, skipped
+    for task in available:
+        train, dev, _ = task_splits(task, root)
+        splits = [train, dev] + (["dev_mismatched"] if task == "mnli" and train == "train"
+                                 and locate(task, "dev_mismatched", root) is not None else [])
+        for split in dict.fromkeys(splits):
+            load_task(task, split, root)
     return available, skipped

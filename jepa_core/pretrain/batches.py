@@ -60,8 +60,13 @@ class _Batches:
         return (row.tolist() for row in self.grid)
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: stopping is the training process's business (it finishes
+    the step and checkpoints), and a worker killed by a signal sent to the whole process group (Ctrl-C, a
+    scheduler, the workbook runner) would make the DataLoader raise in the middle of that step. A worker
+    still ends with the training process (the DataLoader shuts it down; its watchdog sees a dead parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batch_stream(dataset: Any, collator: PretrainCollator, order: BatchOrder, epoch: int, start: int,
@@ -70,7 +75,7 @@ def batch_stream(dataset: Any, collator: PretrainCollator, order: BatchOrder, ep
     while True:
         collator.set_epoch(epoch)  # before the iterator exists: workers copy the collator
         loader = DataLoader(dataset, batch_sampler=order.batches(epoch, start), collate_fn=collator,
-                            num_workers=num_workers, worker_init_fn=_ignore_sigint if num_workers else None,
+                            num_workers=num_workers, worker_init_fn=_ignore_stop_signals if num_workers else None,
                             pin_memory=torch.cuda.is_available(),
                             # own generator: creating an iterator must not draw from the global RNG
                             # (that would shift dropout after a resume)

@@ -5,6 +5,11 @@ weight-changing parameter, i.e. all keys of data/model/mask/jepa/train except co
 matches this run's; otherwise `claim_checkpoint` moves it aside to `<checkpoint>.stale-<time>/` (with
 its log, summary and encoder snapshots, `set_aside`) with a message naming the changed keys. Nothing is
 deleted. Checkpoints written before the `objective` section was renamed `jepa` compare under the new name.
+
+A checkpoint that fails verification (`checkpoint.verify_checkpoint`: a file missing, truncated, changed
+since it was written, or unreadable) is moved aside to `<checkpoint>.corrupt-<time>/` with a message
+naming the file, and the previous checkpoint (`<checkpoint>.prev`, the one before it) is tried next;
+when none is left the run starts from scratch, saying so.
 """
 from __future__ import annotations
 
@@ -58,28 +63,58 @@ def set_aside(paths: RunPaths, why: str, say: Callable[[str], None] = print) -> 
     if found is None:
         return None
     stale = ckpt.set_aside(found, paths.checkpoint_dir)
+    if found == paths.checkpoint_dir and ckpt.previous(found).exists():  # the one before it belongs to that run too
+        os.replace(ckpt.previous(found), stale / "prev")
     if paths.log_path.is_file():  # the new run starts a new log: keep the old one with its checkpoint
         os.replace(paths.log_path, stale / "log.jsonl")
     if paths.summary_path.is_file():  # the model folder is replaced only when the new run finishes
         shutil.copy2(paths.summary_path, stale / "train_summary.json")
     if paths.snapshot_dir.is_dir():  # the encoder snapshots of that run go with it (train.snapshots)
         os.replace(paths.snapshot_dir, stale / "snapshots")
-    say(f"[train] {why}; the previous checkpoint (step {ckpt.saved_step(stale)}) was moved to "
+    step = ckpt.saved_step(stale)
+    say(f"[train] {why}; the previous checkpoint (step {'?' if step is None else step}) was moved to "
         f"{stale}, nothing was deleted")
     return stale
+
+
+def set_aside_corrupt(paths: RunPaths, corrupt: "ckpt.CorruptCheckpoint", say: Callable[[str], None] = print
+                      ) -> Path:
+    """Move the checkpoint folder that failed verification to `<folder>.corrupt-<time>/` and say which
+    file is bad and what happens next (the previous checkpoint, or a start from scratch); nothing is deleted."""
+    found = corrupt.path
+    name = found if not found.name.startswith(".") else paths.checkpoint_dir  # `.<name>.old`: named as the checkpoint
+    moved = ckpt.set_aside(found, name, tag="corrupt")
+    after = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+    step = None if after is None else ckpt.saved_step(after)
+    then = ("no earlier checkpoint is left: training starts from scratch" if after is None
+            else f"trying the previous checkpoint {after} (step {'?' if step is None else step})")
+    say(f"[train] checkpoint {found} is corrupt: {corrupt.file} {corrupt.reason}. It was moved to {moved} "
+        f"(nothing was deleted); {then}")
+    return moved
 
 
 def claim_checkpoint(paths: RunPaths, params: Params, objective: str, seed: int,
                      say: Callable[[str], None] = print, is_main: bool = True,
                      barrier: Callable[[], None] = lambda: None) -> dict[str, Any] | None:
-    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when its
-    run identity matches this run's; else move it aside (`set_aside`), naming the changed keys.
-    Returns the state to resume (`checkpoint.read_checkpoint`: read once, here) or None. Only the
+    """THE rule for an existing checkpoint (CLI --resume and the workbook alike): resume it when it is
+    intact and its run identity matches this run's; a corrupt one is moved aside (`set_aside_corrupt`)
+    and the previous one tried; one of other parameters is moved aside (`set_aside`), naming the changed
+    keys. Returns the state to resume (`checkpoint.read_checkpoint`: read once, here) or None. Only the
     main process moves files; all agree on the answer."""
-    found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
-    if found is None:
-        return None
-    state = ckpt.read_checkpoint(found)
+    while True:
+        found = ckpt.resolve_checkpoint(paths.checkpoint_dir)
+        if found is None:
+            return None
+        try:
+            state, corrupt = ckpt.read_checkpoint(found), None
+        except ckpt.CorruptCheckpoint as exc:
+            state, corrupt = None, exc
+        barrier()  # every process has read (or failed to read) the checkpoint before anything moves
+        if corrupt is None:
+            break
+        if is_main:
+            set_aside_corrupt(paths, corrupt, say)
+        barrier()
     changed = _changed_keys(state["extra"], run_identity(params, objective, seed), params)
     barrier()  # every process has read the checkpoint before it moves
     if changed and is_main:

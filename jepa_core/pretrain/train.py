@@ -50,8 +50,10 @@ Faults: a non-finite loss or gradient stops the run with `NonFiniteLossError` be
 step (the last checkpoint is left untouched; on one CUDA process the finite flag is read only when a
 log record or checkpoint is due, so nothing non-finite is ever logged or saved); SIGINT / SIGTERM
 finish the current step, write a checkpoint and raise
-`TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143); kill -9 at any moment leaves
-the previous checkpoint intact (checkpoint.py writes atomically).
+`TrainingInterrupted` (a KeyboardInterrupt; the CLI exits 130 / 143; the workbook: pretrain/jobs.py and
+study/interrupts.py); kill -9 at any moment leaves the previous checkpoint intact (checkpoint.py writes
+atomically and keeps the one before it); a checkpoint that fails verification is moved aside to
+`<checkpoint>.corrupt-<time>/`, naming the bad file, and the previous one is resumed (`claim_checkpoint`).
 """
 from __future__ import annotations
 
@@ -113,6 +115,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint written to {checkpoint_dir}")
         self.signum, self.step, self.checkpoint_dir = signum, step, checkpoint_dir
 
+    def __reduce__(self):  # picklable with its fields: pool workers (pretrain.jobs) raise it to their parent
+        return type(self), (self.signum, self.step, self.checkpoint_dir)
+
 
 # ---------------------------------------------------------------- data
 
@@ -135,17 +140,56 @@ def batch_rankme(x: torch.Tensor) -> float:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM set a flag that the loop checks between steps; a second SIGINT aborts at once."""
+    """SIGINT/SIGTERM set a flag that the loop checks between steps; a second SIGINT aborts at once.
+
+    A process that runs several trainings one after the other (the workbook's kernel, a pre-training pool
+    worker: `jobs.pretrain_runs`) notes signals for as long as it runs them (`noting`, `start_noting`): a
+    signal that arrives outside a training loop (loading, building, exporting) is kept in `StopFlag.noted`
+    instead of killing the process (SIGTERM) or raising wherever it lands (SIGINT); a loop that starts after
+    it stops after its first step with a checkpoint, and the job runner starts no further run."""
+
+    noted: int | None = None  # the stop signal this process received while noting (class-wide)
+    _noting = False
 
     def __init__(self):
-        self.signum: int | None = None
+        self.signum: int | None = StopFlag.noted
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt("second SIGINT: aborting without a checkpoint")
         self.signum = signum
+        if StopFlag._noting:
+            StopFlag.noted = signum
         print(f"\n[train] {signal.Signals(signum).name} received: finishing this step, then checkpointing",
               file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _note(signum: int, _frame: Any) -> None:
+        if StopFlag.noted == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt("second SIGINT: aborting without a checkpoint")
+        StopFlag.noted = signum
+
+    @staticmethod
+    def start_noting() -> dict[int, Any]:
+        """Note SIGINT/SIGTERM from now on (main thread only; elsewhere nothing changes); returns the
+        handlers it replaced. A pool worker calls it once, as its initializer."""
+        StopFlag.noted = None
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        StopFlag._noting = True
+        return {s: signal.signal(s, StopFlag._note) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    @contextmanager
+    def noting() -> Iterator[None]:
+        """`start_noting` for the block; the previous handlers come back after it and `noted` is cleared."""
+        previous = StopFlag.start_noting()
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            StopFlag.noted, StopFlag._noting = None, False
 
     @contextmanager
     def installed(self) -> Iterator["StopFlag"]:

@@ -330,8 +330,11 @@ def skipped_notice(skipped: dict[str, str]) -> list[str]:
     a skipped task changes what the claims rest on, so the reader sees it before any verdict."""
     if not skipped:
         return []
+    by_reason: dict[str, list[str]] = {}
+    for task, why in skipped.items():
+        by_reason.setdefault(why, []).append(task)
     return [f"> **GLUE task(s) not evaluated (no data): {', '.join(skipped)}.** "
-            + "; ".join(f"{t}: {why}" for t, why in skipped.items())
+            + "; ".join(f"{', '.join(tasks)}: {why}" for why, tasks in by_reason.items())
             + ". The claims are decided on the tasks that were evaluated; a claim whose planned task is missing says "
               "so next to its verdict.", ""]
 

@@ -5,9 +5,17 @@
 Parameters are validated (file + overrides) before any notebook starts, then written to
 `outputs/<run_name>/params.yaml`; every notebook receives that file through its `parameters`
 cell and validates it again. A finished step leaves a small done-marker holding a fingerprint
-of the parameters it depends on (plus the notebook's source); a later invocation skips steps
-whose marker matches, so an interrupted run continues from the first incomplete step and an
-`eval`-only change re-runs only the analysis notebooks. `--force` re-runs everything.
+of the parameters it depends on (plus the notebook's source) and the inputs it read besides them
+(`study.inputs`: the Wikipedia and GLUE sources with a content fingerprint, the analysis code); a
+later invocation skips steps whose marker matches, so an interrupted run continues from the first
+incomplete step and an `eval`-only change re-runs only the analysis notebooks; the console says why
+each step re-runs. `--force` re-runs everything.
+
+Reliability (docs/WORKBOOK.md, "Reliability"): one run per folder (`study.lock`); the configured GLUE
+data is parsed before any notebook runs (a malformed file stops the run naming file and line; a task
+without data is skipped, said on the console and at the top of summary.md); a failing step's own error
+is never masked by the HTML export or other clean-up; redirected to a file, the log holds the runner's
+progress lines only (no progress-bar frames from the kernels and their workers).
 
 Each executed notebook is saved to `<run>/notebooks/NN_*.ipynb` and exported to HTML next to
 it; `<run>/report.html` gathers them all without their code (nbconvert `exclude_input`).
@@ -31,8 +39,20 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from jepa_core import progress
-from jepa_core.config import NON_WEIGHT_KEYS, Params, ParamsError, load_params, parse_overrides, save_params
+from jepa_core.config import (
+    NON_WEIGHT_KEYS,
+    WEIGHT_SECTIONS,
+    Params,
+    ParamsError,
+    load_params,
+    parse_overrides,
+    save_params,
+)
 from jepa_core.runs import model_name
+from jepa_core.study import inputs as step_inputs_module
+from jepa_core.study.interrupts import RUNNER as INTERRUPTS
+from jepa_core.study.interrupts import WorkbookInterrupted
+from jepa_core.study.lock import RunLocked, run_lock
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = PACKAGE_ROOT / "notebooks"
@@ -65,6 +85,16 @@ class WorkbookError(RuntimeError):
     def __init__(self, step: str, notebook: Path, message: str):
         super().__init__(f"step {step} failed: {message}\n  partly executed notebook: {notebook}")
         self.step, self.notebook = step, notebook
+
+
+class DataError(RuntimeError):
+    """The configured data cannot be used (a malformed GLUE file ...): found before any notebook runs."""
+
+
+# the steps whose notebooks read GLUE (03 evaluates; 05 evaluates its variants with 03's protocol)
+GLUE_STEPS = ("03_probe", "05_ablations")
+NOT_RUN_YET = "not run yet"
+OUT_OF_DATE = "> **Out of date:**"  # first words of the notice a stopped invocation puts on top of summary.md
 
 
 # ---------------------------------------------------------------- helpers for the notebooks
@@ -124,38 +154,284 @@ def _picked(d: Mapping[str, Any], key: str) -> Any:
     return value
 
 
-def step_fingerprints(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
-    """One fingerprint per step: its parameter keys (less UNFINGERPRINTED_KEYS) + its notebook source + the
-    previous step's. Leaving NON_WEIGHT_KEYS out changed 02's (and so every later) fingerprint: runs made
-    before that re-run their steps 02-05 once (the checkpoints are resumed, not retrained)."""
+def step_records(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, dict[str, Any]]:
+    """Per step: `fingerprint` (step_fingerprints), and what it hashes, kept in the done-marker so that a later
+    invocation can say what changed: `parameters` (the step's own keys) and `notebook` (a hash of its source)."""
     d = params.to_dict()
     out, previous = {}, ""
     for step, keys in STEPS.items():
         source = (notebooks_dir / f"{step}.ipynb").read_bytes()
         picked = {k: _picked(d, k) for k in keys}
         blob = json.dumps([previous, picked], sort_keys=True).encode() + source
-        previous = out[step] = hashlib.sha256(blob).hexdigest()[:16]
+        previous = hashlib.sha256(blob).hexdigest()[:16]
+        out[step] = {"fingerprint": previous, "parameters": picked,
+                     "notebook": hashlib.sha256(source).hexdigest()[:16]}
     return out
+
+
+def step_fingerprints(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
+    """One fingerprint per step: its parameter keys (less UNFINGERPRINTED_KEYS) + its notebook source + the
+    previous step's. Leaving NON_WEIGHT_KEYS out changed 02's (and so every later) fingerprint: runs made
+    before that re-run their steps 02-05 once (the checkpoints are resumed, not retrained). The data and
+    code a step reads are not in it: they are compared separately (`plan_reasons`, study.inputs)."""
+    return {step: r["fingerprint"] for step, r in step_records(params, notebooks_dir).items()}
 
 
 def _marker(run_dir: Path, step: str) -> Path:
     return run_dir / ".done" / f"{step}.json"
 
 
-def plan(run_dir: Path, fingerprints: Mapping[str, str], force: bool = False) -> dict[str, bool]:
-    """step -> True when it must run. A step is reused only if its marker matches its
-    fingerprint, its executed notebook exists, and every step before it is reused too."""
-    todo, rerun_rest = {}, force
-    for step, fp in fingerprints.items():
-        marker = _marker(run_dir, step)
-        done = (marker.is_file() and (run_dir / "notebooks" / f"{step}.ipynb").is_file()
-                and json.loads(marker.read_text()).get("fingerprint") == fp)
-        rerun_rest = rerun_rest or not done
-        todo[step] = rerun_rest
-    return todo
+def _read_marker(run_dir: Path, step: str) -> dict | None:
+    try:
+        data = json.loads(_marker(run_dir, step).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parameter_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    a, b = _flat(dict(old)), _flat(dict(new))
+    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    shown = [f"{k} ({_short(a.get(k, '(absent)'))} → {_short(b.get(k, '(absent)'))})" for k in keys[:4]]
+    return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def _legacy_wiki(run_dir: Path, entry: Mapping[str, Any]) -> str | None:
+    """A marker written before inputs were recorded: compare the Wikipedia source with data/corpus.json (the
+    source the data step actually read). The change as a phrase, or None when it matches or cannot be told."""
+    try:
+        corpus = json.loads((run_dir / "data" / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = str(entry.get("value", ""))
+    if corpus.get("source") == "hub" or not corpus.get("path"):
+        before, same = "the hub", value.startswith("hub ")
+    else:
+        path = Path(corpus["path"]).expanduser().resolve()
+        before = str(path)
+        same = ("gensim" in str(path)) if value == "gensim's embedded excerpt" else \
+            value.partition("=")[2] == str(path)
+    return None if same else f"Wikipedia changed ({before}, from data/corpus.json → {value})"
+
+
+def _own_reason(run_dir: Path, step: str, record: Mapping[str, Any] | str,
+                now: Mapping[str, Any] | None) -> str | None:
+    """Why `step` cannot be reused on its own account (its marker, notebook, parameters, inputs), or None."""
+    record = {"fingerprint": record} if isinstance(record, str) else record
+    notebook = run_dir / "notebooks" / f"{step}.ipynb"
+    if not _marker(run_dir, step).is_file():
+        return "unfinished: no done-marker (stopped or failed last time)" if notebook.is_file() else NOT_RUN_YET
+    marker = _read_marker(run_dir, step)
+    if marker is None:
+        return "its done-marker is unreadable"
+    if not notebook.is_file():
+        return f"its executed notebook {notebook.name} is missing"
+    if marker.get("fingerprint") != record["fingerprint"]:
+        if "parameters" in marker and "parameters" in record and marker["parameters"] != record["parameters"]:
+            return f"parameters changed: {_parameter_changes(marker['parameters'], record['parameters'])}"
+        if "notebook" in marker and "notebook" in record and marker["notebook"] != record["notebook"]:
+            return f"notebook {step}.ipynb changed"
+        return "parameters or notebook changed"
+    if not now:
+        return None
+    if "inputs" not in marker:  # written before inputs were recorded
+        if step == "01_data_prep":  # never re-train because of this change alone: compare with what 01 read
+            return _legacy_wiki(run_dir, now.get("Wikipedia", {}))
+        return "its done-marker predates the recording of data and code inputs (a one-time re-run)"
+    changed = step_inputs_module.changes(marker["inputs"], dict(now))
+    return "; ".join(changed) or None
+
+
+def plan_reasons(run_dir: Path, records: Mapping[str, Mapping[str, Any] | str], force: bool = False,
+                 inputs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str | None]:
+    """step -> why it must run (None: reused). A step is reused only if its marker matches its fingerprint
+    (`records`: step_records or step_fingerprints), its executed notebook exists, the inputs it read
+    (`inputs`: study.inputs.step_inputs; None: not compared) are unchanged, and every step before it is
+    reused too."""
+    reasons, first = {}, None
+    for step, record in records.items():
+        why = "--force" if force else _own_reason(run_dir, step, record, (inputs or {}).get(step))
+        if why is None and first is not None:
+            why = f"runs after {first}"
+        if why is not None and first is None:
+            first = step
+        reasons[step] = why
+    return reasons
+
+
+def plan(run_dir: Path, fingerprints: Mapping[str, Mapping[str, Any] | str], force: bool = False,
+         inputs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, bool]:
+    """step -> True when it must run (`plan_reasons` says why)."""
+    return {step: why is not None for step, why in plan_reasons(run_dir, fingerprints, force, inputs).items()}
+
+
+def _write_marker(run_dir: Path, step: str, record: Mapping[str, Any], inputs: Mapping[str, Any] | None,
+                  **extra: Any) -> None:
+    marker = _marker(run_dir, step)
+    marker.parent.mkdir(exist_ok=True)
+    data = {"fingerprint": record["fingerprint"], **extra, "parameters": record.get("parameters"),
+            "notebook": record.get("notebook")}
+    if inputs is not None:
+        data["inputs"] = dict(inputs)
+    tmp = marker.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(marker)  # a marker is whole or absent
+
+
+def _upgrade_marker(run_dir: Path, step: str, record: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> None:
+    """A reused step whose marker predates the records of parameters and inputs gets them (same fingerprint)."""
+    marker = _read_marker(run_dir, step) or {}
+    if "parameters" in marker and ("inputs" in marker or inputs is None):
+        return
+    extra = {k: v for k, v in marker.items() if k in ("seconds", "finished")}
+    _write_marker(run_dir, step, record, inputs, **extra)
+
+
+# ---------------------------------------------------------------- data before any work
+
+def grouped_reasons(skipped: Mapping[str, str]) -> str:
+    """{task: why} as "sst2, mrpc: why; cola: other why" (tasks with the same reason together)."""
+    by_reason: dict[str, list[str]] = {}
+    for task, why in skipped.items():
+        by_reason.setdefault(why, []).append(task)
+    return "; ".join(f"{', '.join(tasks)}: {why}" for why, tasks in by_reason.items())
+
+
+def check_data(params: Params, todo: Mapping[str, bool], echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Parse every configured GLUE split a step of this invocation will read, before any notebook runs.
+    Raises DataError naming the file (and line) for data that is there but unusable; returns the tasks
+    skipped for lack of data ({task: why}), said loudly on the console (and, by 03, at the top of summary.md)."""
+    if not any(todo.get(step) for step in GLUE_STEPS) or not params.eval.tasks:
+        return {}
+    from jepa_core.data import glue  # deferred: pandas
+
+    try:
+        _, skipped = glue.check_tasks(list(params.eval.tasks), params.eval.glue_dir)
+    except glue.GlueDataError as exc:
+        raise DataError(f"GLUE data: {exc}\n  fix the file or remove it (a task without data is skipped, saying "
+                        "so), then run the same command again; nothing was run") from None
+    if skipped:
+        echo(f"warning: {len(skipped)} of {len(params.eval.tasks)} GLUE task(s) have no data and are skipped: "
+             + grouped_reasons(skipped))
+        if "sst2" in skipped:
+            echo("warning: SST-2 is the planned task of C1 and C5's headline: their verdicts say that it was not "
+                 "evaluated (C1 is measured on held-out Wikipedia sentences)")
+    return skipped
+
+
+# ---------------------------------------------------------------- the data and parameters pre-training used
+
+def _pretrain_data_file(run_dir: Path, step: str) -> Path:
+    return run_dir / ".done" / f"{step}.data.json"
+
+
+def _recorded_data(run_dir: Path, step: str) -> str | None:
+    try:
+        return json.loads(_pretrain_data_file(run_dir, step).read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _record_data(run_dir: Path, step: str, fingerprint: str | None) -> None:
+    if fingerprint is None:
+        return
+    path = _pretrain_data_file(run_dir, step)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"data": fingerprint}))
+
+
+def _weight_values(d: Mapping[str, Any]) -> dict[str, Any]:
+    flat = _flat({s: d.get(s, {}) for s in WEIGHT_SECTIONS})
+    return {k: v for k, v in flat.items() if k not in NON_WEIGHT_KEYS}
+
+
+def _weight_changes(run_dir: Path, params: Params) -> str | None:
+    """The weight-changing parameters that differ from the previous invocation's params.yaml, as a phrase."""
+    import yaml
+
+    try:
+        before = yaml.safe_load((run_dir / "params.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(before, dict):
+        return None
+    a, b = _weight_values(before), _weight_values(params.to_dict())
+    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    if not keys:
+        return None
+    shown = ", ".join(f"{k} ({_short(a.get(k, '(absent)'))} → {_short(b.get(k, '(absent)'))})" for k in keys[:4])
+    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def write_params(params: Params, path: Path, finished: bool) -> None:
+    """params.yaml with a first line saying whether the invocation that wrote it finished: until it has, the
+    run folder's summary.md, results/ and report.html may still come from the parameters of an earlier one."""
+    save_params(params, path)
+    when = time.strftime("%Y-%m-%dT%H:%M:%S")
+    head = (f"# parameters of the invocation finished {when}: every step's outputs were made with these\n"
+            if finished else
+            f"# parameters of the invocation started {when}, NOT FINISHED: until it is, summary.md, results/ and "
+            "report.html may come\n# from an earlier invocation's parameters (.done/ lists the finished steps)\n")
+    path.write_text(head + path.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _mark_summary_out_of_date(run_dir: Path, stopped_at: str) -> None:
+    """Put a notice on top of an existing summary.md that this (stopped) invocation was going to re-write; 04
+    re-writes the whole file, notice included, when it finishes."""
+    summary = run_dir / "summary.md"
+    try:
+        text = summary.read_text(encoding="utf-8")
+    except OSError:
+        return
+    if text.startswith(OUT_OF_DATE):
+        return
+    notice = (f"{OUT_OF_DATE} an invocation started {time.strftime('%Y-%m-%d %H:%M')} with other parameters or "
+              f"inputs stopped at {stopped_at} before re-writing this summary, so its numbers come from an earlier "
+              "invocation; run the same command again to bring it up to date (params.yaml holds the new "
+              "parameters).\n\n")
+    summary.write_text(notice + text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------- execution
+
+# Set in the kernels (and so in the workers they spawn) when the runner's stdout is not a terminal: their
+# progress bars would otherwise reach a redirected log as carriage-return frames (hundreds of KB per run)
+# through the output streams the kernel processes inherit; the runner's own progress lines replace them.
+QUIET_PROGRESS_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                      "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_progress(stream: Any = None) -> bool:
+    """Whether the kernels' progress bars are turned off: the runner's stdout (or `stream`) is not a terminal."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return True
+
+
+def kernel_env(quiet: bool | None = None) -> dict[str, str]:
+    """The environment variables of the run's kernelspec (QUIET_PROGRESS_ENV when `quiet`, default quiet_progress())."""
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+           "JEPA_HEADLESS": "1"}  # explorer.py: render a static view, nobody can click
+    if quiet_progress() if quiet is None else quiet:
+        env.update(QUIET_PROGRESS_ENV)
+    return env
+
 
 @contextlib.contextmanager
 def _kernel_manager(run_dir: Path):
@@ -164,7 +440,8 @@ def _kernel_manager(run_dir: Path):
     Nothing is installed in the user's Jupyter paths, and a stale user-level `python3` spec
     cannot shadow the venv. MPLBACKEND is pinned to inline so figures land in the notebooks
     even when the caller exported MPLBACKEND=Agg (as the tests do); JEPA_HEADLESS tells the
-    explorer that no one will interact with its widgets."""
+    explorer that no one will interact with its widgets; `kernel_env` turns progress bars off
+    when the runner's output goes to a file."""
     # deferred here and below: the notebook tooling (jupyter_client, papermill, nbconvert) is heavy to import
     # and `workbook --help`, a bad profile's error and the notebooks' own open_run never need it
     from jupyter_client.kernelspec import KernelSpecManager
@@ -174,9 +451,7 @@ def _kernel_manager(run_dir: Path):
     spec_dir = run_dir / ".kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python ({sys.prefix})", "language": "python",
-            "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                    "JEPA_HEADLESS": "1"}}  # explorer.py: render a static view, nobody can click
+            "display_name": f"Python ({sys.prefix})", "language": "python", "env": kernel_env()}
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     ksm = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
     # IPC sockets (local files, short temp path: the socket path limit is ~100 chars) instead of
@@ -184,12 +459,23 @@ def _kernel_manager(run_dir: Path):
     ipc_dir = Path(tempfile.mkdtemp(prefix="jepa-kernel-"))
     # async: nbclient notices a dead kernel (DeadKernelError) only through an async manager
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, transport="ipc", ip=str(ipc_dir / "k"))
+    failed = False
     try:
-        yield km
+        with INTERRUPTS.forwarding_to(km):  # the runner's SIGINT / SIGTERM reach the kernel's process group
+            yield km
+    except BaseException:
+        failed = True
+        raise
     finally:  # nbclient leaves a kernel it did not create running: stop it here
-        if km.has_kernel:
-            run_sync(km.shutdown_kernel)(now=True)
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+        try:
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+        except Exception as exc:
+            if not failed:  # with a failure in flight, the failure is the news: never mask it
+                raise
+            print(f"(after the error, stopping the kernel also failed: {type(exc).__name__}: {exc})", file=sys.stderr)
+        finally:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
 def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run_dir: Path,
@@ -203,7 +489,9 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run
                                 km=km, progress_bar=False, log_output=log_output)  # progress.Watcher reports instead
     except pm.PapermillExecutionError as exc:  # a cell raised
         tb = "\n".join(exc.traceback[-6:]) if exc.traceback else ""
-        raise WorkbookError(source.stem, output, f"{exc.ename}: {exc.evalue}\n{_strip_ansi(tb)}") from None
+        error = WorkbookError(source.stem, output, f"{exc.ename}: {exc.evalue}\n{_strip_ansi(tb)}")
+        error.ename, error.evalue = exc.ename, exc.evalue  # the cell's exception (study.interrupts reads them)
+        raise error from None
     except Exception as exc:  # the kernel died (e.g. out of memory), failed to start, timed out, ...
         raise WorkbookError(source.stem, output, f"{type(exc).__name__}: {exc}") from exc
 
@@ -233,11 +521,11 @@ def export_report(notebooks: Sequence[Path], html: Path) -> None:
         merged.cells += [c for c in nb.cells
                          if not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
     tmp = html.with_suffix(".ipynb.tmp")
-    nbformat.write(merged, tmp)
     try:
+        nbformat.write(merged, tmp)
         export_html(tmp, html, exclude_input=True)
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _notebook_parameters(path: Path) -> set[str]:
@@ -262,6 +550,7 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         echo: Callable[[str], None] = print, board: progress.Board | None = None) -> list[StepResult]:
     """Validate parameters, then execute the notebooks in order into outputs/<run_name>/, showing live
     progress (`progress.Watcher` on `board`, default: stdout) and ending with the verdicts (`report_end`).
+    One run per folder: raises RunLocked at once while another run holds the folder (`study.lock`).
 
     `executor(source, output, parameters, run_dir)` runs one notebook (default: papermill); tests
     pass a fake one to check the reuse logic without starting kernels."""
@@ -271,17 +560,35 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         overrides["run_name"] = run_name
     params = load_params(params_file, overrides)  # raises ParamsError before anything runs
     run_dir = (Path(outputs_dir) / params.run_name).resolve()
+    # SIGINT / SIGTERM: forwarded to the running kernel, whose pre-training checkpoints (study.interrupts)
+    with INTERRUPTS.installed(), run_lock(run_dir, echo):  # the lock: before anything in the folder is touched
+        return _run_locked(params, run_dir, started, force, Path(notebooks_dir), executor, html, log_output, echo,
+                           board)
+
+
+def _run_locked(params: Params, run_dir: Path, started: float, force: bool, notebooks_dir: Path,
+                executor: Executor | None, html: bool, log_output: bool, echo: Callable[[str], None],
+                board: progress.Board | None) -> list[StepResult]:
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params_path = run_dir / "params.yaml"
-    save_params(params, params_path)
-    notebooks_dir = Path(notebooks_dir)
-    fingerprints = step_fingerprints(params, notebooks_dir)
-    todo = plan(run_dir, fingerprints, force)
+    records = step_records(params, notebooks_dir)
+    now_inputs = step_inputs_module.step_inputs(params)
+    reasons = plan_reasons(run_dir, records, force, now_inputs)
+    todo = {step: why is not None for step, why in reasons.items()}
     if executor is None:
         def executor(src, out, nb_params, rd):
             execute_notebook(src, out, nb_params, rd, log_output=log_output)
 
     echo(f"run folder: {run_dir}")
+    check_data(params, todo, echo)  # raises DataError before any work
+    weight_changes = _weight_changes(run_dir, params)  # against the previous invocation's params.yaml
+    for step in ("02_pretrain", "05_ablations"):  # runs made before the record: the data on disk is theirs
+        if _marker(run_dir, step).is_file() and _recorded_data(run_dir, step) is None:
+            _record_data(run_dir, step, step_inputs_module.data_fingerprint(run_dir))
+    for step, why in reasons.items():
+        if why is None:
+            _upgrade_marker(run_dir, step, records[step], now_inputs.get(step))
+    write_params(params, params_path, finished=False)
     board = board or progress.Board(sys.stdout)
     runs = [model_name(params, o, s) for s in params.seeds for o in params.objectives]
     parallel = min(params.train.parallel_runs, len(runs))
@@ -289,9 +596,11 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
     for i, (step, must_run) in enumerate(todo.items(), 1):
         output = run_dir / "notebooks" / f"{step}.ipynb"
         if not must_run:
-            echo(f"[{i}/{len(todo)}] {step}: reused (parameters unchanged; --force re-runs it)")
+            echo(f"[{i}/{len(todo)}] {step}: reused (parameters and inputs unchanged; --force re-runs it)")
             results.append(StepResult(step, False, 0.0))
             continue
+        if reasons[step] != NOT_RUN_YET:
+            echo(f"[{i}/{len(todo)}] {step}: re-runs: {reasons[step]}")
         echo(f"[{i}/{len(todo)}] {step}: running ...")
         if step == "02_pretrain":
             echo(f"[pretrain] plan: {len(runs)} run(s) ({', '.join(runs)}), {params.train.steps:,} steps each "
@@ -311,27 +620,74 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}
         if "resume" in _notebook_parameters(notebooks_dir / f"{step}.ipynb"):
-            nb_params["resume"] = not force  # --force: pre-train from scratch, not from checkpoints
+            nb_params["resume"] = _resume(run_dir, step, force, weight_changes, f"[{i}/{len(todo)}] {step}", echo)
+        failure: BaseException | None = None
         try:
             with watcher.running():
                 executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
-        except BaseException:
+        except BaseException as exc:
+            failure = INTERRUPTS.stopped(step, exc)  # after SIGINT / SIGTERM: WorkbookInterrupted
             report_failure(step, watcher, time.perf_counter() - start, echo)
-            raise
-        finally:
-            if html and output.is_file():  # also for a failed notebook: the HTML shows where it stopped
+        problems = []  # clean-up after a failure: reported after the failure, never instead of it
+        if html and output.is_file():  # also for a failed notebook: the HTML shows where it stopped
+            try:
                 export_html(output, output.with_suffix(".html"))
+            except Exception as exc:
+                if failure is None:
+                    raise WorkbookError(step, output, f"exporting the executed notebook to HTML failed: "
+                                                      f"{type(exc).__name__}: {exc}") from exc
+                problems.append(f"exporting {output.name} to HTML: {type(exc).__name__}: {exc}")
+        if failure is not None:
+            if todo.get("04_geometry"):  # summary.md was to be re-written: say that it was not
+                try:
+                    _mark_summary_out_of_date(run_dir, step)
+                except Exception as exc:
+                    problems.append(f"marking summary.md out of date: {type(exc).__name__}: {exc}")
+            raise _with_cleanup_problems(failure, problems)
         seconds = time.perf_counter() - start
-        marker = _marker(run_dir, step)
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(json.dumps({"fingerprint": fingerprints[step], "seconds": round(seconds, 1),
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        _write_marker(run_dir, step, records[step], now_inputs.get(step), seconds=round(seconds, 1),
+                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         echo(f"[{i}/{len(todo)}] {step}: done in {seconds:.0f} s")
         results.append(StepResult(step, True, seconds))
+        INTERRUPTS.raise_if_stopped(step)  # a signal that came as the step finished: stop before the next
     if html and any(r.ran for r in results):
         export_report([run_dir / "notebooks" / f"{s}.ipynb" for s in todo], run_dir / "report.html")
+    write_params(params, params_path, finished=True)
     report_end(run_dir, time.perf_counter() - started, echo)
     return results
+
+
+def _resume(run_dir: Path, step: str, force: bool, weight_changes: str | None, label: str,
+            echo: Callable[[str], None]) -> bool:
+    """The notebook's `resume`: False under --force, and when the data 01 prepared differs from the data this
+    step's checkpoints were trained on (never resume those); else True (a checkpoint of other weight-changing
+    parameters is still moved aside by the trainer, said here in advance). Records the data it trains on."""
+    data = step_inputs_module.data_fingerprint(run_dir)
+    recorded = _recorded_data(run_dir, step)
+    resume = not force
+    if resume and data is not None and recorded is not None and data != recorded:
+        echo(f"{label}: the prepared data changed since its checkpoints were trained (data/ fingerprint {recorded} → "
+             f"{data}): they are moved aside (checkpoints/<name>.stale-<time>/, nothing deleted) and pre-training "
+             "starts from scratch")
+        resume = False
+    elif resume and weight_changes and step == "02_pretrain" and any(
+            not progress.SET_ASIDE.match(c.name) for c in (run_dir / "checkpoints").glob("*") if c.is_dir()):
+        echo(f"{label}: weight-changing parameters differ from the previous invocation's: {weight_changes}; "
+             "checkpoints trained with other values are moved aside (checkpoints/<name>.stale-<time>/, nothing "
+             "deleted) and those runs train from scratch")
+    _record_data(run_dir, step, data)
+    return resume
+
+
+def _with_cleanup_problems(failure: BaseException, problems: list[str]) -> BaseException:
+    """The failure, carrying the clean-up problems met after it (`cleanup_problems`, and as notes that a
+    traceback prints after the error itself)."""
+    if problems:
+        failure.cleanup_problems = [*getattr(failure, "cleanup_problems", []), *problems]
+        for problem in problems:
+            if hasattr(failure, "add_note"):  # Python >= 3.11
+                failure.add_note(f"after this error, clean-up also failed: {problem}")
+    return failure
 
 
 def report_failure(step: str, watcher: progress.Watcher, seconds: float, echo: Callable[[str], None]) -> None:
@@ -359,8 +715,11 @@ def report_end(run_dir: Path, seconds: float, echo: Callable[[str], None] = prin
         warning = summary.learning_warning(run_dir)
         if warning:
             echo("warning: " + warning.replace("**", "").replace("`", ""))
-        for w in summary.run_context(run_dir)["collapse_warnings"]:
+        context = summary.run_context(run_dir)
+        for w in context["collapse_warnings"]:
             echo(f"warning: {w}")
+        if context["skipped_tasks"]:  # also at the top of summary.md
+            echo("warning: GLUE task(s) not evaluated (no data): " + grouped_reasons(context["skipped_tasks"]))
     memory = progress.peak_memory()
     echo(f"total {seconds / 60:.1f} min; peak memory (resident, per process): runner {memory['runner_gb']:.2f} GB, "
          f"largest finished child process (kernel or worker) {memory['largest_child_gb']:.2f} GB")
@@ -391,13 +750,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except WorkbookError as exc:
+    except (WorkbookError, DataError, RunLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _print_cleanup_problems(exc)
         return 1
-    except KeyboardInterrupt:
+    except WorkbookInterrupted as exc:  # SIGINT / SIGTERM: what was saved, exit 130 / 143
+        print(f"interrupted ({exc.signal_name}): {exc}", file=sys.stderr)
+        _print_cleanup_problems(exc)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
         print("interrupted: run the same command again to continue from the unfinished step", file=sys.stderr)
+        _print_cleanup_problems(exc)
         return 130
     return 0
+
+
+def _print_cleanup_problems(exc: BaseException) -> None:
+    """Clean-up that failed after the error: printed after it (the error is the news)."""
+    for problem in getattr(exc, "cleanup_problems", []):
+        print(f"after this error, clean-up also failed: {problem}", file=sys.stderr)
 
 
 if __name__ == "__main__":
