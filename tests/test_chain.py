@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from jepa_core.config import TASKS, load_params
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 pytestmark = pytest.mark.slow
@@ -39,9 +40,9 @@ def params():
 
 def test_every_step_ran_and_wrote_its_files(chain, params):
     run_dir, results = chain
-    assert [r.step for r in results if r.ran] == list(wb.STEPS)
+    assert [r.step for r in results if r.ran] == list(workbook_steps.STEPS)
     assert load_params(run_dir / "params.yaml") == params
-    for step in wb.STEPS:
+    for step in workbook_steps.STEPS:
         assert (run_dir / "notebooks" / f"{step}.ipynb").is_file()
         assert (run_dir / "notebooks" / f"{step}.html").stat().st_size > 10_000
     report = (run_dir / "report.html").read_text()
@@ -272,7 +273,7 @@ def test_force_reruns_every_step(chain, monkeypatch):
     monkeypatch.setattr(wb, "execute_notebook", lambda source, output, parameters, rd, log_output=False:
                         ran.append((source.stem, parameters.get("resume"))))
     assert wb.main(["run", str(SMOKE), "--outputs", str(run_dir.parent), "--force", "--no-html"]) == 0
-    assert [s for s, _ in ran] == list(wb.STEPS)
+    assert [s for s, _ in ran] == list(workbook_steps.STEPS)
     assert dict(ran)["02_pretrain"] is False  # pre-training starts over instead of resuming
 
 

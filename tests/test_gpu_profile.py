@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from jepa_core.config import load_params, parse_overrides
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def test_gpu_check_script_parses():
 @pytest.mark.slow
 def test_gpu_profile_shrunk_runs_on_cpu(tmp_path, glue_dir, wiki_dir):
     results = wb.run(GPU, overrides=parse_overrides(SHRINK), outputs_dir=tmp_path, html=False)
-    assert [r.step for r in results if r.ran] == list(wb.STEPS)
+    assert [r.step for r in results if r.ran] == list(workbook_steps.STEPS)
     run_dir = tmp_path / "gpu"
     for name in ("hybrid-s0", "mlm-s0", "hybrid-s1", "mlm-s1"):
         summary = json.loads((run_dir / "models" / name / "train_summary.json").read_text())

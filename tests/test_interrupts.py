@@ -21,7 +21,7 @@ from safetensors.torch import load
 import jepa_core.pretrain.train as T
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain import jobs
-from jepa_core.study import interrupts
+from jepa_core.study import interrupts, steps
 from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def _notebooks(folder: Path) -> None:
                 "params, run_dir = open_run(params_file, run_dir, overrides)\n"
                 "summaries = pretrain_all(params, run_dir, resume)")
     assert "pretrain_all(params, run_dir, resume)" in (REPO / "notebooks" / "02_pretrain.ipynb").read_text()
-    for step in wb.STEPS:
+    for step in steps.STEPS:
         nb = new_notebook(cells=[new_code_cell(parameters, metadata={"tags": ["parameters"]}),
                                  new_code_cell(pretrain if step == "02_pretrain" else "print('ok')")])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

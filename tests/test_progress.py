@@ -6,6 +6,7 @@ import json
 import pytest
 
 from jepa_core import progress
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 
@@ -150,8 +151,8 @@ def test_runner_reports_how_far_a_failed_step_got_and_how_to_resume(tmp_path):
         output.write_text("{}")
 
     with pytest.raises(wb.WorkbookError):
-        wb.run(wb.PACKAGE_ROOT / "parameters" / "smoke.yaml", outputs_dir=tmp_path, executor=executor, html=False,
-               echo=lines.append, board=progress.Board(io.StringIO(), tty=False))
+        wb.run(workbook_steps.PACKAGE_ROOT / "parameters" / "smoke.yaml", outputs_dir=tmp_path, executor=executor,
+               html=False, echo=lines.append, board=progress.Board(io.StringIO(), tty=False))
     text = "\n".join(lines)
     assert "[pretrain] plan: 2 run(s) (hybrid, mlm), 30 steps each" in text
     assert "02_pretrain stopped after" in text and "  pretrain hybrid: step 7/30  loss 6.930" in text

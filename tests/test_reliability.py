@@ -21,6 +21,8 @@ from jepa_core.analysis import evaluate
 from jepa_core.data import glue
 from jepa_core.report import claims, summary
 from jepa_core.study import inputs, lock
+from jepa_core.study import notebooks as nbs
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +89,7 @@ def run(tmp_path, executor, echo=None, **kw):
 def test_glue_dir_set_after_an_offline_run_reruns_the_analysis_not_pretraining(tmp_path, monkeypatch, glue_dir):
     first = FakeExecutor()
     run(tmp_path, first)
-    assert first.ran == list(wb.STEPS)
+    assert first.ran == list(workbook_steps.STEPS)
 
     monkeypatch.setenv("GLUE_DIR", str(glue_dir))
     again = FakeExecutor()
@@ -119,7 +121,7 @@ def test_wiki_dir_change_reruns_the_data_step_and_pretraining_from_scratch(tmp_p
     monkeypatch.setenv("WIKI_DIR", str(wiki))
     changed = FakeExecutor()
     _, lines = run(tmp_path, changed)
-    assert changed.ran == list(wb.STEPS)
+    assert changed.ran == list(workbook_steps.STEPS)
     assert f"[1/5] 01_data_prep: re-runs: Wikipedia changed (gensim's embedded excerpt → $WIKI_DIR={wiki.resolve()})" \
         in lines
     assert changed.parameters["02_pretrain"]["resume"] is False  # checkpoints of other data are never resumed
@@ -128,7 +130,7 @@ def test_wiki_dir_change_reruns_the_data_step_and_pretraining_from_scratch(tmp_p
     write(wiki / "AA/wiki_01", "<doc id=2>more</doc>\n")
     grown = FakeExecutor()
     _, lines = run(tmp_path, grown)
-    assert grown.ran == list(wb.STEPS)
+    assert grown.ran == list(workbook_steps.STEPS)
     assert "[1/5] 01_data_prep: re-runs: Wikipedia data changed (1 added: AA/wiki_01)" in lines
     assert grown.parameters["02_pretrain"]["resume"] is True  # the same prepared data (as the fake writes it)
 
@@ -164,11 +166,11 @@ def test_markers_written_before_inputs_were_recorded(tmp_path, monkeypatch):
     """Old markers (fingerprint only): the data step and pre-training are reused when the data step's recorded
     source (data/corpus.json) is today's; the analysis steps re-run once; a changed source re-runs 01."""
     run_dir = tmp_path / "out" / "smoke"
-    fps = wb.step_fingerprints(wb.load_params(SMOKE))
+    fps = workbook_steps.step_fingerprints(wb.load_params(SMOKE))
 
     def old_run(corpus_path):
         shutil.rmtree(run_dir, ignore_errors=True)
-        for step in wb.STEPS:
+        for step in workbook_steps.STEPS:
             write(run_dir / "notebooks" / f"{step}.ipynb", "{}")
             write(run_dir / ".done" / f"{step}.json", json.dumps({"fingerprint": fps[step]}))
         write(run_dir / "data" / "corpus.json", json.dumps({"source": "wiki_dump", "path": corpus_path}))
@@ -186,7 +188,7 @@ def test_markers_written_before_inputs_were_recorded(tmp_path, monkeypatch):
     old_run("/somewhere/else")
     moved = FakeExecutor()
     _, lines = run(tmp_path, moved)
-    assert moved.ran == list(wb.STEPS)
+    assert moved.ran == list(workbook_steps.STEPS)
     assert any("01_data_prep: re-runs: Wikipedia changed (/somewhere/else" in line for line in lines)
 
 
@@ -392,7 +394,7 @@ def test_full_disk_shows_enospc(tmp_path):
             "    except OSError:\\n"
             "        pass\\n"
             "print('output ' * 50000)  # the notebook grows: its save needs space there is not\\n")
-        for step in wb.STEPS:
+        for step in workbook_steps.STEPS:
             nb = new_notebook(cells=[new_code_cell('params_file = \\"\\"\\nrun_dir = None\\noverrides = {}',
                                                    metadata={"tags": ["parameters"]}),
                                      new_code_cell(fill if step == "03_probe" else "print('ok')")])
@@ -448,8 +450,8 @@ def test_kernels_are_quiet_when_the_runner_writes_to_a_file(tmp_path):
         def isatty(self):
             return self.tty
 
-    assert wb.quiet_progress(Stream(False)) and not wb.quiet_progress(Stream(True))
-    assert wb.kernel_env(quiet=True)["TQDM_DISABLE"] == "1" and "TQDM_DISABLE" not in wb.kernel_env(quiet=False)
+    assert nbs.quiet_progress(Stream(False)) and not nbs.quiet_progress(Stream(True))
+    assert nbs.kernel_env(quiet=True)["TQDM_DISABLE"] == "1" and "TQDM_DISABLE" not in nbs.kernel_env(quiet=False)
 
 
 CHATTY = """
@@ -469,14 +471,14 @@ subprocess.run([sys.executable, "-c", "from tqdm import tqdm\\\\nfor i in tqdm(r
                check=True)
 '''
 nbs.mkdir(exist_ok=True)
-for step in wb.STEPS:
+for step in workbook_steps.STEPS:
     nb = new_notebook(cells=[new_code_cell('params_file = ""\\nrun_dir = None\\noverrides = {}',
                                            metadata={"tags": ["parameters"]}),
                              new_code_cell(body if step == "01_data_prep" else "print('ok')")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, nbs / f"{step}.ipynb")
 if loud:  # the control: progress bars on, as before
-    wb.quiet_progress = lambda *a: False
+    nbs.quiet_progress = lambda *a: False
 wb.run(sys.argv[4], outputs_dir=out, notebooks_dir=nbs, html=False)
 """
 

@@ -14,6 +14,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from jepa_core import progress, runs
 from jepa_core.config import NON_WEIGHT_KEYS, ParamsError, load_params, parse_overrides
 from jepa_core.pretrain import jobs
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def test_notebooks_match_generator():
     assert _build.main(check=True) == 0, "run: .venv/bin/python notebooks/_build.py"
 
 
-@pytest.mark.parametrize("step", list(wb.STEPS))
+@pytest.mark.parametrize("step", list(workbook_steps.STEPS))
 def test_notebook_has_one_parameters_cell_and_no_outputs(step):
     nb = nbformat.read(REPO / "notebooks" / f"{step}.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -57,35 +58,35 @@ def test_profiles_are_valid_and_fully_commented(profile):
 # ---------------------------------------------------------------- fingerprints and the plan
 
 def test_fingerprints_chain_downstream_only():
-    base = wb.step_fingerprints(load_params(SMOKE))
-    evals = wb.step_fingerprints(load_params(SMOKE, {"eval.bootstrap": 50}))
-    train = wb.step_fingerprints(load_params(SMOKE, {"train.steps": 31}))
-    data = wb.step_fingerprints(load_params(SMOKE, {"data.vocab_size": 2001}))
-    renamed = wb.step_fingerprints(load_params(SMOKE, {"run_name": "other"}))
-    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    base = workbook_steps.step_fingerprints(load_params(SMOKE))
+    evals = workbook_steps.step_fingerprints(load_params(SMOKE, {"eval.bootstrap": 50}))
+    train = workbook_steps.step_fingerprints(load_params(SMOKE, {"train.steps": 31}))
+    data = workbook_steps.step_fingerprints(load_params(SMOKE, {"data.vocab_size": 2001}))
+    renamed = workbook_steps.step_fingerprints(load_params(SMOKE, {"run_name": "other"}))
+    changed = lambda fp: [s for s in workbook_steps.STEPS if fp[s] != base[s]]  # noqa: E731
     assert changed(evals) == ["03_probe", "04_geometry", "05_ablations"]
     assert changed(train) == ["02_pretrain", "03_probe", "04_geometry", "05_ablations"]
-    assert changed(data) == list(wb.STEPS)
+    assert changed(data) == list(workbook_steps.STEPS)
     assert changed(renamed) == []
 
 
 def test_ablation_keys_rerun_only_notebook_05():
     """ablations.* and eval.reference_models (in 03's `eval` section, but read by 05 only) re-run 05
     alone, so turning the study on costs no re-run of 01-04."""
-    base = wb.step_fingerprints(load_params(SMOKE))
-    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    base = workbook_steps.step_fingerprints(load_params(SMOKE))
+    changed = lambda fp: [s for s in workbook_steps.STEPS if fp[s] != base[s]]  # noqa: E731
     for overrides in ({"eval.reference_models": ["all-MiniLM-L6-v2"]}, {"ablations.variants": ["hybrid-shared"]},
                       {"ablations.seeds": [0, 1]}):
         params = load_params(SMOKE, overrides)
-        assert changed(wb.step_fingerprints(params)) == ["05_ablations"], overrides
+        assert changed(workbook_steps.step_fingerprints(params)) == ["05_ablations"], overrides
         assert params == load_params(SMOKE, overrides)  # fingerprinting left the parameters intact
 
 
 def test_non_weight_keys_rerun_no_pretraining():
     """Keys that cannot change the trained weights (config.NON_WEIGHT_KEYS) leave every fingerprint as it
     is, each alone and all at once; a weight key of the same section (train.lr) re-runs 02 onwards."""
-    base = wb.step_fingerprints(load_params(SMOKE))
-    changed = lambda fp: [s for s in wb.STEPS if fp[s] != base[s]]  # noqa: E731
+    base = workbook_steps.step_fingerprints(load_params(SMOKE))
+    changed = lambda fp: [s for s in workbook_steps.STEPS if fp[s] != base[s]]  # noqa: E731
     p = load_params(SMOKE).train
     others = {"train.log_every": p.log_every + 1, "train.parallel_runs": p.parallel_runs + 1,
               "train.eval_every": p.eval_every + 1, "train.eval_batches": p.eval_batches + 1,
@@ -95,9 +96,9 @@ def test_non_weight_keys_rerun_no_pretraining():
               "train.report_to": ["jsonl"] if p.report_to != ["jsonl"] else ["jsonl", "tensorboard"]}
     assert others.keys() == NON_WEIGHT_KEYS.keys()  # a key added there is added here
     for key, value in others.items():
-        assert changed(wb.step_fingerprints(load_params(SMOKE, {key: value}))) == [], key
-    assert changed(wb.step_fingerprints(load_params(SMOKE, others))) == []
-    assert changed(wb.step_fingerprints(load_params(SMOKE, {"train.lr": p.lr * 2}))) == [
+        assert changed(workbook_steps.step_fingerprints(load_params(SMOKE, {key: value}))) == [], key
+    assert changed(workbook_steps.step_fingerprints(load_params(SMOKE, others))) == []
+    assert changed(workbook_steps.step_fingerprints(load_params(SMOKE, {"train.lr": p.lr * 2}))) == [
         "02_pretrain", "03_probe", "04_geometry", "05_ablations"]
 
 
@@ -110,18 +111,18 @@ def _mark_done(run_dir: Path, fingerprints: dict, steps):
 
 
 def test_plan(tmp_path):
-    fps = {s: f"fp{i}" for i, s in enumerate(wb.STEPS)}
-    steps = list(wb.STEPS)
-    assert all(wb.plan(tmp_path, fps).values())  # nothing done yet
+    fps = {s: f"fp{i}" for i, s in enumerate(workbook_steps.STEPS)}
+    steps = list(workbook_steps.STEPS)
+    assert all(workbook_steps.plan(tmp_path, fps).values())  # nothing done yet
     _mark_done(tmp_path, fps, steps)
-    assert not any(wb.plan(tmp_path, fps).values())  # everything reusable
-    assert all(wb.plan(tmp_path, fps, force=True).values())
+    assert not any(workbook_steps.plan(tmp_path, fps).values())  # everything reusable
+    assert all(workbook_steps.plan(tmp_path, fps, force=True).values())
     (tmp_path / ".done" / "02_pretrain.json").unlink()  # interrupted during step 2
-    assert [s for s, run in wb.plan(tmp_path, fps).items() if run] == steps[1:]
+    assert [s for s, run in workbook_steps.plan(tmp_path, fps).items() if run] == steps[1:]
     _mark_done(tmp_path, fps, steps)
-    assert [s for s, run in wb.plan(tmp_path, {**fps, "03_probe": "new"}).items() if run] == steps[2:]
+    assert [s for s, run in workbook_steps.plan(tmp_path, {**fps, "03_probe": "new"}).items() if run] == steps[2:]
     (tmp_path / "notebooks" / "01_data_prep.ipynb").unlink()  # marker without its notebook: not done
-    assert all(wb.plan(tmp_path, fps).values())
+    assert all(workbook_steps.plan(tmp_path, fps).values())
 
 
 # ---------------------------------------------------------------- run() with a fake executor
@@ -147,7 +148,7 @@ def _run(tmp_path, executor, **kw):
 def test_run_reuses_forces_and_resumes(tmp_path):
     first = FakeExecutor()
     _run(tmp_path, first)
-    assert first.ran == list(wb.STEPS)
+    assert first.ran == list(workbook_steps.STEPS)
     run_dir = tmp_path / "smoke"
     assert load_params(run_dir / "params.yaml") == load_params(SMOKE)
     p = first.parameters["02_pretrain"]
@@ -160,7 +161,7 @@ def test_run_reuses_forces_and_resumes(tmp_path):
 
     forced = FakeExecutor()
     _run(tmp_path, forced, force=True)
-    assert forced.ran == list(wb.STEPS) and forced.parameters["02_pretrain"]["resume"] is False
+    assert forced.ran == list(workbook_steps.STEPS) and forced.parameters["02_pretrain"]["resume"] is False
 
     changed = FakeExecutor()
     _run(tmp_path, changed, overrides={"eval.bootstrap": 50})
@@ -207,7 +208,7 @@ def test_open_run_from_the_notebooks_folder(tmp_path, monkeypatch):
 
 def _tiny_notebooks(folder: Path, bodies: dict[str, str]) -> None:
     folder.mkdir()
-    for step in wb.STEPS:
+    for step in workbook_steps.STEPS:
         nb = new_notebook(cells=[new_code_cell('params_file = ""\nrun_dir = None\noverrides = {}',
                                                metadata={"tags": ["parameters"]}),
                                  new_code_cell(bodies.get(step, "print('ok')"))])

@@ -25,14 +25,9 @@ JupyterLab (from the project root or from `notebooks/`).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import logging
-import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,38 +48,24 @@ from jepa_core.study import inputs as step_inputs_module
 from jepa_core.study.interrupts import RUNNER as INTERRUPTS
 from jepa_core.study.interrupts import WorkbookInterrupted
 from jepa_core.study.lock import RunLocked, run_lock
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS_DIR = PACKAGE_ROOT / "notebooks"
-KERNEL_NAME = "jepa-core"
-
-# The notebooks, in order, with the parameter keys each one's outputs depend on (besides the
-# keys of the steps before it: a step's fingerprint chains the previous one's).
-STEPS: dict[str, tuple[str, ...]] = {
-    "01_data_prep": ("seeds", "data", "eval.wiki_sentences"),
-    "02_pretrain": ("objectives", "model", "mask", "jepa", "train"),
-    "03_probe": ("eval",),
-    "04_geometry": (),
-    # ablations and reference encoders (jepa_core/study/ablations.py): its own step, so that turning it on
-    # re-runs only 05
-    "05_ablations": ("ablations", "eval.reference_models"),
-}
-# Keys that sit in an earlier step's section but only a later step reads: left out of that section's
-# fingerprint, so setting them re-runs only the later step (and adding them kept old fingerprints)
-LATER_KEYS = ("eval.reference_models",)
-# Keys left out of their section's fingerprint: LATER_KEYS, and the pre-training keys that cannot change
-# the trained weights (config.NON_WEIGHT_KEYS: log/eval/checkpoint intervals, compile, loggers ...), so
-# that changing those re-runs no pre-training. 02's outputs are the weights; its logs keep the intervals
-# and loggers of the run that made them.
-UNFINGERPRINTED_KEYS = (*LATER_KEYS, *NON_WEIGHT_KEYS)
-
-
-class WorkbookError(RuntimeError):
-    """A notebook failed; `notebook` is the partly executed copy."""
-
-    def __init__(self, step: str, notebook: Path, message: str):
-        super().__init__(f"step {step} failed: {message}\n  partly executed notebook: {notebook}")
-        self.step, self.notebook = step, notebook
+from jepa_core.study.notebooks import (
+    WorkbookError,
+    execute_notebook,
+    export_html,
+    export_report,
+    notebook_parameters,
+)
+from jepa_core.study.steps import (
+    NOT_RUN_YET,
+    NOTEBOOKS_DIR,
+    flat_keys,
+    marker_path,
+    plan_reasons,
+    short_value,
+    step_records,
+    upgrade_marker,
+    write_marker,
+)
 
 
 class DataError(RuntimeError):
@@ -93,7 +74,6 @@ class DataError(RuntimeError):
 
 # the steps whose notebooks read GLUE (03 evaluates; 05 evaluates its variants with 03's protocol)
 GLUE_STEPS = ("03_probe", "05_ablations")
-NOT_RUN_YET = "not run yet"
 OUT_OF_DATE = "> **Out of date:**"  # first words of the notice a stopped invocation puts on top of summary.md
 
 
@@ -128,177 +108,6 @@ def require(run_dir: Path, *relative: str, step: str) -> None:
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} missing in {run_dir}: run notebook {step} first "
                                 f"(or `python -m jepa_core.study.workbook run <params>`)")
-
-
-# ---------------------------------------------------------------- fingerprints and markers
-
-def _pick(d: Mapping[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d[part]
-    return d
-
-
-def _picked(d: Mapping[str, Any], key: str) -> Any:
-    """The value of `key` for its step's fingerprint, without the UNFINGERPRINTED_KEYS inside it."""
-    value = _pick(d, key)
-    left_out = [k[len(key) + 1:] for k in UNFINGERPRINTED_KEYS if k.startswith(key + ".")]
-    if not left_out:
-        return value
-    value = json.loads(json.dumps(value))  # a copy: params.to_dict() must stay as it is
-    for rest in left_out:
-        *parents, leaf = rest.split(".")
-        node = value
-        for part in parents:
-            node = node[part]
-        node.pop(leaf, None)
-    return value
-
-
-def step_records(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, dict[str, Any]]:
-    """Per step: `fingerprint` (step_fingerprints), and what it hashes, kept in the done-marker so that a later
-    invocation can say what changed: `parameters` (the step's own keys) and `notebook` (a hash of its source)."""
-    d = params.to_dict()
-    out, previous = {}, ""
-    for step, keys in STEPS.items():
-        source = (notebooks_dir / f"{step}.ipynb").read_bytes()
-        picked = {k: _picked(d, k) for k in keys}
-        blob = json.dumps([previous, picked], sort_keys=True).encode() + source
-        previous = hashlib.sha256(blob).hexdigest()[:16]
-        out[step] = {"fingerprint": previous, "parameters": picked,
-                     "notebook": hashlib.sha256(source).hexdigest()[:16]}
-    return out
-
-
-def step_fingerprints(params: Params, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
-    """One fingerprint per step: its parameter keys (less UNFINGERPRINTED_KEYS) + its notebook source + the
-    previous step's. Leaving NON_WEIGHT_KEYS out changed 02's (and so every later) fingerprint: runs made
-    before that re-run their steps 02-05 once (the checkpoints are resumed, not retrained). The data and
-    code a step reads are not in it: they are compared separately (`plan_reasons`, study.inputs)."""
-    return {step: r["fingerprint"] for step, r in step_records(params, notebooks_dir).items()}
-
-
-def _marker(run_dir: Path, step: str) -> Path:
-    return run_dir / ".done" / f"{step}.json"
-
-
-def _read_marker(run_dir: Path, step: str) -> dict | None:
-    try:
-        data = json.loads(_marker(run_dir, step).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _short(v: Any) -> str:
-    text = json.dumps(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _parameter_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    a, b = _flat(dict(old)), _flat(dict(new))
-    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "(absent)") != b.get(k, "(absent)")]
-    shown = [f"{k} ({_short(a.get(k, '(absent)'))} → {_short(b.get(k, '(absent)'))})" for k in keys[:4]]
-    return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-
-
-def _legacy_wiki(run_dir: Path, entry: Mapping[str, Any]) -> str | None:
-    """A marker written before inputs were recorded: compare the Wikipedia source with data/corpus.json (the
-    source the data step actually read). The change as a phrase, or None when it matches or cannot be told."""
-    try:
-        corpus = json.loads((run_dir / "data" / "corpus.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = str(entry.get("value", ""))
-    if corpus.get("source") == "hub" or not corpus.get("path"):
-        before, same = "the hub", value.startswith("hub ")
-    else:
-        path = Path(corpus["path"]).expanduser().resolve()
-        before = str(path)
-        same = ("gensim" in str(path)) if value == "gensim's embedded excerpt" else \
-            value.partition("=")[2] == str(path)
-    return None if same else f"Wikipedia changed ({before}, from data/corpus.json → {value})"
-
-
-def _own_reason(run_dir: Path, step: str, record: Mapping[str, Any] | str,
-                now: Mapping[str, Any] | None) -> str | None:
-    """Why `step` cannot be reused on its own account (its marker, notebook, parameters, inputs), or None."""
-    record = {"fingerprint": record} if isinstance(record, str) else record
-    notebook = run_dir / "notebooks" / f"{step}.ipynb"
-    if not _marker(run_dir, step).is_file():
-        return "unfinished: no done-marker (stopped or failed last time)" if notebook.is_file() else NOT_RUN_YET
-    marker = _read_marker(run_dir, step)
-    if marker is None:
-        return "its done-marker is unreadable"
-    if not notebook.is_file():
-        return f"its executed notebook {notebook.name} is missing"
-    if marker.get("fingerprint") != record["fingerprint"]:
-        if "parameters" in marker and "parameters" in record and marker["parameters"] != record["parameters"]:
-            return f"parameters changed: {_parameter_changes(marker['parameters'], record['parameters'])}"
-        if "notebook" in marker and "notebook" in record and marker["notebook"] != record["notebook"]:
-            return f"notebook {step}.ipynb changed"
-        return "parameters or notebook changed"
-    if not now:
-        return None
-    if "inputs" not in marker:  # written before inputs were recorded
-        if step == "01_data_prep":  # never re-train because of this change alone: compare with what 01 read
-            return _legacy_wiki(run_dir, now.get("Wikipedia", {}))
-        return "its done-marker predates the recording of data and code inputs (a one-time re-run)"
-    changed = step_inputs_module.changes(marker["inputs"], dict(now))
-    return "; ".join(changed) or None
-
-
-def plan_reasons(run_dir: Path, records: Mapping[str, Mapping[str, Any] | str], force: bool = False,
-                 inputs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str | None]:
-    """step -> why it must run (None: reused). A step is reused only if its marker matches its fingerprint
-    (`records`: step_records or step_fingerprints), its executed notebook exists, the inputs it read
-    (`inputs`: study.inputs.step_inputs; None: not compared) are unchanged, and every step before it is
-    reused too."""
-    reasons, first = {}, None
-    for step, record in records.items():
-        why = "--force" if force else _own_reason(run_dir, step, record, (inputs or {}).get(step))
-        if why is None and first is not None:
-            why = f"runs after {first}"
-        if why is not None and first is None:
-            first = step
-        reasons[step] = why
-    return reasons
-
-
-def plan(run_dir: Path, fingerprints: Mapping[str, Mapping[str, Any] | str], force: bool = False,
-         inputs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, bool]:
-    """step -> True when it must run (`plan_reasons` says why)."""
-    return {step: why is not None for step, why in plan_reasons(run_dir, fingerprints, force, inputs).items()}
-
-
-def _write_marker(run_dir: Path, step: str, record: Mapping[str, Any], inputs: Mapping[str, Any] | None,
-                  **extra: Any) -> None:
-    marker = _marker(run_dir, step)
-    marker.parent.mkdir(exist_ok=True)
-    data = {"fingerprint": record["fingerprint"], **extra, "parameters": record.get("parameters"),
-            "notebook": record.get("notebook")}
-    if inputs is not None:
-        data["inputs"] = dict(inputs)
-    tmp = marker.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(marker)  # a marker is whole or absent
-
-
-def _upgrade_marker(run_dir: Path, step: str, record: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> None:
-    """A reused step whose marker predates the records of parameters and inputs gets them (same fingerprint)."""
-    marker = _read_marker(run_dir, step) or {}
-    if "parameters" in marker and ("inputs" in marker or inputs is None):
-        return
-    extra = {k: v for k, v in marker.items() if k in ("seconds", "finished")}
-    _write_marker(run_dir, step, record, inputs, **extra)
 
 
 # ---------------------------------------------------------------- data before any work
@@ -355,7 +164,7 @@ def _record_data(run_dir: Path, step: str, fingerprint: str | None) -> None:
 
 
 def _weight_values(d: Mapping[str, Any]) -> dict[str, Any]:
-    flat = _flat({s: d.get(s, {}) for s in WEIGHT_SECTIONS})
+    flat = flat_keys({s: d.get(s, {}) for s in WEIGHT_SECTIONS})
     return {k: v for k, v in flat.items() if k not in NON_WEIGHT_KEYS}
 
 
@@ -373,7 +182,8 @@ def _weight_changes(run_dir: Path, params: Params) -> str | None:
     keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "(absent)") != b.get(k, "(absent)")]
     if not keys:
         return None
-    shown = ", ".join(f"{k} ({_short(a.get(k, '(absent)'))} → {_short(b.get(k, '(absent)'))})" for k in keys[:4])
+    shown = ", ".join(f"{k} ({short_value(a.get(k, '(absent)'))} → {short_value(b.get(k, '(absent)'))})"
+                      for k in keys[:4])
     return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
@@ -404,134 +214,6 @@ def _mark_summary_out_of_date(run_dir: Path, stopped_at: str) -> None:
               "invocation; run the same command again to bring it up to date (params.yaml holds the new "
               "parameters).\n\n")
     summary.write_text(notice + text, encoding="utf-8")
-
-
-# ---------------------------------------------------------------- execution
-
-# Set in the kernels (and so in the workers they spawn) when the runner's stdout is not a terminal: their
-# progress bars would otherwise reach a redirected log as carriage-return frames (hundreds of KB per run)
-# through the output streams the kernel processes inherit; the runner's own progress lines replace them.
-QUIET_PROGRESS_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-                      "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-
-
-def quiet_progress(stream: Any = None) -> bool:
-    """Whether the kernels' progress bars are turned off: the runner's stdout (or `stream`) is not a terminal."""
-    stream = sys.stdout if stream is None else stream
-    try:
-        return not stream.isatty()
-    except (AttributeError, ValueError):  # a closed or unusual stream
-        return True
-
-
-def kernel_env(quiet: bool | None = None) -> dict[str, str]:
-    """The environment variables of the run's kernelspec (QUIET_PROGRESS_ENV when `quiet`, default quiet_progress())."""
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
-           "JEPA_HEADLESS": "1"}  # explorer.py: render a static view, nobody can click
-    if quiet_progress() if quiet is None else quiet:
-        env.update(QUIET_PROGRESS_ENV)
-    return env
-
-
-@contextlib.contextmanager
-def _kernel_manager(run_dir: Path):
-    """A kernel running THIS interpreter, from a kernelspec kept inside the run folder.
-
-    Nothing is installed in the user's Jupyter paths, and a stale user-level `python3` spec
-    cannot shadow the venv. MPLBACKEND is pinned to inline so figures land in the notebooks
-    even when the caller exported MPLBACKEND=Agg (as the tests do); JEPA_HEADLESS tells the
-    explorer that no one will interact with its widgets; `kernel_env` turns progress bars off
-    when the runner's output goes to a file."""
-    # deferred here and below: the notebook tooling (jupyter_client, papermill, nbconvert) is heavy to import
-    # and `workbook --help`, a bad profile's error and the notebooks' own open_run never need it
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
-
-    spec_dir = run_dir / ".kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python ({sys.prefix})", "language": "python", "env": kernel_env()}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    ksm = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
-    # IPC sockets (local files, short temp path: the socket path limit is ~100 chars) instead of
-    # unencrypted TCP ports, which ipykernel warns about on every start.
-    ipc_dir = Path(tempfile.mkdtemp(prefix="jepa-kernel-"))
-    # async: nbclient notices a dead kernel (DeadKernelError) only through an async manager
-    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, transport="ipc", ip=str(ipc_dir / "k"))
-    failed = False
-    try:
-        with INTERRUPTS.forwarding_to(km):  # the runner's SIGINT / SIGTERM reach the kernel's process group
-            yield km
-    except BaseException:
-        failed = True
-        raise
-    finally:  # nbclient leaves a kernel it did not create running: stop it here
-        try:
-            if km.has_kernel:
-                run_sync(km.shutdown_kernel)(now=True)
-        except Exception as exc:
-            if not failed:  # with a failure in flight, the failure is the news: never mask it
-                raise
-            print(f"(after the error, stopping the kernel also failed: {type(exc).__name__}: {exc})", file=sys.stderr)
-        finally:
-            shutil.rmtree(ipc_dir, ignore_errors=True)
-
-
-def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], run_dir: Path,
-                     log_output: bool = False) -> None:
-    """Execute one notebook with papermill; raise WorkbookError naming the failing cell."""
-    import papermill as pm
-
-    try:
-        with _kernel_manager(run_dir) as km:
-            pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
-                                km=km, progress_bar=False, log_output=log_output)  # progress.Watcher reports instead
-    except pm.PapermillExecutionError as exc:  # a cell raised
-        tb = "\n".join(exc.traceback[-6:]) if exc.traceback else ""
-        error = WorkbookError(source.stem, output, f"{exc.ename}: {exc.evalue}\n{_strip_ansi(tb)}")
-        error.ename, error.evalue = exc.ename, exc.evalue  # the cell's exception (study.interrupts reads them)
-        raise error from None
-    except Exception as exc:  # the kernel died (e.g. out of memory), failed to start, timed out, ...
-        raise WorkbookError(source.stem, output, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def export_html(notebook: Path, html: Path, exclude_input: bool = False) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(exclude_input=exclude_input, exclude_input_prompt=exclude_input,
-                            exclude_output_prompt=exclude_input)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    html.write_text(body, encoding="utf-8")
-
-
-def export_report(notebooks: Sequence[Path], html: Path) -> None:
-    """All executed notebooks in one code-hidden HTML page (parameters cells dropped)."""
-    import nbformat
-
-    merged = nbformat.v4.new_notebook()
-    for nb_path in notebooks:
-        nb = nbformat.read(nb_path, as_version=4)
-        merged.metadata = merged.metadata or nb.metadata
-        merged.cells += [c for c in nb.cells
-                         if not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
-    tmp = html.with_suffix(".ipynb.tmp")
-    try:
-        nbformat.write(merged, tmp)
-        export_html(tmp, html, exclude_input=True)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _notebook_parameters(path: Path) -> set[str]:
-    import papermill as pm
-
-    return set(pm.inspect_notebook(str(path)))
 
 
 @dataclass
@@ -583,11 +265,11 @@ def _run_locked(params: Params, run_dir: Path, started: float, force: bool, note
     check_data(params, todo, echo)  # raises DataError before any work
     weight_changes = _weight_changes(run_dir, params)  # against the previous invocation's params.yaml
     for step in ("02_pretrain", "05_ablations"):  # runs made before the record: the data on disk is theirs
-        if _marker(run_dir, step).is_file() and _recorded_data(run_dir, step) is None:
+        if marker_path(run_dir, step).is_file() and _recorded_data(run_dir, step) is None:
             _record_data(run_dir, step, step_inputs_module.data_fingerprint(run_dir))
     for step, why in reasons.items():
         if why is None:
-            _upgrade_marker(run_dir, step, records[step], now_inputs.get(step))
+            upgrade_marker(run_dir, step, records[step], now_inputs.get(step))
     write_params(params, params_path, finished=False)
     board = board or progress.Board(sys.stdout)
     runs = [model_name(params, o, s) for s in params.seeds for o in params.objectives]
@@ -616,36 +298,15 @@ def _run_locked(params: Params, run_dir: Path, started: float, force: bool, note
             models, total = runs, params.train.steps if params.train.budget == "steps" else None
         watcher = progress.Watcher(run_dir, models, total, parallel, board, label=f"[{i}/{len(todo)}] {step}",
                                    eval_dir=eval_dir)
-        _marker(run_dir, step).unlink(missing_ok=True)
+        marker_path(run_dir, step).unlink(missing_ok=True)
         start = time.perf_counter()
         nb_params = {"params_file": str(params_path), "run_dir": str(run_dir), "overrides": {}}
-        if "resume" in _notebook_parameters(notebooks_dir / f"{step}.ipynb"):
+        if "resume" in notebook_parameters(notebooks_dir / f"{step}.ipynb"):
             nb_params["resume"] = _resume(run_dir, step, force, weight_changes, f"[{i}/{len(todo)}] {step}", echo)
-        failure: BaseException | None = None
-        try:
-            with watcher.running():
-                executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
-        except BaseException as exc:
-            failure = INTERRUPTS.stopped(step, exc)  # after SIGINT / SIGTERM: WorkbookInterrupted
-            report_failure(step, watcher, time.perf_counter() - start, echo)
-        problems = []  # clean-up after a failure: reported after the failure, never instead of it
-        if html and output.is_file():  # also for a failed notebook: the HTML shows where it stopped
-            try:
-                export_html(output, output.with_suffix(".html"))
-            except Exception as exc:
-                if failure is None:
-                    raise WorkbookError(step, output, f"exporting the executed notebook to HTML failed: "
-                                                      f"{type(exc).__name__}: {exc}") from exc
-                problems.append(f"exporting {output.name} to HTML: {type(exc).__name__}: {exc}")
-        if failure is not None:
-            if todo.get("04_geometry"):  # summary.md was to be re-written: say that it was not
-                try:
-                    _mark_summary_out_of_date(run_dir, step)
-                except Exception as exc:
-                    problems.append(f"marking summary.md out of date: {type(exc).__name__}: {exc}")
-            raise _with_cleanup_problems(failure, problems)
+        _execute_step(step, output, nb_params, run_dir, notebooks_dir, executor, watcher, html,
+                      todo.get("04_geometry", False), start, echo)
         seconds = time.perf_counter() - start
-        _write_marker(run_dir, step, records[step], now_inputs.get(step), seconds=round(seconds, 1),
+        write_marker(run_dir, step, records[step], now_inputs.get(step), seconds=round(seconds, 1),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         echo(f"[{i}/{len(todo)}] {step}: done in {seconds:.0f} s")
         results.append(StepResult(step, True, seconds))
@@ -655,6 +316,37 @@ def _run_locked(params: Params, run_dir: Path, started: float, force: bool, note
     write_params(params, params_path, finished=True)
     report_end(run_dir, time.perf_counter() - started, echo)
     return results
+
+
+def _execute_step(step: str, output: Path, nb_params: dict[str, Any], run_dir: Path, notebooks_dir: Path,
+                  executor: Executor, watcher: progress.Watcher, html: bool, summary_due: bool, start: float,
+                  echo: Callable[[str], None]) -> None:
+    """Execute one step's notebook and export it to HTML (also a failed one: the HTML shows where it
+    stopped). On failure the step's own error is raised; clean-up problems are reported after it, never
+    instead of it."""
+    failure: BaseException | None = None
+    try:
+        with watcher.running():
+            executor(notebooks_dir / f"{step}.ipynb", output, nb_params, run_dir)
+    except BaseException as exc:
+        failure = INTERRUPTS.stopped(step, exc)  # after SIGINT / SIGTERM: WorkbookInterrupted
+        report_failure(step, watcher, time.perf_counter() - start, echo)
+    problems = []
+    if html and output.is_file():
+        try:
+            export_html(output, output.with_suffix(".html"))
+        except Exception as exc:
+            if failure is None:
+                raise WorkbookError(step, output, f"exporting the executed notebook to HTML failed: "
+                                                  f"{type(exc).__name__}: {exc}") from exc
+            problems.append(f"exporting {output.name} to HTML: {type(exc).__name__}: {exc}")
+    if failure is not None:
+        if summary_due:  # summary.md was to be re-written: say that it was not
+            try:
+                _mark_summary_out_of_date(run_dir, step)
+            except Exception as exc:
+                problems.append(f"marking summary.md out of date: {type(exc).__name__}: {exc}")
+        raise _with_cleanup_problems(failure, problems)
 
 
 def _resume(run_dir: Path, step: str, force: bool, weight_changes: str | None, label: str,
