@@ -12,7 +12,7 @@ HYBRID_UNIFORMITY = {0: -2.0, 1: -3.0}
 
 def _metrics(offset: float, trained_seeds: list[int]) -> pd.DataFrame:
     rows = []
-    for model, seed_list in (("hybrid", trained_seeds), ("mlm", trained_seeds), ("random_init", [0]),
+    for model, seed_list in (("hybrid", trained_seeds), ("mlm", trained_seeds), ("random_init", trained_seeds),
                              ("majority", [None])):
         for seed in seed_list:
             for task in ("sst2", "wiki"):
@@ -32,7 +32,7 @@ def _write_run(outputs, name: str, offset: float, trained_seeds=(0, 1)):
     rng = np.random.default_rng(1)
     for task, labels in (("sst2", rng.integers(0, 2, 30)), ("wiki", np.zeros(30, dtype=int))):
         folder = run_dir / "results" / "embeddings" / task
-        for key in ("hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init"):
+        for key in ("hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init-s0", "random_init-s1"):
             (folder / key).mkdir(parents=True)
             np.save(folder / key / "mean.npy", rng.normal(size=(30, 8)).astype(np.float32))
         pd.DataFrame({"example": range(30), "label": labels}).to_parquet(folder / "examples.parquet")
@@ -53,19 +53,22 @@ def _panel_titles(fig):
 def test_seeds_and_encoder_keys(outputs):
     m = explorer.load_metrics(outputs / "r1")
     assert explorer.Explorer(outputs).options("r1")["pooling"] == ["mean"]  # not majority's "none"
-    assert explorer.seeds(m) == [0, 1]  # random_init's and majority's seed are not pre-training seeds
-    assert explorer.encoder_keys(m) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
-    assert explorer.encoder_keys(m, 1) == ["hybrid-s1", "mlm-s1"]
-    assert set(m.loc[m["model"] == "random_init", "key"]) == {"random_init"}
+    assert explorer.seeds(m) == [0, 1]
+    # one random-init encoder per pre-training seed, chosen with its seed like the trained ones
+    assert explorer.encoder_keys(m) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init-s0",
+                                        "random_init-s1"]
+    assert explorer.encoder_keys(m, 1) == ["hybrid-s1", "mlm-s1", "random_init-s1"]
+    assert set(m.loc[m["model"] == "random_init", "key"]) == {"random_init-s0", "random_init-s1"}
 
 
 def test_table_for_one_seed_and_for_all_seeds_with_their_spread(outputs):
     m = explorer.load_metrics(outputs / "r1")
     one = explorer.selection_table(m, "sst2", "mean", "uniformity", seed=1)
-    assert list(one.columns) == ["hybrid-s1", "majority", "mlm-s1", "random_init"]  # majority: any pooling
+    assert list(one.columns) == ["hybrid-s1", "majority", "mlm-s1", "random_init-s1"]  # majority: any pooling
     assert one.loc["uniformity", "hybrid-s1"] == "-3.000 [-3.100, -2.900]"
     every = explorer.selection_table(m, "sst2", "mean", "uniformity")
-    assert {"hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init"} <= set(every.columns)
+    keys = {"hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init-s0", "random_init-s1"}
+    assert keys <= set(every.columns)
     assert every.loc["uniformity", "hybrid mean ± sd"] == "-2.500 ± 0.707"
     assert every.loc["uniformity", "mlm mean ± sd"] == "1.500 ± 0.707"
 
@@ -73,10 +76,10 @@ def test_table_for_one_seed_and_for_all_seeds_with_their_spread(outputs):
 def test_figure_shows_the_chosen_seeds_one_row_per_seed(outputs):
     ex = explorer.Explorer(outputs, run="r1")
     fig, _ = ex.render("r1", "sst2", "mean", None, seed=0)
-    assert _panel_titles(fig) == ["hybrid-s0", "mlm-s0"]
+    assert _panel_titles(fig) == ["hybrid-s0", "mlm-s0", "random_init-s0"]
     fig, _ = ex.render("r1", "sst2", "mean", None)
-    assert _panel_titles(fig) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1"]
-    assert fig.axes[0].get_position().y0 > fig.axes[2].get_position().y0  # two models a row: 2 × 2 grid
+    assert _panel_titles(fig) == ["hybrid-s0", "hybrid-s1", "mlm-s0", "mlm-s1", "random_init-s0", "random_init-s1"]
+    assert fig.axes[0].get_position().y0 > fig.axes[3].get_position().y0  # three models a row: 2 × 3 grid
 
 
 def test_unlabelled_task_has_no_label_legend(outputs):
@@ -100,7 +103,7 @@ def test_second_run_table_next_to_the_first(outputs):
                                                            compare="one-seed")
     assert table.loc["uniformity", ("one-seed (no seed 1: all seeds)", "hybrid-s0")] == "18.000 [17.900, 18.100]"
     _, alone = ex.render("r1", "sst2", "mean", "uniformity", seed=0, compare="(none)")
-    assert list(alone.columns) == ["hybrid-s0", "majority", "mlm-s0", "random_init"]
+    assert list(alone.columns) == ["hybrid-s0", "majority", "mlm-s0", "random_init-s0"]
 
 
 def _record_renders(monkeypatch) -> list[tuple]:

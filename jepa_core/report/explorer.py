@@ -46,7 +46,8 @@ from jepa_core.report.explorer_training import (
 PROJECTED_POINTS = 1000  # dev examples shown per model (a seeded subsample keeps the plot readable)
 ALL_SEEDS = "all"
 NO_COMPARISON = "(none)"
-BASELINES = ("majority", "random_init")  # not pre-trained: no seed of their own to choose
+# no encoder, no seed; the random-init encoder has one per pre-training seed (random_init-s<seed>)
+BASELINES = ("majority",)
 MAIN_STUDY = "main study"  # the `models` options: <run>/results/ ...
 ABLATIONS = "ablations"  # ... or <run>/ablations/results/ (ablation_study.STUDY_DIR, not imported: it imports torch)
 NO_EMBEDDINGS = "no cached dev embeddings for this selection"
