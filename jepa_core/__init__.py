@@ -10,7 +10,8 @@ package is layered; a module imports only from the layers below its own (checked
     pretrain | analysis       pre-training runs (notebook 02) | evaluation of encoders (notebooks 03, 04)
     data | model              corpus → tokenizer → blocks (notebook 01) | the model core: encoder, heads,
                               hybrid objective, losses, kernels, masking
-    runs | cpu | progress     run-folder names and paths | cores and workers | progress lines
+    runs | cpu | progress | signals   run-folder names and paths | cores and workers | progress lines |
+                              SIGINT/SIGTERM handlers for a block
     config                    `Params`: the dataclasses behind parameters/*.yaml, validated once
 
 Reading order, following the data (each module's docstring says the rest):

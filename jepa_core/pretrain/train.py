@@ -63,7 +63,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import warnings
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
@@ -75,6 +74,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from jepa_core import signals
 from jepa_core.config import OBJECTIVES, Params, ParamsError, load_params, parse_overrides, save_params
 from jepa_core.data.blocks import (
     BlockDataset,
@@ -174,10 +174,9 @@ class StopFlag:
         """Note SIGINT/SIGTERM from now on (main thread only; elsewhere nothing changes); returns the
         handlers it replaced. A pool worker calls it once, as its initializer."""
         StopFlag.noted = None
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        StopFlag._noting = True
-        return {s: signal.signal(s, StopFlag._note) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = signals.install(StopFlag._note)
+        StopFlag._noting = bool(previous)
+        return previous
 
     @staticmethod
     @contextmanager
@@ -187,21 +186,13 @@ class StopFlag:
         try:
             yield
         finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+            signals.restore(previous)
             StopFlag.noted, StopFlag._noting = None, False
 
     @contextmanager
     def installed(self) -> Iterator["StopFlag"]:
-        if threading.current_thread() is not threading.main_thread():  # handlers only work there
+        with signals.handled_by(self._handle):
             yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 # ---------------------------------------------------------------- helpers of the run

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+from jepa_core import signals
 
 PRETRAINING_INTERRUPTED = "PretrainingInterrupted"  # pretrain.jobs.PretrainingInterrupted, by name
 
@@ -55,15 +56,8 @@ class Interrupts:
     def installed(self) -> Iterator["Interrupts"]:
         """Handle SIGINT / SIGTERM for the block (main thread only; elsewhere the defaults stay)."""
         self.signum = None
-        if threading.current_thread() is not threading.main_thread():
+        with signals.handled_by(self._handle):
             yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     @contextmanager
     def forwarding_to(self, km: Any) -> Iterator[None]:
