@@ -251,6 +251,8 @@ def test_tost_p_on_known_inputs():
     assert stats.equivalence_p_value(-0.0301, 0.05, 4, 0.03) == pytest.approx(1.0, abs=0.002)  # just outside
     assert stats.equivalence_p_value(0.03, 0.01, 4, 0.03) == pytest.approx(0.5)  # on the boundary: TOST p 0.5
     assert np.isnan(stats.equivalence_p_value(0.01, np.nan, 4, 0.03))  # one seed: no SE
+    # no spread at all (CoLA: both encoders' probes predict one class, MCC 0 on every seed): no test, never decided
+    assert stats.equivalence_p_value(0.0, 0.0, 4, 0.03) == 1.0
 
 
 def test_the_seed_level_se_is_read_back_from_the_interval_and_recorded():

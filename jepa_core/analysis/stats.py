@@ -219,11 +219,14 @@ def equivalence_p_value(diff: float, se: float, df: int, margin: float) -> float
     small p: equivalent. Outside: twice the one-sided p of H0 "diff lies within the margin on that side",
     2·P(T > (|diff| − margin)/SE), capped at 1; small p: not equivalent. A cell decided by this p is
     equivalent or not equivalent according to the side of the margin its estimate lies on.
-    NaN when diff or SE is undefined (one seed)."""
+    NaN when diff or SE is undefined (one seed). SE = 0 (every seed and resample gave the same value, e.g.
+    two encoders whose probes predict one class: MCC 0 throughout) is no evidence of anything: p = 1, as
+    `seed_level_difference` gives for identical values, so such a cell counts in the family and is never
+    decided."""
     if not (np.isfinite(diff) and np.isfinite(se)) or df < 1 or margin < 0:
         return np.nan
     if se == 0:
-        return 0.0 if abs(diff) != margin else 1.0
+        return 1.0
     t = scipy_stats.t
     if abs(diff) <= margin:
         return float(max(t.sf((diff + margin) / se, df), t.sf((margin - diff) / se, df)))
