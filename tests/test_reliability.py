@@ -381,6 +381,7 @@ def test_full_disk_shows_enospc(tmp_path):
         from pathlib import Path
         import nbformat
         from nbformat.v4 import new_code_cell, new_notebook
+        from jepa_core.study import steps as workbook_steps
         from jepa_core.study import workbook as wb
 
         nbs, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -459,6 +460,8 @@ import sys
 from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+from jepa_core.study import notebooks as study_notebooks
+from jepa_core.study import steps as workbook_steps
 from jepa_core.study import workbook as wb
 
 nbs, out, loud = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "loud"
@@ -478,7 +481,7 @@ for step in workbook_steps.STEPS:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, nbs / f"{step}.ipynb")
 if loud:  # the control: progress bars on, as before
-    nbs.quiet_progress = lambda *a: False
+    study_notebooks.quiet_progress = lambda *a: False
 wb.run(sys.argv[4], outputs_dir=out, notebooks_dir=nbs, html=False)
 """
 
