@@ -362,3 +362,47 @@ def test_layerwise_table_covers_main_models_and_the_reference(tiny_study):
     ref = table[table["model"] == "ref_encoder"]
     assert (ref["objective"] == study.REFERENCE).all() and ref["seed"].isna().all()
     assert (table.loc[table["model"] == "hybrid", "seed"] == 0).all() and (table["n"] == 30).all()
+
+
+def test_05_takes_the_main_runs_from_03_and_gets_the_same_tables(tmp_path):
+    """Issue 22, item 3: 05 evaluates only its variants; the main hybrid (hybrid-learned) and MLM come from 03's
+    results/measures.npz, and every table is identical to evaluating them again (smoke profile, tiny encoders)."""
+    import shutil
+
+    import torch
+    from test_evaluate import MINILM, WIKI, make_glue, small_params
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    for seed, name in enumerate(("hybrid", "mlm", "hybrid-fixed0.5-s0")):
+        torch.manual_seed(seed)
+        BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                  ).save_pretrained(tmp_path / "models" / name)
+        tokenizer.save_pretrained(tmp_path / "models" / name)
+    params = small_params(make_glue(tmp_path / "glue"), ["sst2"])
+    params.ablations.variants, params.eval.reference_models = ["hybrid-learned", "hybrid-fixed0.5"], []
+    params.eval.poolings = ["mean", "max", "weighted"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wiki_sentences.json").write_text(json.dumps(WIKI))
+    evaluate.evaluate({o: {0: tmp_path / "models" / o} for o in ("hybrid", "mlm")}, params, tmp_path, WIKI)  # 03
+    assert study.reused_models(params, tmp_path) == {"mlm": (tmp_path / "results", "mlm"),
+                                                     "hybrid-learned": (tmp_path / "results", "hybrid")}
+    again = study.evaluate_study(params, tmp_path, reuse=False)
+    shutil.move(tmp_path / "ablations", tmp_path / "evaluated_again")
+    reused = study.evaluate_study(params, tmp_path)
+    notes = json.loads((tmp_path / "ablations" / "results" / "evaluation.json").read_text())["notes"]
+    assert sorted(n.split(":")[0] for n in notes if "taken from" in n) == ["hybrid-learned-s0", "mlm-s0"]
+    for a, b in zip(again, reused):
+        assert len(a) > 10
+        pd.testing.assert_frame_equal(a, b)
+    assert set(reused[1]["model_a"]) == {"hybrid-learned", "hybrid-fixed0.5"}
+    for name in ("spectra.csv", "vs_random_init.csv", "seeds.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "evaluated_again" / "results" / name),
+                                      pd.read_csv(tmp_path / "ablations" / "results" / name))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "evaluated_again" / "results" / "predictions.parquet"),
+                                  pd.read_parquet(tmp_path / "ablations" / "results" / "predictions.parquet"))
+    for pool in ("mean", "max"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "evaluated_again" / "results" / "embeddings" / "sst2" / "mlm-s0" / f"{pool}.npy"),
+            np.load(tmp_path / "ablations" / "results" / "embeddings" / "sst2" / "mlm-s0" / f"{pool}.npy"))

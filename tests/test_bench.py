@@ -19,7 +19,7 @@ def result(tmp_path_factory):
 
 def test_json_has_every_section(result):
     for key in ("command", "config", "machine", "precision", "gemm_flops_per_s", "results", "ratios", "encoding",
-                "memory", "targets", "all_targets_pass", "data", "wall_seconds"):
+                "memory", "targets", "all_targets_pass", "data", "wall_seconds", "evaluation"):
         assert key in result, key
     assert result["command"].startswith("python -m jepa_core.bench --tiny")
     assert result["config"] == vars(BenchConfig.tiny(ablations=True, static_shapes=True))
@@ -88,6 +88,23 @@ def test_encoding_and_memory_sections(result):
     # The hybrid holds a second (EMA) encoder and a predictor on top of the MLM model.
     assert mem["hybrid"]["state_mib"] > mem["mlm"]["state_mib"]
     assert mem["process_peak_rss_mib"] > 0
+
+
+def test_evaluation_section_times_both_paths_and_compares_their_tables(result):
+    """Issue 22: the previous evaluation path (scikit-learn probes) and the current one, interleaved, on the same
+    encodings; the speed-up is the ratio of their median wall times and a target like the others."""
+    e, cfg = result["evaluation"], BenchConfig.tiny()
+    assert e["rounds"] == cfg.eval_rounds and e["tasks"][-1] == "wiki" and e["poolings"] == ["mean", "weighted"]
+    walls = {k: e["seconds"][k]["wall"] for k in ("today", "new")}
+    assert all(len(v) == cfg.eval_rounds and min(v) > 0 for v in walls.values())
+    assert e["speedup"] == pytest.approx(np.median(walls["today"]) / np.median(walls["new"]))
+    target = result["targets"]["evaluation_speedup"]
+    assert target["measured"] == pytest.approx(e["speedup"]) and target["met"] == target["pass"]
+    assert result["ratios"]["evaluation_speedup"]["value"] == pytest.approx(e["speedup"])
+    assert set(e["parts_seconds"]["today"]) == set(bench.evaluation.PARTS)
+    tol = e["tolerance"]  # the same numbers: probes follow scikit-learn's iterates, geometry is one implementation
+    assert tol["rows_compared"] == tol["rows_today"] == tol["rows_new"] > 0 and tol["within_tolerance"]
+    assert tol["probe_max_abs_points"] <= 0.5 and tol["geometry_max_rel"] <= 1e-6
 
 
 def test_ablations_section(result):

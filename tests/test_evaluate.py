@@ -374,3 +374,81 @@ def test_run_writes_the_random_init_check(run):
     sst2 = table[(table["task"] == "sst2") & (table["pooling"] == "mean")]
     base = metrics.query("model == 'random_init' and task == 'sst2' and pooling == 'mean' and metric == 'accuracy'")
     assert np.allclose(sst2["random_init"], base["value"].iloc[0])
+
+
+def test_device_native_path_on_the_cpu_gives_the_worker_pool_tables(tmp_path, tiny_checkpoint):
+    """Issue 22: evaluate(device=...) runs every unit in this process with probes, geometry and learned
+    poolings as torch on the device (what a GPU machine does); with device="cpu" it takes that code path
+    here and must give the worker-pool path's tables (geometry torch vs numpy: float rounding only)."""
+    glue_root = make_glue(tmp_path / "glue")
+    params = small_params(glue_root, ["sst2"])
+    params.eval.poolings, params.eval.random_init_baseline = ["mean", "weighted"], False
+    models = {"hybrid": [str(tiny_checkpoint)], "mlm": [str(MINILM)]}
+    params.eval.workers = 2
+    pool = ev.evaluate(models, params, tmp_path / "pool", WIKI[:40])
+    native = ev.evaluate(models, params, tmp_path / "native", WIKI[:40], device="cpu")
+    recorded = json.loads((tmp_path / "native" / "results" / "evaluation.json").read_text())
+    assert recorded["device"] == "cpu" and "worker" in json.loads(
+        (tmp_path / "pool" / "results" / "evaluation.json").read_text())["device"]
+    for a, b in zip(pool, native):
+        assert len(a) > 10
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+def test_measures_file_round_trips_and_a_reused_model_gives_the_same_tables(tmp_path, tiny_checkpoint):
+    """Issue 22, item 3: results/measures.npz keeps every bootstrap array, so a later evaluation (notebook 05)
+    takes a model from it instead of evaluating it again: rows, measures and differences identical to
+    evaluating it again; another setting or other weights evaluate it again."""
+    glue_root = make_glue(tmp_path / "glue")
+    params = small_params(glue_root, ["sst2"])
+    params.eval.poolings, params.eval.random_init_baseline = ["mean", "max"], False
+    first = tmp_path / "first"
+    ev.evaluate({"hybrid": [str(tiny_checkpoint)], "mlm": [str(MINILM)]}, params, first, WIKI[:40])
+    loaded, key, stamps = ev.load_measures(first / "results" / ev.MEASURES)
+    assert key == ev._reuse_key(params) and set(stamps) == {("hybrid", 0), ("mlm", 0)}
+    m = loaded["hybrid", 0, "sst2", "mean", "accuracy"]
+    metrics = pd.read_csv(first / "results" / "metrics.csv")
+    row = metrics.query("model == 'hybrid' and pooling == 'mean' and metric == 'accuracy'").iloc[0]
+    assert m.value == row["value"] and m.ci() == pytest.approx((row["ci_low"], row["ci_high"]))
+    # a second evaluation with another name for the same encoder, on one pooling: from the file, or again
+    one = small_params(glue_root, ["sst2"])
+    one.eval.poolings, one.eval.random_init_baseline = ["mean"], False
+    models = {"variant": [str(tiny_checkpoint)], "base": [str(MINILM)]}
+    again = ev.evaluate(models, one, tmp_path / "again", WIKI[:40], pairs=[("variant", "base")])
+    reused = ev.evaluate(models, one, tmp_path / "reused", WIKI[:40], pairs=[("variant", "base")],
+                         reuse={"base": (first / "results", "mlm")})
+    for a, b in zip(again, reused):
+        pd.testing.assert_frame_equal(a, b)
+    summary = json.loads((tmp_path / "reused" / "results" / "evaluation.json").read_text())
+    assert any("base-s0: taken from" in n for n in summary["notes"])
+    assert (tmp_path / "reused" / "results" / "embeddings" / "sst2" / "base-s0" / "mean.npy").is_file()
+    other = small_params(glue_root, ["sst2"])
+    other.eval.poolings, other.eval.random_init_baseline, other.eval.bootstrap = ["mean"], False, 30
+    ev.evaluate(models, other, tmp_path / "other", WIKI[:40], reuse={"base": (first / "results", "mlm")})
+    notes = json.loads((tmp_path / "other" / "results" / "evaluation.json").read_text())["notes"]
+    assert not any("taken from" in n for n in notes)  # another bootstrap: evaluated again
+
+
+@pytest.mark.slow
+def test_minilm_bar_checks_hold_on_both_geometry_backends(glue_dir):
+    """Known answers of the offline MiniLM on the real dev sets (docs/results/cpu/ablations/layerwise.csv and
+    test_minilm_zero_shot_sts_on_real_dev): SST-2 (872 sentences) mean pooling uniformity −3.081, anisotropy
+    0.206, from the resampler's full-sample values on the numpy path and on the torch (device-native) path;
+    STS-B zero-shot Spearman 0.867 on all 1,500 pairs."""
+    from jepa_core.analysis import geometry, pooling, probes
+    from jepa_core.analysis.encode import encode, load_encoder
+    from jepa_core.data import glue
+
+    model, tokenizer = load_encoder(MINILM)
+    sst2 = glue.load_task("sst2", "dev", glue_dir)
+    stsb = glue.load_task("stsb", "dev", glue_dir)
+    with pooling.single_thread():
+        X = pooling.pool(encode(model, tokenizer, sst2["sentence1"].tolist(), progress=False), "mean")
+        u, v = (pooling.pool(encode(model, tokenizer, stsb[c].tolist(), progress=False), "mean")
+                for c in ("sentence1", "sentence2"))
+    assert len(X) == 872 and len(u) == 1500
+    for device in (None, torch.device("cpu")):
+        res = geometry.GeometryResampler(X, metrics=["uniformity", "anisotropy"], device=device)
+        uniformity, anisotropy = res(None)
+        assert uniformity == pytest.approx(-3.081, abs=5e-4) and anisotropy == pytest.approx(0.206, abs=5e-4)
+    assert probes.zero_shot_sts(u, v, stsb["label"].to_numpy())["spearman"] == pytest.approx(0.867, abs=5e-4)

@@ -318,3 +318,21 @@ def test_bad_inputs_name_the_problem():
         g.class_distance_ratio(np.eye(4), [0, 1])
     with pytest.raises(ValueError, match="unknown metrics"):
         g.GeometryResampler(np.eye(4), metrics=["alignment"])  # needs labels
+
+
+@pytest.mark.parametrize("n, d, per_block", [(30, 6, 1), (30, 6, 4), (14, 40, 1), (14, 40, 4)])
+def test_the_torch_backend_gives_the_numpy_numbers(n, d, per_block):
+    """Device-native evaluation runs the resampler as torch on its device; on the CPU here, one resample at a
+    time and `per_block` at once (how a GPU takes them): the same values as the numpy path, to 1e-12."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0 * rng.normal(size=d)
+    labels = rng.integers(0, 3, size=n)
+    idx = rng.integers(0, n, size=(7, n))
+    idx[0] = 2  # a resample without pairs: NaN on both
+    numpy_res = g.GeometryResampler(X, labels)
+    torch_res = g.GeometryResampler(X, labels, device=torch.device("cpu"))
+    torch_res.be.per_block = per_block
+    assert torch_res.be.torch and not numpy_res.be.torch
+    np.testing.assert_allclose(torch_res(None), numpy_res(None), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch_res.resamples(idx), numpy_res.resamples(idx), rtol=1e-12, atol=1e-12)

@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jepa_core.analysis.backend import Backend
+
 _EPS = np.finfo(np.float64).eps
 
 
@@ -326,9 +328,10 @@ class GeometryResampler:
     """
 
     def __init__(self, X, labels=None, t: float = 2.0, alpha: float = 2.0,
-                 metrics: Sequence[str] | None = None):
+                 metrics: Sequence[str] | None = None, device=None):
         self.X = _as_matrix(X)
         self.t = t
+        self.be = Backend(device)
         n = self.X.shape[0]
         available = list(LABEL_FREE) + (["alignment", "class_distance_ratio"] if labels is not None else [])
         self.names = tuple(metrics) if metrics is not None else tuple(available)
@@ -336,71 +339,99 @@ class GeometryResampler:
         unknown = [m for m in self.names if m not in available]
         if unknown:
             raise ValueError(f"unknown metrics {unknown} (available with these inputs: {available})")
-        Z = l2_normalise(self.X)
+        be, xp = self.be, self.be.xp
+        Z = be.asarray(l2_normalise(self.X))
         self.Z = Z  # mean_direction: ‖w·Z / Σw‖² per resample, one (B, n) x (n, d) product
         cos = Z @ Z.T
-        sqdist = np.clip(2.0 - 2.0 * cos, 0.0, 4.0)
+        sqdist = xp.clip(2.0 - 2.0 * cos, 0.0, 4.0)
         # each pair metric is Σ_{i≠j} w_i w_j M_ij over one precomputed (n, n) matrix M,
         # divided by a pair count that the class sizes give without another matrix
         pair = {}
         if "uniformity" in self.names:
-            pair["uniformity"] = np.exp(-t * sqdist)
+            pair["uniformity"] = xp.exp(-t * sqdist)
         if "anisotropy" in self.names:
             pair["anisotropy"] = cos
+        if any(m in self.names for m in PER_RESAMPLE):
+            # centred once on the full-sample mean: a resample's own centre is then a small shift
+            self.X0 = be.asarray(self.X - self.X.mean(axis=0))
         if "uniformity_centred" in self.names:
-            self.gram = self.X @ self.X.T  # raw Gram: re-centring needs nothing else
+            self.gram = self.X0 @ self.X0.T  # re-centring a resample needs nothing else
         if labels is not None:
             labels = _as_labels(labels, n)
             self.codes = np.unique(labels, return_inverse=True)[1].ravel()
-            same = _same_label(labels)
+            same = be.asarray(_same_label(labels))
             if "alignment" in self.names:
                 pair["alignment"] = sqdist ** (alpha / 2) * same
             if "class_distance_ratio" in self.names:
-                dist = np.sqrt(sqdist)
+                dist = xp.sqrt(sqdist)
                 pair["distance"] = dist
                 pair["intra_distance"] = dist * same
-            self._onehot = np.eye(self.codes.max() + 1)[self.codes]  # (n, classes)
+            self._onehot = be.asarray(np.eye(self.codes.max() + 1)[self.codes])  # (n, classes)
         self._pair_names = tuple(pair)
         if pair:  # one (n, n * n_matrices) block, so that all pair sums come from one matrix product
-            self._stacked = np.concatenate(list(pair.values()), axis=1)
-            self._diagonals = np.stack([np.diag(M) for M in pair.values()], axis=1)
+            self._stacked = xp.concatenate(list(pair.values()), axis=1)
+            self._diagonals = xp.stack([xp.diagonal(M) for M in pair.values()], axis=1)
 
-    def _uniformity_centred(self, w: np.ndarray, block: int = 64) -> float:
-        """Centred uniformity of the resample with counts w, from the raw Gram alone.
+    def _uniformity_centred(self, W, keep, rows: int = 64):
+        """Centred uniformity of each resample: W (B, n) counts, `keep` the examples any of them drew; from
+        the Gram of the (full-sample centred) embeddings alone.
 
         cos_ij = (G_ij − u_i − u_j)·r_i·r_j with c the resample mean, u_i = x_i·c − c·c/2 and
         r_i = 1/‖x_i − c‖. Only pairs i < j are exponentiated (the matrix is symmetric), in
-        blocks of rows small enough to stay in cache: half the exp calls of the full matrix.
+        blocks of `rows` rows small enough to stay in cache: half the exp calls of the full matrix.
         """
-        n = len(self.gram)
-        keep = np.flatnonzero(w > 0)  # only the drawn examples matter
-        w = w[keep]
-        proj = (self.gram @ np.bincount(keep, w, n))[keep] / w.sum()  # x_i · c
-        u = proj - 0.5 * (w @ proj / w.sum())
-        sq_norm = self.gram.ravel()[keep * (n + 1)] - 2.0 * u  # ‖x_i − c‖² = G_ii − 2u_i
+        xp = self.be.xp
+        m = W.sum(1)
+        proj = ((W @ self.gram) / m[:, None])[:, keep]  # x_i · c
+        Wk = W[:, keep]
+        u = proj - 0.5 * ((Wk * proj).sum(1) / m)[:, None]
+        sq_norm = xp.diagonal(self.gram)[keep][None, :] - 2.0 * u  # ‖x_i − c‖² = G_ii − 2u_i
         # exp(−t‖a−b‖²) = exp(−2t)·exp(2t·cos) for unit vectors; √(2t) folded into both norms
-        scale = np.sqrt(2.0 * self.t / np.clip(sq_norm, _EPS, None))
+        scale = xp.sqrt(2.0 * self.t / xp.clip(sq_norm, _EPS, None))
         total = 0.0  # Σ_{i≠j} w_i w_j exp(2t·cos_ij) = Σ over row blocks of 2·Σ_{i in block, j > i}
-        for r0 in range(0, len(keep), block):
-            r1 = min(r0 + block, len(keep))
-            rows, cols = keep[r0:r1], keep[r0:]
-            E = self.gram.ravel().take((rows[:, None] * n + cols).ravel()).reshape(len(rows), -1)
-            E -= u[r0:r1, None]
-            E -= u[None, r0:]
-            E *= scale[r0:r1, None]
-            E *= scale[None, r0:]
-            np.exp(E, out=E)
-            E[:, :r1 - r0] = np.triu(E[:, :r1 - r0], 1)  # the square block: pairs j > i only
-            total += 2.0 * (w[r0:r1] @ E @ w[r0:])
-        return float(np.log(total / (w.sum() ** 2 - (w * w).sum())) - 2.0 * self.t)
+        k = len(keep)
+        for r0 in range(0, k, rows):
+            r1 = min(r0 + rows, k)
+            E = self.be.take2(self.gram, keep[r0:r1], keep[r0:])[None] - u[:, r0:r1, None]
+            E -= u[:, None, r0:]
+            E *= scale[:, r0:r1, None]
+            E *= scale[:, None, r0:]
+            E = xp.exp(E)
+            E[:, :, :r1 - r0] = xp.triu(E[:, :, :r1 - r0], 1)  # the square block: pairs j > i only
+            total = total + 2.0 * (Wk[:, None, r0:r1] @ E @ Wk[:, r0:, None])[:, 0, 0]
+        return xp.log(total / (m * m - (W * W).sum(1))) - 2.0 * self.t
 
-    def _per_resample(self, w: np.ndarray) -> dict[str, float]:
-        """The metrics that need the resample's own centring: centred uniformity and the spectrum."""
+    def _spectra(self, W, keep):
+        """Covariance eigenvalues (descending) of each resample: (B, min(k, d)); eigvalsh of the d x d scatter
+        or, with fewer examples than dimensions, of the k x k Gram of the centred, count-weighted rows."""
+        xp = self.be.xp
+        A = self.X0[keep]
+        m = W.sum(1)
+        c = (W @ A) / m[:, None]  # the resample mean (of the centred embeddings)
+        k, d = A.shape
+        if d <= k and len(W) == 1:  # the CPU path: one resample, one 2-D product
+            S = ((A.T * W[0]) @ A - m[0] * (c[0][:, None] * c[0][None, :]))[None]
+        elif d <= k:
+            S = (A.T[None] * W[:, None, :]) @ A[None] - m[:, None, None] * (c[:, :, None] * c[:, None, :])
+        else:
+            B = (A[None] - c[:, None, :]) * xp.sqrt(W)[:, :, None]
+            S = B @ xp.swapaxes(B, 1, 2)
+        lam = self.be.flip(xp.linalg.eigvalsh(S)) / xp.clip(m - 1, 1.0, None)[:, None]
+        # eigvalsh noise is ~eps·λ_max: treat anything below that scale as an exact zero
+        size = xp.clip((W > 0).sum(1) * 1.0, float(d), None)  # max(drawn examples, d), as for one resample
+        return xp.where(lam < lam[:, :1] * size[:, None] * _EPS, 0.0 * lam, lam)
+
+    def _per_resample(self, W) -> dict:
+        """The metrics that need each resample's own centring (centred uniformity, the spectrum), for the
+        counts W (B, n): (B,) arrays."""
+        be = self.be
+        keep = be.nonzero((W > 0).sum(0) > 0)  # the examples drawn by any of these resamples
         values = {}
         if "uniformity_centred" in self.names:
-            values["uniformity_centred"] = self._uniformity_centred(w)
+            values["uniformity_centred"] = self._uniformity_centred(W, keep)
         if any(m in self.names for m in PER_RESAMPLE[1:]):
-            values.update(_metrics_from_spectrum(_weighted_spectrum(self.X, w), int(w.sum()), self.X.shape[1]))
+            values.update(_batched_spectrum_metrics(be.xp, self._spectra(W[:, keep], keep), W.sum(1),
+                                                    self.X.shape[1]))
         return values
 
     def __call__(self, idx=None) -> np.ndarray:
@@ -413,9 +444,10 @@ class GeometryResampler:
 
         Same values as stacking self(idx[b]) (tests/test_geometry.py). The pair sums of a block of
         resamples are one (B, n) x (n, n·matrices) product instead of B matrix-vector products each;
-        centred uniformity and the spectrum depend on each resample's own mean and stay one
-        resample at a time, on `workers` threads (numpy releases the GIL inside BLAS, LAPACK and
-        ufunc loops, so threads run them in parallel; each does the same arithmetic as workers=1).
+        centred uniformity and the spectrum depend on each resample's own mean: on the CPU (numpy) one
+        resample at a time, on `workers` threads (numpy releases the GIL inside BLAS, LAPACK and ufunc
+        loops, so threads run them in parallel; each does the same arithmetic as workers=1); on a GPU
+        (torch) `Backend.per_block` resamples at once (batched products and eigvalsh).
         """
         idx = np.asarray(idx)
         n = self.X.shape[0]
@@ -431,17 +463,19 @@ class GeometryResampler:
 
     def _evaluate(self, W: np.ndarray, workers: int = 1) -> np.ndarray:
         """Metric values for each row w of the count matrix W (B, n)."""
+        be, xp = self.be, self.be.xp
+        W = be.asarray(W)
         self_pairs = (W * W).sum(1)  # copies of one example paired with each other
         n_pairs = W.sum(1) ** 2 - self_pairs
-        values: dict[str, np.ndarray] = {}
-        sums: dict[str, np.ndarray] = {}
+        values: dict = {}
+        sums: dict = {}
         if self._pair_names:
             # Σ_{i≠j} w_i w_j M_ij for every pair matrix M at once: (W M) ⊙ W summed, minus the diagonal
             WM = (W @ self._stacked).reshape(len(W), len(self._pair_names), -1)
-            sums = dict(zip(self._pair_names, np.einsum("bmn,bn->mb", WM, W) - ((W * W) @ self._diagonals).T))
+            sums = dict(zip(self._pair_names, xp.einsum("bmn,bn->mb", WM, W) - ((W * W) @ self._diagonals).T))
         with np.errstate(divide="ignore", invalid="ignore"):  # resamples without pairs: NaN, set below
             if "uniformity" in sums:
-                values["uniformity"] = np.log(sums["uniformity"] / n_pairs)
+                values["uniformity"] = xp.log(sums["uniformity"] / n_pairs)
             if "anisotropy" in sums:
                 values["anisotropy"] = sums["anisotropy"] / n_pairs
             if "mean_direction" in self.names:
@@ -454,18 +488,41 @@ class GeometryResampler:
                     intra = sums["intra_distance"]
                     inter = (sums["distance"] - intra) / (n_pairs - n_same)
                     values["class_distance_ratio"] = (intra / n_same) / inter
-        out = np.full((len(W), len(self.names)), np.nan)
-        for k, name in enumerate(self.names):
-            if name in values:
-                out[:, k] = values[name]
-        columns = [k for k, name in enumerate(self.names) if name in PER_RESAMPLE]
-        rows = np.flatnonzero(n_pairs > 0)
-        if columns and rows.size:
-            if workers > 1:
-                with ThreadPoolExecutor(workers) as pool:
-                    per = list(pool.map(self._per_resample, W[rows]))
-            else:
-                per = [self._per_resample(w) for w in W[rows]]
-            out[np.ix_(rows, columns)] = [[v[self.names[k]] for k in columns] for v in per]
+            n_pairs = be.numpy(n_pairs)
+            out = np.full((len(W), len(self.names)), np.nan)
+            for k, name in enumerate(self.names):
+                if name in values:
+                    out[:, k] = be.numpy(values[name])
+            columns = [k for k, name in enumerate(self.names) if name in PER_RESAMPLE]
+            rows = np.flatnonzero(n_pairs > 0)
+            if columns and rows.size:
+                size = be.per_block
+                blocks = [W[be.index(rows[b:b + size])] for b in range(0, len(rows), size)]
+                if workers > 1 and not be.torch:
+                    with ThreadPoolExecutor(workers) as pool:
+                        per = list(pool.map(self._per_resample, blocks))
+                else:
+                    per = [self._per_resample(block) for block in blocks]
+                for k in columns:
+                    out[rows, k] = np.concatenate([be.numpy(v[self.names[k]]) for v in per])
         out[n_pairs <= 0] = np.nan
         return out
+
+
+def _batched_spectrum_metrics(xp, lam, m, d: int) -> dict:
+    """_metrics_from_spectrum for a (B, r) stack of descending spectra of resamples of m[b] examples."""
+    total = lam.sum(1)
+    total = xp.where(total > 0, total, total * np.nan)  # an all-zero spectrum: NaN (identical embeddings)
+    max_rank = xp.clip(xp.minimum(m - 1, 0 * m + d), 1.0, None)
+
+    def entropy(p):
+        return -(p * xp.log(xp.where(p > 0, p, 1.0 + 0 * p))).sum(1)
+
+    sigma = xp.sqrt(lam)
+    frac = xp.cumsum(lam, 1) / total[:, None]
+    return {
+        "spectral_entropy": xp.where(max_rank > 1, entropy(lam / total[:, None]) / xp.log(max_rank), 0 * total),
+        "effective_rank": xp.exp(entropy(sigma / sigma.sum(1)[:, None])),
+        "stable_rank": total / lam[:, 0],
+        "rank90": (frac < 0.9 - 1e-9).sum(1) + 1.0 + 0 * total,
+    }

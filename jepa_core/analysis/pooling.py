@@ -106,7 +106,7 @@ class WeightedPooling(nn.Module):
         self.logits = nn.Parameter(torch.zeros(max_length))
 
     def scores(self, z: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(z.shape[1]).clamp(max=len(self.logits) - 1)
+        positions = torch.arange(z.shape[1], device=z.device).clamp(max=len(self.logits) - 1)
         return self.logits[positions].expand(z.shape[0], -1)
 
 
@@ -130,6 +130,26 @@ def attend(scores: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.T
     return torch.einsum("bl,blh->bh", weights, x)
 
 
+class _Dense:
+    """One side of a split padded once, (N, L, H) with its real-token mask, on `device`: a batch of sentences
+    is then one gather cut to its own longest sentence, the same tensors `pad` builds for it (not rebuilt
+    from the ragged states at every step of every epoch)."""
+
+    def __init__(self, ts: TokenStates, include_special: bool, device: torch.device):
+        self.lengths = ts.lengths
+        x, mask = pad(ts, np.arange(ts.n), include_special)
+        self.x, self.mask = x.to(device), mask.to(device)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        length = int(self.lengths[idx].max()) if len(idx) else 0
+        rows = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.x.device)
+        return self.x[rows, :length], self.mask[rows, :length]
+
+
+def _sides(ts: TokenStates, include_special: bool, device: torch.device) -> list[_Dense]:
+    return [_Dense(s, include_special, device) for s in ([side_a(ts), ts.second] if ts.second is not None else [ts])]
+
+
 @dataclass
 class LearnedPooling:
     """A fitted weighted/attention pooler: `transform(ts)` pools with it frozen."""
@@ -140,14 +160,14 @@ class LearnedPooling:
     include_special: bool = True
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss
     best_epoch: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def _pool(self, ts: TokenStates, idx: np.ndarray) -> torch.Tensor:
-        x, mask = pad(ts, idx, self.include_special)
+    def _pool(self, side: _Dense, idx: np.ndarray) -> torch.Tensor:
+        x, mask = side.batch(idx)
         return attend(self.pooler.scores((x - self.mu) / self.sd), mask, x)
 
-    def _features(self, ts: TokenStates, idx: np.ndarray, standardise: bool) -> torch.Tensor:
+    def _features(self, sides: list[_Dense], idx: np.ndarray, standardise: bool) -> torch.Tensor:
         """Pooled vectors (pair features for siamese); `standardise` feeds the head well-scaled inputs."""
-        sides = [side_a(ts), ts.second] if ts.second is not None else [ts]
         pooled = [self._pool(s, idx) for s in sides]
         if standardise:
             pooled = [(p - self.mu) / self.sd for p in pooled]
@@ -160,9 +180,10 @@ class LearnedPooling:
     def transform(self, ts: TokenStates) -> np.ndarray:
         out = np.empty((ts.n, ts.hidden * (4 if ts.second is not None else 1)), dtype=np.float32)
         with single_thread():
+            sides = _sides(ts, self.include_special, self.device)
             for start in range(0, ts.n, CHUNK):
                 idx = np.arange(start, min(start + CHUNK, ts.n))
-                out[idx] = self._features(ts, idx, standardise=False).numpy()
+                out[idx] = self._features(sides, idx, standardise=False).cpu().numpy()
         return out
 
 
@@ -175,13 +196,15 @@ def _token_moments(ts: TokenStates) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fit_learned_pooling(method: str, ts: TokenStates, y: np.ndarray, task_type: str, *, max_length: int,
                         epochs: int = 30, seed: int = 0, lr: float = 1e-2, batch_size: int = 64,
-                        val_fraction: float = 0.2, patience: int = 5, include_special: bool = True) -> LearnedPooling:
+                        val_fraction: float = 0.2, patience: int = 5, include_special: bool = True,
+                        device: str | torch.device | None = None) -> LearnedPooling:
     """Train a weighted/attention pooler jointly with a linear head on the TRAIN split's token states.
 
     `task_type` is "classification" (y: int labels) or "regression" (y: floats). A seeded
     `val_fraction` of the examples is held out for early stopping on its loss; the best epoch's
-    pooler is kept.
+    pooler is kept. device: where it trains and pools (device-native evaluation; default the CPU).
     """
+    device = torch.device(device) if device is not None else torch.device("cpu")
     if method not in POOLERS:
         raise ValueError(f"learned pooling {method!r}: expected one of {', '.join(POOLERS)}")
     if task_type not in ("classification", "regression"):
@@ -202,13 +225,16 @@ def fit_learned_pooling(method: str, ts: TokenStates, y: np.ndarray, task_type: 
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
         torch.manual_seed(seed)
         mu, sd = _token_moments(ts)
-        fitted = LearnedPooling(method, POOLERS[method](ts.hidden, max_length), mu, sd, include_special)
-        head = nn.Linear(ts.hidden * (4 if ts.second is not None else 1), n_out)
+        fitted = LearnedPooling(method, POOLERS[method](ts.hidden, max_length).to(device), mu.to(device),
+                                sd.to(device), include_special, device=device)
+        head = nn.Linear(ts.hidden * (4 if ts.second is not None else 1), n_out).to(device)
+    target = target.to(device)
     params = list(fitted.pooler.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
+    sides = _sides(ts, include_special, device)
 
     def loss_on(idx: np.ndarray) -> torch.Tensor:
-        return loss_fn(head(fitted._features(ts, idx, standardise=True)), target[idx])
+        return loss_fn(head(fitted._features(sides, idx, standardise=True)), target[idx])
 
     best, best_state, waited = float("inf"), None, 0
     with single_thread():

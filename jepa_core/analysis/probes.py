@@ -1,33 +1,44 @@
 """Linear probes on frozen sentence vectors, GLUE task metrics and their baselines.
 
-`fit_probe` = StandardScaler + logistic regression (multinomial, L2; C chosen by stratified CV on
-the TRAIN split, log-loss) or, for STS-B, ridge regression (alpha chosen by CV on the train split).
-The dev split is only ever predicted (docs/PROTOCOL.md, defect 8: the paper's code chose epochs and ran CV on
-the dev split it reported). `task_metrics` uses sklearn/scipy; the per-example predictions are
-kept by the caller so that `stats.py` can bootstrap CIs and paired differences with `METRICS`.
+`fit_probe` = standardise (the train split's mean and sd), then L2 logistic regression (C chosen by
+stratified CV on the TRAIN split, held-out log-likelihood) or, for STS-B, ridge regression (alpha
+chosen by CV R² on the train split). The dev split is only ever predicted (docs/PROTOCOL.md, defect
+8: the paper's code chose epochs and ran CV on the dev split it reported). `task_metrics` uses
+sklearn/scipy; the per-example predictions are kept by the caller so that `stats.py` can bootstrap
+CIs and paired differences with `METRICS`.
+
+One implementation on every device (issue 22). The objective and its gradient are written once against an
+array namespace (analysis/backend.py): numpy on the CPU, torch on `device` where evaluate runs device-native
+(a GPU); predictions are numpy. The optimiser is scipy's L-BFGS-B with
+scikit-learn's lbfgs settings (LogisticRegressionCV: tol 1e-3, 200 iterations, 50 line-search
+steps; binary tasks one logit, multiclass one per class; mean log-loss + ||coef||²/(2·C·n), the
+intercept unpenalised; the C path warm-started fold by fold, the refit started from the mean of the
+folds' coefficients at the chosen C). So the fit follows scikit-learn's own iterates up to float
+rounding, and the numbers stay those of the previous scikit-learn pipeline (tests/test_probes.py
+checks it against LogisticRegressionCV / RidgeCV on fixed features). Ridge is closed form: one
+Cholesky solve per (fold, alpha) of the centred normal equations, as scikit-learn's Ridge does.
+
+Note on the stopping rule (docs/PERFORMANCE.md, "Evaluation speed"): tol 1e-3 stops short of the
+optimum on weakly regularised many-class probes (the word-content probe moves by ~1 point of
+accuracy when fitted to convergence); it is kept because the tables are defined by it.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import parallel_config
-from scipy import stats
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from scipy import optimize, stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from jepa_core.analysis.backend import Backend
 from jepa_core.config import TASK_METRICS
-from jepa_core.cpu import parallel_workers
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strength, for standardised features
-# lbfgs stopping: tol 1e-3 / 200 iterations. A 73-class lexical probe (1,181 x 256) takes 2.3 s
-# instead of 6 s at 1e-4 / 500, with the same chosen C and train accuracy within 0.002.
 ALPHA_GRID = (1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
@@ -108,52 +119,183 @@ def bootstrap_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.
 
 @dataclass
 class FittedProbe:
-    pipeline: Pipeline
+    """A fitted probe: standardisation, then one linear map (intercept in the last row of `coef`)."""
+    mean: np.ndarray  # (d,) of the train split
+    scale: np.ndarray  # (d,) its sd (1 where constant: scikit-learn's StandardScaler rule)
+    coef: np.ndarray  # (d + 1, k): k = classes (multiclass), 1 (binary: the logit of classes[1]) or 1 (ridge)
     task_type: str
     param: float  # the chosen C (logistic) or alpha (ridge)
+    classes: np.ndarray | None = None
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        return Z @ self.coef[:-1] + self.coef[-1]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.pipeline.predict(X)
+        out = self.decision(X)
+        if self.task_type == "regression":
+            return out[:, 0]
+        return self.classes[(out[:, 0] > 0).astype(int) if out.shape[1] == 1 else out.argmax(1)]
 
 
-def _mean_log_likelihood(estimator, X: np.ndarray, y: np.ndarray) -> float:
-    """CV score = -log-loss. Same value as scoring="neg_log_loss", without the input validation that
-    made scoring half the cost of a small probe."""
-    proba = estimator.predict_proba(X)
-    column = np.searchsorted(estimator.classes_, y)
-    return float(np.log(np.clip(proba[np.arange(len(y)), column], 1e-15, None)).mean())
+TOL, MAX_ITER = 1e-3, 200  # scikit-learn's lbfgs stopping as the previous pipeline set it (see the docstring)
+_LBFGS = {"maxiter": MAX_ITER, "maxls": 50, "gtol": TOL, "ftol": 64 * np.finfo(float).eps}
+
+
+class _Logistic:
+    """Mean log-loss + ||coef||²/(2·C·n) of standardised X (n, d) with classes coded 0..K-1, as a
+    function of the flat parameters w = (d + 1, k) for scipy: k = 1 logit (class 1 against class 0)
+    for two classes, else one per class (scikit-learn's binomial / multinomial lbfgs objectives)."""
+
+    def __init__(self, be: Backend, X, y, n_classes: int, C: float):
+        xp = be.xp
+        self.be, self.n, self.y = be, len(X), y
+        self.X1 = xp.concatenate([X, be.asarray(np.ones((len(X), 1)))], axis=1)
+        self.X1T = self.X1.T.copy() if not be.torch else self.X1.T.contiguous()
+        self.rows = be.index(np.arange(len(X)))
+        self.binary = n_classes == 2
+        self.k = 1 if self.binary else n_classes
+        self.set_C(C)
+
+    def set_C(self, C: float) -> None:
+        self.lam = 1.0 / (C * self.n)
+
+    def _sigmoid(self, z):
+        return 0.5 * (1.0 + self.be.xp.tanh(0.5 * z))  # no overflow for large |z|
+
+    def __call__(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        be, xp = self.be, self.be.xp
+        W = be.asarray(w).reshape(-1, self.k)
+        Z = self.X1 @ W
+        coef = W[:-1]
+        penalty = 0.5 * self.lam * float((coef * coef).sum())
+        if self.binary:
+            z, yf = Z[:, 0], self.y * 1.0
+            softplus = xp.clip(z, 0.0, None) + xp.log1p(xp.exp(-xp.abs(z)))  # log(1 + e^z), stable
+            loss = float((softplus - yf * z).sum()) / self.n
+            R = (self._sigmoid(z) - yf)[:, None]
+        else:
+            top = be.amax(Z, 1)
+            E = xp.exp(Z - top)
+            total = E.sum(1)
+            loss = float((top[:, 0] + xp.log(total)).sum() - Z[self.rows, self.y].sum()) / self.n
+            R = E / total[:, None]
+            R[self.rows, self.y] -= 1.0
+        G = (self.X1T @ R) / self.n
+        G[:-1] += self.lam * coef
+        return loss + penalty, np.ascontiguousarray(be.numpy(G), dtype=np.float64).reshape(-1)
+
+    def log_likelihood(self, w: np.ndarray, X, y) -> float:
+        """Mean log-probability of the true class on (X, y), clipped at 1e-15 (the CV score)."""
+        be, xp = self.be, self.be.xp
+        W = be.asarray(w).reshape(-1, self.k)
+        Z = X @ W[:-1] + W[-1]
+        if self.binary:
+            p1 = self._sigmoid(Z[:, 0])
+            p = xp.where(y == 1, p1, 1.0 - p1)
+        else:
+            E = xp.exp(Z - be.amax(Z, 1))
+            p = E[be.index(np.arange(len(X))), y] / E.sum(1)
+        return float(xp.log(xp.clip(p, 1e-15, None)).mean())
+
+
+def _minimise(objective: _Logistic, w0: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return optimize.minimize(objective, w0, method="L-BFGS-B", jac=True, options=_LBFGS).x
+
+
+def _fit_logistic(be: Backend, Z, y: np.ndarray, cv_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(classes, coef (d + 1, k), C): the C path on every stratified fold, C by summed held-out log-likelihood
+    (the first of ties), then the refit on all of train from the folds' mean coefficients at that C."""
+    classes, codes = np.unique(y, return_inverse=True)
+    counts = np.bincount(codes)
+    folds = min(cv_folds, int(counts.min()))
+    if folds < 2:
+        raise ValueError(f"probe needs at least 2 train examples of every class, got counts "
+                         f"{dict(zip(classes.tolist(), counts.tolist()))}")
+    y_all = be.index(codes)
+    k = 1 if len(classes) == 2 else len(classes)
+    scores = np.zeros(len(C_GRID))
+    paths = []
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(codes)), codes):
+        tr, te = be.index(train), be.index(held)
+        objective = _Logistic(be, Z[tr], y_all[tr], len(classes), C_GRID[0])
+        w = np.zeros((Z.shape[1] + 1) * k)
+        path = []
+        for i, C in enumerate(C_GRID):  # warm start along the path, strongest penalty first
+            objective.set_C(C)
+            w = _minimise(objective, w)
+            path.append(w)
+            scores[i] += objective.log_likelihood(w, Z[te], y_all[te])
+        paths.append(path)
+    best = int(np.argmax(scores))
+    objective = _Logistic(be, Z, y_all, len(classes), C_GRID[best])
+    w = _minimise(objective, np.mean([path[best] for path in paths], axis=0))
+    return classes, w.reshape(-1, k), C_GRID[best]
+
+
+def _ridge_solve(be: Backend, Z, y, alpha: float):
+    """(d + 1,) ridge coefficients and intercept: centred normal equations (scikit-learn's Ridge, cholesky)."""
+    xp = be.xp
+    mu, y_mu = Z.mean(0), y.mean()
+    Zc = Z - mu
+    coef = xp.linalg.solve(Zc.T @ Zc + alpha * be.asarray(np.eye(Z.shape[1])), Zc.T @ (y - y_mu))
+    return xp.concatenate([coef, (y_mu - mu @ coef).reshape(1)])
+
+
+def _fit_ridge(be: Backend, Z, y: np.ndarray, cv_folds: int, seed: int) -> tuple[np.ndarray, float]:
+    """(coef (d + 1, 1), alpha): alpha by mean held-out R² over KFold (the first of ties), refit on all."""
+    y_all = be.asarray(np.array(y, dtype=np.float64))
+    scores = np.zeros(len(ALPHA_GRID))
+    for train, held in KFold(cv_folds, shuffle=True, random_state=seed).split(np.zeros(len(y))):
+        tr, te = be.index(train), be.index(held)
+        y_te = y_all[te]
+        ss_tot = float(((y_te - y_te.mean()) ** 2).sum())
+        for i, alpha in enumerate(ALPHA_GRID):
+            w = _ridge_solve(be, Z[tr], y_all[tr], alpha)
+            ss_res = float(((y_te - Z[te] @ w[:-1] - w[-1]) ** 2).sum())
+            scores[i] += (1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)) / cv_folds
+    best = int(np.argmax(scores))
+    return be.numpy(_ridge_solve(be, Z, y_all, ALPHA_GRID[best]))[:, None], ALPHA_GRID[best]
+
+
+@contextlib.contextmanager
+def _small_work(be: Backend):
+    """One CPU thread for BLAS (and torch on the CPU): a probe's products are small, and on a shared 2-core
+    machine thread barriers made them many times slower (docs/PERFORMANCE.md, "Evaluation cost")."""
+    if be.torch and be.device.type != "cpu":
+        yield
+        return
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0,
-              n_jobs: int | None = None) -> FittedProbe:
+              device=None) -> FittedProbe:
     """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only.
 
-    n_jobs: worker processes for the logistic CV folds (None: `parallel_workers`); the fit does not depend on it.
+    device: None, numpy on the CPU; a torch device: the objective, its gradient and the ridge solves as torch
+    on it (device-native evaluation). float64 either way, the same numbers (tests/test_probes.py).
     """
-    X_train = np.asarray(X_train, dtype=np.float64)
-    n_jobs = parallel_workers(cv_folds) if n_jobs is None else n_jobs
-    if task_type == "classification":
-        folds = min(cv_folds, int(np.bincount(np.unique(y_train, return_inverse=True)[1]).min()))
-        if folds < 2:
-            raise ValueError(f"probe needs at least 2 train examples of every class, got counts "
-                             f"{dict(zip(*np.unique(y_train, return_counts=True)))}")
-        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        model = LogisticRegressionCV(Cs=list(C_GRID), l1_ratios=(0.0,), cv=cv,
-                                     scoring=_mean_log_likelihood, max_iter=200, tol=1e-3, random_state=seed,
-                                     use_legacy_attributes=False, n_jobs=n_jobs)
-    elif task_type == "regression":
-        model = RidgeCV(alphas=ALPHA_GRID, cv=KFold(cv_folds, shuffle=True, random_state=seed))
-    else:
+    if task_type not in ("classification", "regression"):
         raise ValueError(f"task_type={task_type!r}: expected classification or regression")
-    pipeline = make_pipeline(StandardScaler(), model)
-    # one BLAS thread: these fits are small, and on a shared 2-core machine multi-threaded BLAS
-    # was measured 5-50x slower (2000 x 512 logistic CV: 36 s with 2 threads vs 0.6 s with 1)
-    # (the same single BLAS thread inside each worker process of the parallel CV)
-    with warnings.catch_warnings(), threadpool_limits(limits=1), parallel_config("loky", inner_max_num_threads=1):
-        warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs may stop at max_iter on the weakest C
-        pipeline.fit(X_train, y_train)
-    param = model.C_ if task_type == "classification" else model.alpha_
-    return FittedProbe(pipeline, task_type, float(np.ravel(param)[0]))
+    X_train = np.asarray(X_train, dtype=np.float64)
+    scaler = StandardScaler().fit(X_train)
+    be = Backend(device)
+    Z = be.asarray(scaler.transform(X_train))
+    with _small_work(be):
+        if task_type == "classification":
+            classes, coef, param = _fit_logistic(be, Z, np.asarray(y_train), cv_folds, seed)
+        else:
+            (coef, param), classes = _fit_ridge(be, Z, y_train, cv_folds, seed), None
+    return FittedProbe(scaler.mean_.copy(), scaler.scale_.copy(), coef, task_type, float(param), classes)
 
 
 def task_metrics(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

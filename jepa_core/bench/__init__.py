@@ -58,6 +58,7 @@ from jepa_core.bench.config import (
 )
 from jepa_core.bench.data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_data
 from jepa_core.bench.encoding import encoding_benchmark
+from jepa_core.bench.evaluation import evaluation_benchmark, sklearn_fit_probe
 from jepa_core.bench.report import Table, format_markdown, format_table, report
 from jepa_core.bench.timing import round_robin, spread, state_bytes, step_memory, timed
 from jepa_core.bench.workloads import (
@@ -75,7 +76,8 @@ from jepa_core.model import native_bf16
 __all__ = [  # the public names of the single-module bench.py this package replaces: `bench.X` keeps working
     "GPU_BATCHES", "GPU_BF16_PEAK_TFLOPS", "STATIC", "STOCK", "TARGETS", "TRAINING", "VARIANTS", "WORKLOADS",
     "BenchConfig",
-    "BlockCycle", "Table", "Workload", "batch_source", "bench_params", "encode_sentences", "encoding_benchmark",
+    "BlockCycle", "evaluation_benchmark", "sklearn_fit_probe",
+    "Table", "Workload", "batch_source", "bench_params", "encode_sentences", "encoding_benchmark",
     "format_markdown", "format_table", "gemm_workload", "gpu_peak_flops", "hf_workload", "load_data", "machine_info",
     "main", "micro_workloads", "our_workload", "parse_args", "report", "round_robin",
     "run_benchmark", "spread", "state_bytes", "step_memory", "stock_workloads", "timed",
@@ -96,7 +98,7 @@ def _ratio_stats(num: list[float], den: list[float], cpu_num: list[float] | None
 def _check(name: str, measured: float | None) -> dict[str, Any]:
     op, threshold, what = TARGETS[name]
     ok = None if measured is None else (measured >= threshold if op == ">=" else measured <= threshold)
-    return {"target": f"{op} {threshold}", "measured": measured, "pass": ok, "what": what}
+    return {"target": f"{op} {threshold}", "measured": measured, "pass": ok, "met": ok, "what": what}
 
 
 def _workload_results(workloads: list, times: dict, cpu_times: dict, gemm_flops_s: float,
@@ -182,6 +184,10 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source
+    evaluation = evaluation_benchmark(cfg, tokenizer, corpus, progress) if cfg.eval_rounds else {}
+    if evaluation:
+        ratios["evaluation_speedup"] = {"value": evaluation["speedup"], "per_round": spread(evaluation["per_round"]),
+                                        "cpu_time_value": evaluation["speedup_cpu_time"]}
 
     training = [*stock_workloads(cfg), *TRAINING[1:]]  # TRAINING[0] is "hf"
     memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in training}
@@ -193,7 +199,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                 "hybrid_vs_mlm_step_time": ratios["hybrid_vs_mlm_step_time"]["value"],
                 "shared_vs_mlm_step_time": ratios["shared_vs_mlm_step_time"]["value"],
                 "mlm_flops_fraction_of_gemm": results["mlm"]["fraction_of_gemm"],
-                "encode_bucketed_vs_padded": encoding["bucketed_vs_padded"]}
+                "encode_bucketed_vs_padded": encoding["bucketed_vs_padded"],
+                "evaluation_speedup": evaluation.get("speedup")}
     targets = {name: _check(name, value) for name, value in measured.items()}
     machine["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
@@ -201,6 +208,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg), "machine": machine, "precision": "bf16" if bf16 else "fp32",
         "gemm_flops_per_s": gemm_flops_s, "gpu_peak_flops_per_s": peak, "results": results, "ratios": ratios,
         "encoding": encoding, "memory": memory, "targets": targets, "ablations": ablations,
+        "evaluation": evaluation,
         "all_targets_pass": all(t["pass"] for t in targets.values()),
         "data": {"corpus": f"{corpus.source}:{corpus.path}", "blocks": len(cycle.blocks),
                  "tokenizer_size": len(tokenizer)},

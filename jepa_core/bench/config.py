@@ -26,6 +26,8 @@ TARGETS = {  # name: (comparison, threshold, what)
     "shared_vs_mlm_step_time": ("<=", 1.3, "step time of the shared_pass hybrid / our MLM step"),
     "mlm_flops_fraction_of_gemm": (">=", 0.4, "achieved training FLOP/s of our MLM step / measured GEMM FLOP/s"),
     "encode_bucketed_vs_padded": (">=", 3.0, "encoding sentences/s, length-bucketed / padded to max_length"),
+    "evaluation_speedup": (">=", 5.0, "evaluation wall time of one encoder, all tasks and poolings: the previous "
+                                      "path (scikit-learn probes) / the current one"),
 }
 WORKLOADS = ("hf", "mlm", "hybrid", "shared", "hybrid_static", "shared_static", "gemm")
 STATIC = ("hybrid", "shared")  # --static-shapes times these again with train.static_shapes, side by side
@@ -64,6 +66,9 @@ class BenchConfig:
     peak_tflops: float | None = None  # GPU bf16 peak for MFU; None: looked up in GPU_BF16_PEAK_TFLOPS
     ablations: bool = False  # also time VARIANTS and the optimizer / EMA micro-benchmarks
     seed: int = 0
+    eval_rounds: int = 2  # interleaved rounds of the evaluation benchmark (bench/evaluation.py); 0: skip it
+    eval_profile: str = "cpu"  # the parameter profile whose evaluation it times (parameters/<name>.yaml)
+    eval_tiny: bool = False  # a few examples of SST-2 and wiki instead of the profile's sizes (the test's)
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "ffn", "vocab", "batch", "seq", "predictor_layers",
@@ -75,6 +80,11 @@ class BenchConfig:
             raise ValueError(f"bench architecture={self.architecture!r} is invalid: allowed {', '.join(ARCHITECTURES)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"bench dropout={self.dropout!r} is invalid: allowed a number in [0, 1)")
+        if self.eval_rounds < 0:
+            raise ValueError(f"bench eval_rounds={self.eval_rounds!r} is invalid: allowed an integer >= 0")
+        if not (Path(__file__).resolve().parents[2] / "parameters" / f"{self.eval_profile}.yaml").is_file():
+            raise ValueError(f"bench eval_profile={self.eval_profile!r} is invalid: "
+                             f"no parameters/{self.eval_profile}.yaml")
         if self.warmup < 0:
             raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
         if self.hidden % self.heads:
@@ -94,7 +104,8 @@ class BenchConfig:
         """A config whose steps take milliseconds: for the test and for trying the CLI."""
         base = dict(layers=1, hidden=32, heads=2, ffn=64, vocab=400, batch=4, seq=32, predictor_layers=1,
                     predictor_hidden=16, predictor_heads=2, rounds=2, warmup=1, gemm_size=128, gemm_repeats=1,
-                    encode_repeats=1, encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2)
+                    encode_repeats=1, encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2,
+                    eval_rounds=1, eval_tiny=True)
         return cls(**{**base, **overrides})
 
 

@@ -123,9 +123,18 @@ def study_models(params: Params, run_dir: Path) -> tuple[dict, dict[str, str]]:
     return models, objectives
 
 
-def evaluate_study(params: Params, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reused_models(params: Params, run_dir: Path) -> dict[str, tuple[Path, str]]:
+    """The study's models that ARE main runs (the MLM baseline, hybrid-learned) -> (03's results folder, their
+    name there): evaluate takes their seeds from 03's measures.npz instead of evaluating them again."""
+    return {BASELINE_NAME if r.name == BASELINE else r.name: (Path(run_dir) / "results", r.reuses)
+            for r in study_runs(params) if r.reuses}
+
+
+def evaluate_study(params: Params, run_dir: Path, reuse: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """evaluate.evaluate on every variant, the MLM baseline and the reference encoders, pairs
-    (variant, mlm); writes <run>/ablations/results/."""
+    (variant, mlm); writes <run>/ablations/results/. reuse: the main runs' numbers come from 03's
+    results/measures.npz (`reused_models`; the same code, settings, subsets and resamples, so the same
+    numbers), evaluated again only where 03 has not measured them with these settings."""
     run_dir = Path(run_dir)
     models, objectives = study_models(params, run_dir)
     if not params.ablations.variants:  # reference encoders only: nothing to pair
@@ -134,7 +143,8 @@ def evaluate_study(params: Params, run_dir: Path) -> tuple[pd.DataFrame, pd.Data
     study = dataclasses.replace(params, eval=dataclasses.replace(params.eval, poolings=poolings))
     wiki = json.loads((run_dir / "data" / "wiki_sentences.json").read_text())
     return evaluate(models, study, run_dir / STUDY_DIR, wiki, objectives=objectives, random_init=False,
-                    pairs=study_pairs(variant_names(params)))
+                    pairs=study_pairs(variant_names(params)),
+                    reuse=reused_models(params, run_dir) if reuse else None)
 
 
 def trajectory_runs(params: Params, run_dir: Path) -> list[TrajectoryRun]:
