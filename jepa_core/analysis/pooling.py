@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepa_core.analysis.backend import current_device
 from jepa_core.analysis.encode import TokenStates, ragged_index
 from jepa_core.model.heads import masked_mean
 
@@ -202,9 +203,9 @@ def fit_learned_pooling(method: str, ts: TokenStates, y: np.ndarray, task_type: 
 
     `task_type` is "classification" (y: int labels) or "regression" (y: floats). A seeded
     `val_fraction` of the examples is held out for early stopping on its loss; the best epoch's
-    pooler is kept. device: where it trains and pools (device-native evaluation; default the CPU).
+    pooler is kept. device: where it trains and pools (default: the device-native evaluation's, else the CPU).
     """
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = torch.device(device or current_device() or "cpu")
     if method not in POOLERS:
         raise ValueError(f"learned pooling {method!r}: expected one of {', '.join(POOLERS)}")
     if task_type not in ("classification", "regression"):

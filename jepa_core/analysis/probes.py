@@ -281,8 +281,9 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds
               device=None) -> FittedProbe:
     """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only.
 
-    device: None, numpy on the CPU; a torch device: the objective, its gradient and the ridge solves as torch
-    on it (device-native evaluation). float64 either way, the same numbers (tests/test_probes.py).
+    device: a torch device: the objective, its gradient and the ridge solves as torch on it; None: the
+    device-native evaluation's (backend.on_device), else numpy on the CPU. float64 either way, the same numbers
+    (tests/test_probes.py).
     """
     if task_type not in ("classification", "regression"):
         raise ValueError(f"task_type={task_type!r}: expected classification or regression")

@@ -30,8 +30,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from jepa_core.analysis import backend, geometry, pooling, probes
 from jepa_core.analysis import evaluate as ev
-from jepa_core.analysis import geometry, pooling, probes
 from jepa_core.bench.config import BenchConfig
 from jepa_core.config import TASK_METRICS, load_params
 from jepa_core.data import glue
@@ -94,12 +94,13 @@ def sklearn_fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, 
 @contextlib.contextmanager
 def previous_path():
     """evaluate.py with the scikit-learn probes (the path before issue 22) on the CPU path."""
-    fit, device = probes.fit_probe, ev._DEVICE
-    probes.fit_probe, ev._DEVICE = sklearn_fit_probe, None
+    fit = probes.fit_probe
+    probes.fit_probe = sklearn_fit_probe
     try:
-        yield
+        with backend.on_device(None):
+            yield
     finally:
-        probes.fit_probe, ev._DEVICE = fit, device
+        probes.fit_probe = fit
 
 
 # ---------------------------------------------------------------- timing the parts
@@ -226,7 +227,7 @@ def evaluation_benchmark(cfg: BenchConfig, tokenizer, corpus, progress: bool = T
         cpu: dict[str, list[float]] = {"today": [], "new": []}
         parts: dict[str, list[dict]] = {"today": [], "new": []}
         tables: dict[str, pd.DataFrame] = {}
-        paths = {"today": previous_path, "new": lambda: ev._on_device(device)}
+        paths = {"today": previous_path, "new": lambda: backend.on_device(device)}
         order = ["today", "new"]
         with tqdm(total=2 * cfg.eval_rounds, desc="evaluation", disable=not progress) as bar:
             for r in range(cfg.eval_rounds):
