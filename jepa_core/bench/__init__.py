@@ -134,6 +134,16 @@ def _ablation_results(workloads: list, times: dict, results: dict, ratio) -> dic
     return ablations
 
 
+def _evaluation(cfg: BenchConfig, tokenizer, corpus, ratios: dict, progress: bool) -> dict[str, Any]:
+    """The evaluation benchmark (bench/evaluation.py; skipped with eval_rounds 0); its ratio joins `ratios`."""
+    if not cfg.eval_rounds:
+        return {}
+    evaluation = evaluation_benchmark(cfg, tokenizer, corpus, progress)
+    ratios["evaluation_speedup"] = {"value": evaluation["speedup"], "per_round": spread(evaluation["per_round"]),
+                                    "cpu_time_value": evaluation["speedup_cpu_time"]}
+    return evaluation
+
+
 def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Run everything; return the JSON-ready result (see the module docstring)."""
     if cfg.threads:
@@ -184,10 +194,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source
-    evaluation = evaluation_benchmark(cfg, tokenizer, corpus, progress) if cfg.eval_rounds else {}
-    if evaluation:
-        ratios["evaluation_speedup"] = {"value": evaluation["speedup"], "per_round": spread(evaluation["per_round"]),
-                                        "cpu_time_value": evaluation["speedup_cpu_time"]}
+    evaluation = _evaluation(cfg, tokenizer, corpus, ratios, progress)
 
     training = [*stock_workloads(cfg), *TRAINING[1:]]  # TRAINING[0] is "hf"
     memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in training}

@@ -74,24 +74,8 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
         f"{e['padding_bound_unbucketed']:.2f}x and padding to max_length by {e['padding_bound_padded']:.2f}x:",
         ["mode", "sentences/s"],
         [[mode, f"{e[mode]['sentences_per_s']:,.0f}"] for mode in ("padded", "unbucketed", "bucketed")]))
-    ev = res.get("evaluation")
-    if ev:
-        tol = ev["tolerance"]
-        tables.append(Table(
-            f"Evaluation of one encoder ({ev['encoder']}; {ev['profile']} profile: {', '.join(ev['tasks'])}; "
-            f"{', '.join(ev['poolings'])}), previous path (scikit-learn probes) and current one ({ev['device']}), "
-            f"{ev['rounds']} interleaved round(s), median wall seconds; speed-up {ev['speedup']:.2f}x "
-            f"(CPU time {ev['speedup_cpu_time']:.2f}x). Tables: probe metrics within "
-            f"{tol['probe_max_abs_points']:.2f} points ({tol['probe_cells_over_0_5_points']} of {tol['probe_cells']} "
-            f"cells over 0.5), geometry within {tol['geometry_max_rel']:.1e} relative, CI widths within "
-            f"{tol['ci_width_max_rel_change']:.1%}:",
-            ["part", "previous s", "current s", "ratio"],
-            [[part, f"{ev['parts_seconds']['today'][part]:.2f}", f"{ev['parts_seconds']['new'][part]:.2f}",
-              f"{ev['parts_seconds']['today'][part] / max(ev['parts_seconds']['new'][part], 1e-9):.2f}"]
-             for part in ev["parts_seconds"]["today"]]
-            + [["total", f"{sorted(ev['seconds']['today']['wall'])[len(ev['seconds']['today']['wall']) // 2]:.2f}",
-                f"{sorted(ev['seconds']['new']['wall'])[len(ev['seconds']['new']['wall']) // 2]:.2f}",
-                f"{ev['speedup']:.2f}"]]))
+    if res.get("evaluation"):
+        tables.append(_evaluation_table(res["evaluation"]))
     mem = res["memory"]
     training = [n for n in dict.fromkeys((*STOCK, *TRAINING)) if isinstance(mem.get(n), dict)]
     tables.append(Table(
@@ -100,6 +84,26 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
          ["one step above resident", *(f"{mem[n]['step_peak_mib']:.0f}" if mem[n]["step_peak_mib"] is not None
                                        else "–" for n in training)]]))
     return about, tables
+
+
+def _evaluation_table(ev: dict[str, Any]) -> Table:
+    """The evaluation benchmark: each part's median seconds on both paths, the speed-up and the tolerance."""
+    tol = ev["tolerance"]
+    return Table(
+        f"Evaluation of one encoder ({ev['encoder']}; {ev['profile']} profile: {', '.join(ev['tasks'])}; "
+        f"{', '.join(ev['poolings'])}), previous path (scikit-learn probes) and current one ({ev['device']}), "
+        f"{ev['rounds']} interleaved round(s), median wall seconds; speed-up {ev['speedup']:.2f}x "
+        f"(CPU time {ev['speedup_cpu_time']:.2f}x). Tables: probe metrics within "
+        f"{tol['probe_max_abs_points']:.2f} points ({tol['probe_cells_over_0_5_points']} of {tol['probe_cells']} "
+        f"cells over 0.5), geometry within {tol['geometry_max_rel']:.1e} relative, CI widths within "
+        f"{tol['ci_width_max_rel_change']:.1%}:",
+        ["part", "previous s", "current s", "ratio"],
+        [[part, f"{ev['parts_seconds']['today'][part]:.2f}", f"{ev['parts_seconds']['new'][part]:.2f}",
+          f"{ev['parts_seconds']['today'][part] / max(ev['parts_seconds']['new'][part], 1e-9):.2f}"]
+         for part in ev["parts_seconds"]["today"]]
+        + [["total", f"{sorted(ev['seconds']['today']['wall'])[len(ev['seconds']['today']['wall']) // 2]:.2f}",
+            f"{sorted(ev['seconds']['new']['wall'])[len(ev['seconds']['new']['wall']) // 2]:.2f}",
+            f"{ev['speedup']:.2f}"]])
 
 
 def format_table(res: dict[str, Any]) -> str:
