@@ -156,7 +156,8 @@ def test_every_dropdown_changes_the_view(lab):
             # (dropdown, new option label or None = the first other option, does the figure change)
             steps = [("task", "wiki", True), ("pooling", None, True), ("metric", "(all)", False),
                      ("seed", "s1", True), ("compare", "smoke", False), ("run", "smoke", True),
-                     ("models", "ablations", True), ("metric", "uniformity", False), ("layer", "layer-wise", True)]
+                     ("models", "ablations", True), ("metric", "uniformity", False), ("view", "layer-wise", True),
+                     ("view", "training", True)]
             for i, (name, label, figure_changes) in enumerate(steps, start=1):
                 select = _dropdown(page, name)
                 assert select.count() == 1, f"no {name} dropdown"
@@ -177,7 +178,9 @@ def test_every_dropdown_changes_the_view(lab):
                     assert "smoke-2seeds" not in view[1] and "hybrid-s0" in view[1], view[1]
                 if name == "models":  # 05's variants (parameters/smoke.yaml) beside the baseline
                     assert "hybrid-fixed0.5-s0" in view[1] and "mlm-flops-s0" in view[1], view[1]
-                if name == "layer":  # the metric per layer (0 = embeddings) of every encoder 05 measured
+                if label == "layer-wise":  # the metric per layer (0 = embeddings) of every encoder 05 measured
                     assert "layer" in view[1] and "hybrid-fixed0.5-s0" in view[1], view[1]
+                if label == "training":  # the metric against pre-training steps (the snapshots)
+                    assert "step" in view[1], view[1]
         finally:
             browser.close()
