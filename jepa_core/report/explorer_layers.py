@@ -28,10 +28,14 @@ def _read(path: str, mtime: float) -> pd.DataFrame:  # mtime in the key: a re-ru
     return with_keys(pd.read_csv(path))
 
 
+def read_keyed(path: Path) -> pd.DataFrame | None:
+    """A results CSV with a `key` column (`with_keys`), cached until the file changes; None when absent."""
+    return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
 def load_layerwise(run_dir: Path) -> pd.DataFrame | None:
     """The run's layerwise.csv with a `key` column, or None when notebook 05 did not write one."""
-    path = Path(run_dir) / LAYERWISE_CSV
-    return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+    return read_keyed(Path(run_dir) / LAYERWISE_CSV)
 
 
 def select_layers(layers: pd.DataFrame, task: str, metric: str | None, seed, models: list[str] | None = None,

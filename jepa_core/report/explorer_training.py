@@ -3,14 +3,13 @@ its encoder snapshots during pre-training; notebook 05's variants in <run>/ablat
 for one metric, as curves against optimizer steps, one line per model and seed."""
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from jepa_core.report.ablation_figures import _palette
-from jepa_core.report.explorer_layers import with_keys
+from jepa_core.report.explorer_layers import read_keyed
 from jepa_core.report.figures import GEOMETRY_LABELS
 
 TRAINING = "training"  # the view's option (the explorer's `layer` dropdown: last | layer-wise | training)
@@ -18,15 +17,9 @@ TRAJECTORIES_CSV = Path("results") / "trajectories.csv"
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
-@lru_cache(maxsize=8)
-def _read(path: str, mtime: float) -> pd.DataFrame:  # mtime in the key: a re-run is re-read
-    return with_keys(pd.read_csv(path))
-
-
 def load_training(study_dir: Path) -> pd.DataFrame | None:
     """A study's trajectories.csv with a `key` column (hybrid-s0 ...), or None when it has none."""
-    path = Path(study_dir) / TRAJECTORIES_CSV
-    return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+    return read_keyed(Path(study_dir) / TRAJECTORIES_CSV)
 
 
 def select_training(table: pd.DataFrame, task: str, pooling: str, metric: str | None, seed,
