@@ -5,6 +5,7 @@ without progress-bar frames."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -518,3 +519,23 @@ def test_checkpoints_moved_aside_during_a_step_are_said_on_the_console(tmp_path)
     assert lines == [f"[pretrain] hybrid: its previous checkpoint (other weight-changing parameters or data, or "
                      f"--force) was moved aside to {tmp_path / 'checkpoints' / 'hybrid.stale-20260102-030405'}, "
                      "nothing deleted: trains from scratch"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_training_bar_draws_frames_only_on_a_terminal(monkeypatch, tmp_path, terminal):
+    """The pool workers of a redirected `make run` write to a file: the training bar must stay out of it
+    (an explicit disable=False once overrode both tqdm's terminal check and the kernels' TQDM_DISABLE)."""
+    from _train_helpers import tiny_data, tiny_params
+
+    import jepa_core.pretrain.train as T
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    T.train(tiny_params(train__steps=3, train__warmup_steps=1), "mlm", tmp_path, data=tiny_data())
+    assert ("\r" in err.getvalue() and "mlm" in err.getvalue()) == terminal, err.getvalue()[:500]

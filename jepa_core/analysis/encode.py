@@ -245,7 +245,7 @@ def _encode(model, tokenizer, sentences1, sentences2, *, max_length, batch_size,
     was_training = model.training
     model.eval()
     with torch.inference_mode(), tqdm(total=len(order), desc=f"encode {desc}", unit="sent", leave=False,
-                                      disable=not progress) as bar:
+                                      disable=None if progress else True) as bar:  # None: not in a redirected log
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             rows, cols, src = ragged_index(offsets, idx)

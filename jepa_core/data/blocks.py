@@ -51,7 +51,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def tokenize_split(docs: list[Document], tokenizer, desc: str = "tokenize") -> list[np.ndarray]:
     """Token ids of each document (no special tokens), one batched tokenizer call per batch."""
     out: list[np.ndarray] = []
-    bar = tqdm(total=len(docs), desc=desc, unit="doc", disable=len(docs) < PROGRESS_MIN_DOCUMENTS)
+    # None, not False, for a large split: no frames in a redirected log (pretrain/train.py's bar says why)
+    bar = tqdm(total=len(docs), desc=desc, unit="doc", disable=True if len(docs) < PROGRESS_MIN_DOCUMENTS else None)
     for start in range(0, len(docs), TOKENIZE_BATCH):
         texts = [d.text for d in docs[start:start + TOKENIZE_BATCH]]
         # verbose=False: documents are longer than model_max_length by design (we pack, not truncate)

@@ -356,7 +356,10 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
                           t.num_workers)
     tokens_per_step, flops_per_step = t.batch_size * train_blocks.shape[1], inputs.costs.flops[objective]
     throughput = Throughput(tokens_per_step, run.step)
-    bar = tqdm(total=run.total_steps, initial=run.step, desc=objective, disable=not acc.is_main_process,
+    # disable=None, not False: tqdm then hides the bar when stderr is not a terminal (a redirected log, the
+    # workbook's pool workers) and shows it in a terminal or a notebook; an explicit False would also
+    # override the TQDM_DISABLE the workbook sets in its kernels.
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=objective, disable=None if acc.is_main_process else True,
                dynamic_ncols=True)
     # One CUDA process: reading the finite flag every step is a host sync that would stall the GPU's
     # queue, so it is read only when a log record or checkpoint is due (a non-finite step is then
