@@ -274,7 +274,13 @@ def _check_choices(key: str, values: list[str], choices: tuple[str, ...]) -> Non
 
 
 def _validate_ranges(p: Params) -> None:
-    d, m, k, o, t, e = p.data, p.model, p.mask, p.jepa, p.train, p.eval
+    """Every value in its allowed range, section by section (a ParamsError names the first one that is not)."""
+    for check in (_validate_run_and_data, _validate_model, _validate_mask_and_jepa, _validate_train, _validate_eval):
+        check(p)
+
+
+def _validate_run_and_data(p: Params) -> None:
+    d, m = p.data, p.model
     _check(bool(p.run_name) and "/" not in p.run_name, "run_name", p.run_name, "a non-empty name without '/'")
     _check(len(p.seeds) > 0, "seeds", p.seeds, "a non-empty list of integers")
     _check_choices("objectives", p.objectives, OBJECTIVES)
@@ -285,6 +291,10 @@ def _validate_ranges(p: Params) -> None:
     _check(d.vocab_size >= 200, "data.vocab_size", d.vocab_size, "an integer >= 200")
     _check(16 <= d.seq_len <= m.max_position, "data.seq_len", d.seq_len,
            f"an integer in [16, model.max_position={m.max_position}]")
+
+
+def _validate_model(p: Params) -> None:
+    m = p.model
     for key in ("layers", "hidden", "heads", "ffn", "predictor_layers", "predictor_hidden", "predictor_heads"):
         _check(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "a positive integer")
     _check_choice("model.architecture", m.architecture, ARCHITECTURES)
@@ -295,6 +305,10 @@ def _validate_ranges(p: Params) -> None:
            f"a divisor of model.predictor_hidden={m.predictor_hidden}")
     _check(0 <= m.dropout < 1, "model.dropout", m.dropout, "a number in [0, 1)")
     _check(0 < m.init_std < 1, "model.init_std", m.init_std, "a number in (0, 1)")
+
+
+def _validate_mask_and_jepa(p: Params) -> None:
+    m, k, o = p.model, p.mask, p.jepa
     _check(0 < k.mlm_probability < 1, "mask.mlm_probability", k.mlm_probability, "a number in (0, 1)")
     _check(k.num_targets >= 1, "mask.num_targets", k.num_targets, "a positive integer")
     for key in ("target_scale", "context_scale"):
@@ -312,6 +326,10 @@ def _validate_ranges(p: Params) -> None:
     _check_choice("jepa.target_precision", o.target_precision, PRECISIONS)
     _check_choice("jepa.lambda_mode", o.lambda_mode, LAMBDA_MODES)
     _check(0 <= o.fixed_lambda <= 1, "jepa.fixed_lambda", o.fixed_lambda, "a number in [0, 1]")
+
+
+def _validate_train(p: Params) -> None:
+    t = p.train
     for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
         _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "a positive integer")
     _check(t.lr > 0, "train.lr", t.lr, "a positive number")
@@ -331,6 +349,10 @@ def _validate_ranges(p: Params) -> None:
     _check("jsonl" in t.report_to, "train.report_to", t.report_to, "a list that includes jsonl (the log of record)")
     _check(t.num_workers >= 0, "train.num_workers", t.num_workers, "an integer >= 0")
     _check(t.collapse_std >= 0, "train.collapse_std", t.collapse_std, "a number >= 0")
+
+
+def _validate_eval(p: Params) -> None:
+    d, m, e = p.data, p.model, p.eval
     _check_choices("eval.tasks", e.tasks, TASKS)
     _check_choices("eval.poolings", e.poolings, POOLINGS)
     _check(8 <= e.max_length <= m.max_position, "eval.max_length", e.max_length,
@@ -344,7 +366,6 @@ def _validate_ranges(p: Params) -> None:
         _check(v is None or v > 0, f"eval.{key}", v, "a positive integer or null")
     _check_choice("eval.pair_encoding", e.pair_encoding, PAIR_ENCODINGS)
     if p.ablations.variants:
-
         for name in p.ablations.variants:
             variant(name)  # a ParamsError naming the allowed variants
         _check(len(set(p.ablations.variants)) == len(p.ablations.variants), "ablations.variants",
@@ -441,6 +462,13 @@ def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def add_set_option(parser: Any, example: str) -> None:
+    """The `--set KEY=VALUE` option the three command lines share (workbook, train, evaluate): `args.sets`,
+    read by parse_overrides."""
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a parameter (repeatable; the value is YAML), e.g. --set {example}")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -82,7 +82,7 @@ from jepa_core.analysis.tables import (
     versus_random_init,
 )
 from jepa_core.analysis.units import eval_workers, evaluate_encoders  # noqa: F401  (evaluate.eval_workers)
-from jepa_core.config import HEADLINE_METRIC, Params, ParamsError, load_params, parse_overrides
+from jepa_core.config import HEADLINE_METRIC, Params, ParamsError, add_set_option, load_params, parse_overrides
 from jepa_core.data import glue
 
 GEOMETRY_BOOT = 200  # resamples for geometry CIs (cost: one d x d eigendecomposition each)
@@ -529,8 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an HF checkpoint folder; repeat a NAME for several seeds")
     parser.add_argument("--out", required=True, help="output folder (results/ is written inside)")
     parser.add_argument("--wiki-sentences", help="held-out Wikipedia sentences (.json list or one per line)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter (repeatable), e.g. --set eval.poolings=[mean]")
+    add_set_option(parser, "eval.poolings=[mean]")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params, parse_overrides(args.sets))

@@ -75,7 +75,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from jepa_core import signals
-from jepa_core.config import OBJECTIVES, Params, ParamsError, load_params, parse_overrides, save_params
+from jepa_core.config import OBJECTIVES, Params, ParamsError, add_set_option, load_params, parse_overrides, save_params
 from jepa_core.data.blocks import (
     BlockDataset,
     PreparedData,
@@ -486,8 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
     ap.add_argument("--data", default=None,
                     help="prepared data folder (tokenizer/, blocks_*.npy); default: build in OUT/data")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a parameter (repeatable), e.g. --set train.steps=100")
+    add_set_option(ap, "train.steps=100")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params, parse_overrides(args.sets))

@@ -39,6 +39,7 @@ from jepa_core.config import (
     WEIGHT_SECTIONS,
     Params,
     ParamsError,
+    add_set_option,
     load_params,
     parse_overrides,
     save_params,
@@ -428,8 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("params", help="parameter profile, e.g. parameters/cpu.yaml")
     r.add_argument("--run-name", help="run folder name (default: run_name in the profile)")
     r.add_argument("--force", action="store_true", help="re-run every step even if its outputs exist")
-    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one parameter, e.g. --set train.steps=100 (repeatable)")
+    add_set_option(r, "train.steps=100")
     r.add_argument("--outputs", default="outputs", help="parent folder of run folders (default: outputs)")
     r.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' own output to the log")
