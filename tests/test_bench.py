@@ -1,6 +1,7 @@
 """The benchmark runs end to end on a tiny config and writes well-formed JSON (no timing assertions)."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import torch
 
 from jepa_core import bench
 from jepa_core.bench import BenchConfig, BlockCycle, parse_args, spread
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +22,7 @@ def result(tmp_path_factory):
 
 def test_json_has_every_section(result):
     for key in ("command", "config", "machine", "precision", "gemm_flops_per_s", "results", "ratios", "encoding",
-                "memory", "targets", "all_targets_pass", "data", "wall_seconds", "evaluation"):
+                "memory", "targets", "all_targets_pass", "data", "wall_seconds", "evaluation", "pretrain_speed"):
         assert key in result, key
     assert result["command"].startswith("python -m jepa_core.bench --tiny")
     assert result["config"] == vars(BenchConfig.tiny(ablations=True, static_shapes=True))
@@ -184,9 +187,43 @@ def test_sst2_dev_sentences(glue_dir):
     assert len(sentences) == 872 and "SST-2" in source
 
 
+def test_pretrain_speed_section_at_the_profile_shapes(result):
+    """--tiny times the smoke profile's shapes; its precision is auto (fp32 on a CPU): one workload per
+    objective, so the speed-up is exactly 1 and the target says it is not met."""
+    from jepa_core.config import load_params
+
+    ps, smoke = result["pretrain_speed"], load_params(REPO / "parameters" / "smoke.yaml")
+    assert ps["profile"] == "smoke" and ps["current"] == "fp32" and ps["threads"] == 1
+    assert ps["shapes"] == dict(architecture=smoke.model.architecture, layers=smoke.model.layers,
+                                hidden=smoke.model.hidden, heads=smoke.model.heads, ffn=smoke.model.ffn,
+                                vocab=smoke.data.vocab_size, batch=smoke.train.batch_size, seq=smoke.data.seq_len)
+    assert ps["speedup"] == 1.0 and ps["hybrid"]["speedup"] == 1.0 and ps["mlm"]["speedup"] == 1.0
+    assert result["targets"]["cpu_pretrain_speedup"]["measured"] == 1.0
+    assert result["targets"]["cpu_pretrain_speedup"]["met"] is False
+
+
+def test_pretrain_speed_times_fp32_against_bf16(monkeypatch):
+    """A profile trained in bf16: fp32 and bf16 steps interleaved; the pair's speed-up is the ratio of the
+    summed medians, each objective's the ratio of its own."""
+    from jepa_core.bench import pretrain_speed
+
+    real = pretrain_speed.profile_config
+    monkeypatch.setattr(pretrain_speed, "profile_config", lambda cfg, p: real(cfg, p).__class__(
+        **{**vars(real(cfg, p)), "precision": "bf16"}))
+    ps = pretrain_speed.pretrain_speed_benchmark(BenchConfig.tiny(rounds=2), "smoke", progress=False)
+    assert ps["current"] == "bf16"
+    med = {(o, k): ps[o][f"{k}_step_seconds"]["median"] for o in ("hybrid", "mlm") for k in ("fp32", "current")}
+    for o in ("hybrid", "mlm"):
+        assert ps[o]["speedup"] == pytest.approx(med[o, "fp32"] / med[o, "current"])
+    assert ps["speedup"] == pytest.approx((med["hybrid", "fp32"] + med["mlm", "fp32"])
+                                          / (med["hybrid", "current"] + med["mlm", "current"]))
+    assert ps["per_round"]["n"] == 2
+
+
 @pytest.mark.parametrize("bad, message", [(dict(heads=3), "divisor of hidden"), (dict(precision="fp16"), "precision"),
                                           (dict(rounds=0), "rounds"), (dict(device="tpu"), "device"),
-                                          (dict(architecture="gpt2"), "architecture")])
+                                          (dict(architecture="gpt2"), "architecture"),
+                                          (dict(pretrain_profile="nope"), "pretrain_profile")])
 def test_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**bad)

@@ -59,6 +59,7 @@ from jepa_core.bench.config import (
 from jepa_core.bench.data import GPU_BATCHES, BlockCycle, batch_source, encode_sentences, load_data
 from jepa_core.bench.encoding import encoding_benchmark
 from jepa_core.bench.evaluation import evaluation_benchmark, sklearn_fit_probe
+from jepa_core.bench.pretrain_speed import pretrain_speed_benchmark
 from jepa_core.bench.report import Table, format_markdown, format_table, report
 from jepa_core.bench.timing import round_robin, spread, state_bytes, step_memory, timed
 from jepa_core.bench.workloads import (
@@ -195,6 +196,11 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     encoding = encoding_benchmark(cfg, tokenizer, sentences, device, progress)
     encoding["source"] = sentence_source
     evaluation = _evaluation(cfg, tokenizer, corpus, ratios, progress)
+    pretrain = {}  # the CPU pre-training speed-up at the profile's shapes (a GPU run has its own precision rule)
+    if cfg.pretrain_profile and device.type == "cpu":
+        pretrain = pretrain_speed_benchmark(cfg, cfg.pretrain_profile, progress)
+        ratios["cpu_pretrain_speedup"] = {"value": pretrain["speedup"], "per_round": pretrain["per_round"],
+                                          "cpu_time_value": pretrain["cpu_time_speedup"]}
 
     training = [*stock_workloads(cfg), *TRAINING[1:]]  # TRAINING[0] is "hf"
     memory = {w.name: step_memory(w, cfg.warmup + cfg.rounds, device) for w in workloads if w.name in training}
@@ -207,7 +213,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                 "shared_vs_mlm_step_time": ratios["shared_vs_mlm_step_time"]["value"],
                 "mlm_flops_fraction_of_gemm": results["mlm"]["fraction_of_gemm"],
                 "encode_bucketed_vs_padded": encoding["bucketed_vs_padded"],
-                "evaluation_speedup": evaluation.get("speedup")}
+                "evaluation_speedup": evaluation.get("speedup"),
+                "cpu_pretrain_speedup": pretrain.get("speedup")}
     targets = {name: _check(name, value) for name, value in measured.items()}
     machine["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
@@ -215,7 +222,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg), "machine": machine, "precision": "bf16" if bf16 else "fp32",
         "gemm_flops_per_s": gemm_flops_s, "gpu_peak_flops_per_s": peak, "results": results, "ratios": ratios,
         "encoding": encoding, "memory": memory, "targets": targets, "ablations": ablations,
-        "evaluation": evaluation,
+        "evaluation": evaluation, "pretrain_speed": pretrain,
         "all_targets_pass": all(t["pass"] for t in targets.values()),
         "data": {"corpus": f"{corpus.source}:{corpus.path}", "blocks": len(cycle.blocks),
                  "tokenizer_size": len(tokenizer)},

@@ -28,6 +28,8 @@ TARGETS = {  # name: (comparison, threshold, what)
     "encode_bucketed_vs_padded": (">=", 3.0, "encoding sentences/s, length-bucketed / padded to max_length"),
     "evaluation_speedup": (">=", 5.0, "evaluation wall time of one encoder, all tasks and poolings: the previous "
                                       "path (scikit-learn probes) / the current one"),
+    "cpu_pretrain_speedup": (">=", 1.4, "CPU step time of one hybrid + one MLM step at the cpu profile's shapes, "
+                                        "one thread: fp32 (before issue 22) / the profile's precision now"),
 }
 WORKLOADS = ("hf", "mlm", "hybrid", "shared", "hybrid_static", "shared_static", "gemm")
 STATIC = ("hybrid", "shared")  # --static-shapes times these again with train.static_shapes, side by side
@@ -69,6 +71,8 @@ class BenchConfig:
     eval_rounds: int = 2  # interleaved rounds of the evaluation benchmark (bench/evaluation.py); 0: skip it
     eval_profile: str = "cpu"  # the parameter profile whose evaluation it times (parameters/<name>.yaml)
     eval_tiny: bool = False  # a few examples of SST-2 and wiki instead of the profile's sizes (the test's)
+    pretrain_profile: str | None = "cpu"  # the CPU pre-training speed-up at this profile's shapes
+    #   (bench/pretrain_speed.py); None (--pretrain-profile none): skip it
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "ffn", "vocab", "batch", "seq", "predictor_layers",
@@ -82,9 +86,12 @@ class BenchConfig:
             raise ValueError(f"bench dropout={self.dropout!r} is invalid: allowed a number in [0, 1)")
         if self.eval_rounds < 0:
             raise ValueError(f"bench eval_rounds={self.eval_rounds!r} is invalid: allowed an integer >= 0")
-        if not (Path(__file__).resolve().parents[2] / "parameters" / f"{self.eval_profile}.yaml").is_file():
-            raise ValueError(f"bench eval_profile={self.eval_profile!r} is invalid: "
-                             f"no parameters/{self.eval_profile}.yaml")
+        if self.pretrain_profile in ("", "none"):
+            self.pretrain_profile = None
+        for key in ("eval_profile", "pretrain_profile"):
+            name = getattr(self, key)
+            if name is not None and not (Path(__file__).resolve().parents[2] / "parameters" / f"{name}.yaml").is_file():
+                raise ValueError(f"bench {key}={name!r} is invalid: no parameters/{name}.yaml")
         if self.warmup < 0:
             raise ValueError(f"bench warmup={self.warmup!r} is invalid: allowed an integer >= 0")
         if self.hidden % self.heads:
@@ -105,7 +112,7 @@ class BenchConfig:
         base = dict(layers=1, hidden=32, heads=2, ffn=64, vocab=400, batch=4, seq=32, predictor_layers=1,
                     predictor_hidden=16, predictor_heads=2, rounds=2, warmup=1, gemm_size=128, gemm_repeats=1,
                     encode_repeats=1, encode_batch=16, encode_max_length=64, encode_sentences=48, documents=2,
-                    eval_rounds=1, eval_tiny=True)
+                    eval_rounds=1, eval_tiny=True, pretrain_profile="smoke")
         return cls(**{**base, **overrides})
 
 

@@ -76,6 +76,8 @@ def report(res: dict[str, Any]) -> tuple[str, list[Table]]:
         [[mode, f"{e[mode]['sentences_per_s']:,.0f}"] for mode in ("padded", "unbucketed", "bucketed")]))
     if res.get("evaluation"):
         tables.append(_evaluation_table(res["evaluation"]))
+    if res.get("pretrain_speed"):
+        tables.append(_pretrain_table(res["pretrain_speed"]))
     mem = res["memory"]
     training = [n for n in dict.fromkeys((*STOCK, *TRAINING)) if isinstance(mem.get(n), dict)]
     tables.append(Table(
@@ -104,6 +106,20 @@ def _evaluation_table(ev: dict[str, Any]) -> Table:
         + [["total", f"{sorted(ev['seconds']['today']['wall'])[len(ev['seconds']['today']['wall']) // 2]:.2f}",
             f"{sorted(ev['seconds']['new']['wall'])[len(ev['seconds']['new']['wall']) // 2]:.2f}",
             f"{ev['speedup']:.2f}"]])
+
+
+def _pretrain_table(ps: dict[str, Any]) -> Table:
+    """The CPU pre-training speed-up: fp32 and the profile's precision, per objective, one thread."""
+    sh = ps["shapes"]
+    return Table(
+        f"Pre-training steps at the {ps['profile']} profile's shapes ({sh['architecture']}, {sh['layers']} x "
+        f"{sh['hidden']}, vocab {sh['vocab']}, batch {sh['batch']} x {sh['seq']}), one thread, fp32 against the "
+        f"profile's precision now ({ps['current']}); median ms, interleaved rounds; one hybrid + one MLM step "
+        f"{ps['speedup']:.2f}x (CPU time {ps['cpu_time_speedup']:.2f}x):",
+        ["objective", "fp32 ms", f"{ps['current']} ms", "speed-up"],
+        [[o, f"{ps[o]['fp32_step_seconds']['median'] * 1e3:,.0f}",
+          f"{ps[o]['current_step_seconds']['median'] * 1e3:,.0f}", f"{ps[o]['speedup']:.2f}"]
+         for o in ("hybrid", "mlm")])
 
 
 def format_table(res: dict[str, Any]) -> str:

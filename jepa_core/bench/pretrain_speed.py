@@ -1,0 +1,70 @@
+"""The CPU pre-training speed-up of issue 22: the cpu profile's training step as it stands against the
+same step in fp32 (the profile before issue 22), side by side in one process.
+
+Shapes are the profile's (parameters/<profile>.yaml: architecture, widths, vocabulary, batch, predictor),
+one thread per step as each of the study's `train.parallel_runs` single-thread runs has, rounds
+interleaved. `current` is the profile's `train.precision` as the trainer resolves it on this machine
+(engine.mixed_precision: `bf16` autocast where asked for, `auto` only on a bf16 GPU). The figure that
+decides the target is the pair's: one hybrid step plus one MLM step (a seed of the study), fp32 over current.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepa_core.bench.config import BenchConfig
+from jepa_core.bench.data import BlockCycle, load_data
+from jepa_core.bench.timing import round_robin, spread
+from jepa_core.bench.workloads import our_workload
+from jepa_core.config import load_params
+
+OBJECTIVES = ("hybrid", "mlm")
+
+
+def profile_config(cfg: BenchConfig, profile: str) -> BenchConfig:
+    """`cfg` with the shapes of parameters/<profile>.yaml."""
+    p = load_params(Path(__file__).resolve().parents[2] / "parameters" / f"{profile}.yaml")
+    m = p.model
+    return dataclasses.replace(cfg, architecture=m.architecture, dropout=m.dropout, layers=m.layers, hidden=m.hidden,
+                               heads=m.heads, ffn=m.ffn, vocab=p.data.vocab_size, batch=p.train.batch_size,
+                               seq=p.data.seq_len, predictor_layers=m.predictor_layers,
+                               predictor_hidden=m.predictor_hidden, predictor_heads=m.predictor_heads,
+                               precision=p.train.precision)
+
+
+def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """{"current": precision, per objective fp32 / current step times and ratio, "speedup": the pair's ratio}."""
+    pcfg = profile_config(cfg, profile)
+    current = "bf16" if pcfg.precision == "bf16" else "fp32"  # `auto` is fp32 on a CPU (engine.mixed_precision)
+    device = torch.device("cpu")
+    _, tokenizer, blocks = load_data(pcfg)
+    cycle = BlockCycle(blocks, pcfg.batch)
+    workloads = [dataclasses.replace(our_workload(pcfg, tokenizer, cycle, device, precision == "bf16", o),
+                                     name=f"{o}_{precision}")
+                 for o in OBJECTIVES for precision in dict.fromkeys(("fp32", current))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per run, as the study's parallel runs
+    try:
+        times, cpu_times = round_robin(workloads, cfg.rounds, cfg.warmup, device, progress)
+    finally:
+        torch.set_num_threads(threads)
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    out: dict[str, Any] = {"profile": profile, "current": current, "threads": 1,
+                           "shapes": {k: getattr(pcfg, k) for k in ("architecture", "layers", "hidden", "heads",
+                                                                     "ffn", "vocab", "batch", "seq")}}
+    for o in OBJECTIVES:
+        out[o] = {"fp32_step_seconds": spread(times[f"{o}_fp32"]),
+                  "current_step_seconds": spread(times[f"{o}_{current}"]),
+                  "speedup": med[f"{o}_fp32"] / med[f"{o}_{current}"]}
+    pair = lambda p: sum(med[f"{o}_{p}"] for o in OBJECTIVES)  # noqa: E731
+    per_round = [sum(times[f"{o}_fp32"][r] for o in OBJECTIVES) / sum(times[f"{o}_{current}"][r] for o in OBJECTIVES)
+                 for r in range(cfg.rounds)]
+    out["speedup"] = pair("fp32") / pair(current)
+    out["per_round"] = spread(per_round)
+    out["cpu_time_speedup"] = (sum(float(np.median(cpu_times[f"{o}_fp32"])) for o in OBJECTIVES)
+                               / sum(float(np.median(cpu_times[f"{o}_{current}"])) for o in OBJECTIVES))
+    return out
