@@ -202,15 +202,13 @@ def test_pretrain_speed_section_at_the_profile_shapes(result):
     assert result["targets"]["cpu_pretrain_speedup"]["met"] is False
 
 
-def test_pretrain_speed_times_fp32_against_bf16(monkeypatch):
+def test_pretrain_speed_times_fp32_against_bf16():
     """A profile trained in bf16: fp32 and bf16 steps interleaved; the pair's speed-up is the ratio of the
     summed medians, each objective's the ratio of its own."""
     from jepa_core.bench import pretrain_speed
 
-    real = pretrain_speed.profile_config
-    monkeypatch.setattr(pretrain_speed, "profile_config", lambda cfg, p: real(cfg, p).__class__(
-        **{**vars(real(cfg, p)), "precision": "bf16"}))
-    ps = pretrain_speed.pretrain_speed_benchmark(BenchConfig.tiny(rounds=2), "smoke", progress=False)
+    ps = pretrain_speed.pretrain_speed_benchmark(BenchConfig.tiny(rounds=2), "smoke", progress=False,
+                                                 precision="bf16")
     assert ps["current"] == "bf16"
     med = {(o, k): ps[o][f"{k}_step_seconds"]["median"] for o in ("hybrid", "mlm") for k in ("fp32", "current")}
     for o in ("hybrid", "mlm"):

@@ -36,9 +36,13 @@ def profile_config(cfg: BenchConfig, profile: str) -> BenchConfig:
                                precision=p.train.precision)
 
 
-def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """{"current": precision, per objective fp32 / current step times and ratio, "speedup": the pair's ratio}."""
+def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: bool = True,
+                             precision: str | None = None) -> dict[str, Any]:
+    """{"current": precision, per objective fp32 / current step times and ratio, "speedup": the pair's ratio}.
+    `precision` stands in for the profile's train.precision: what a change would buy before it is adopted."""
     pcfg = profile_config(cfg, profile)
+    if precision is not None:
+        pcfg = dataclasses.replace(pcfg, precision=precision)
     current = "bf16" if pcfg.precision == "bf16" else "fp32"  # `auto` is fp32 on a CPU (engine.mixed_precision)
     device = torch.device("cpu")
     _, tokenizer, blocks = load_data(pcfg)
@@ -68,3 +72,32 @@ def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: b
     out["cpu_time_speedup"] = (sum(float(np.median(cpu_times[f"{o}_fp32"])) for o in OBJECTIVES)
                                / sum(float(np.median(cpu_times[f"{o}_{current}"])) for o in OBJECTIVES))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jepa_core.bench.pretrain_speed [--profile cpu] [--precision bf16] [--rounds 10] [--out x.json]`:
+    this section alone (the full bench runs it too, with the profile's own precision)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), help="instead of the profile's train.precision")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", help="write the JSON here")
+    args = ap.parse_args(argv)
+    res = pretrain_speed_benchmark(BenchConfig(rounds=args.rounds, warmup=args.warmup), args.profile, True,
+                                   args.precision)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    for o in OBJECTIVES:
+        print(f"{o}: fp32 {res[o]['fp32_step_seconds']['median'] * 1e3:.0f} ms, {res['current']} "
+              f"{res[o]['current_step_seconds']['median'] * 1e3:.0f} ms: {res[o]['speedup']:.2f}x")
+    print(f"one hybrid + one MLM step: {res['speedup']:.2f}x (CPU time {res['cpu_time_speedup']:.2f}x; "
+          f"rounds {res['per_round']['min']:.2f}-{res['per_round']['max']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
