@@ -201,3 +201,21 @@ def test_no_intact_checkpoint_left_starts_from_scratch_saying_so(tmp_path, capsy
     assert summary["resumed_from_step"] is None and summary["steps"] == 20
     assert sorted(p.name.split("-")[0] for p in run.glob("checkpoint*.corrupt-*")) == [
         "checkpoint.corrupt", "checkpoint.prev.corrupt"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_says_so_and_keeps_bf16(tmp_path, monkeypatch, capsys, native):
+    """train.precision=bf16 where bf16 would be emulated: the run keeps bf16 (never a silent switch of numerics),
+    prints a note naming the cost and the fp32 choice, and records native_bf16 in its numerics."""
+    import jepa_core.pretrain.engine as engine
+    import jepa_core.pretrain.numerics as numerics
+
+    monkeypatch.setattr(engine, "native_bf16", lambda device_type: native)
+    monkeypatch.setattr(numerics, "native_bf16", lambda device_type: native)
+    assert (engine.emulated_bf16_note("bf16", "cpu") is None) == native
+    assert engine.emulated_bf16_note("no", "cpu") is None
+    summary = T.train(tiny_params(train__steps=2, train__warmup_steps=1, train__precision="bf16"), "mlm", tmp_path,
+                      data=tiny_data())
+    out = capsys.readouterr().out
+    assert ("emulated" in out and "train.precision=fp32" in out) == (not native)
+    assert summary["precision"] == "bf16" and summary["numerics"]["native_bf16"] is native

@@ -91,6 +91,18 @@ def mixed_precision(precision: str) -> str:
     return "no"
 
 
+def emulated_bf16_note(mixed: str, device_type: str) -> str | None:
+    """The note a run gets when bf16 autocast will be emulated on its device (a CPU without AVX512-BF16 or
+    AMX): the profile's numerics are kept, never switched silently, but the user learns what it costs and
+    how to choose otherwise."""
+    if mixed != "bf16" or native_bf16(device_type):
+        return None
+    return (f"note: train.precision=bf16 on a {device_type} without native bf16 (no AVX512-BF16 / AMX): autocast "
+            "is emulated here and runs slower than fp32. The run keeps bf16, so its rounding is the profile's; "
+            "--set train.precision=fp32 trains faster on this machine, with results that then differ from bf16 "
+            "runs by rounding (docs/PROTOCOL.md §4a).")
+
+
 # ---------------------------------------------------------------- the trained objects
 
 @dataclass

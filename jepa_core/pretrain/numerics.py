@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import transformers
 
+from jepa_core.model import native_bf16
+
 FINGERPRINT_STEP = 10  # early enough to be cheap to reproduce, late enough that the optimizer has moved everything
 FINGERPRINT_CHARS = 16  # 64 bits of the SHA-256: enough to tell two paths apart at a glance
 # /proc/cpuinfo flags that change which float kernels oneDNN / MKL / PyTorch pick
@@ -61,6 +63,7 @@ def numeric_environment(precision: str | None = None, target_precision: str | No
     cuda = torch.cuda.is_available()
     return {
         "train_precision": precision, "target_precision": target_precision,
+        "native_bf16": native_bf16("cuda" if cuda else "cpu"),  # False: bf16 autocast ran emulated (slow)
         "torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
         "python": platform.python_version(),
         "torch_build": _build_lines(torch.__config__.show()),

@@ -86,7 +86,7 @@ from jepa_core.model import ema_momentum
 from jepa_core.model.masking import PretrainCollator
 from jepa_core.pretrain import checkpoint as ckpt
 from jepa_core.pretrain.batches import BatchOrder, StepCosts, batch_stream, fixed_batches, step_costs
-from jepa_core.pretrain.engine import Engine, accelerator, apply_update, forward_backward
+from jepa_core.pretrain.engine import Engine, accelerator, apply_update, emulated_bf16_note, forward_backward
 from jepa_core.pretrain.learning import check_batches, learning_check, position_losses, unigram_distribution
 from jepa_core.pretrain.numerics import numeric_environment
 from jepa_core.pretrain.resume import claim_checkpoint
@@ -251,7 +251,8 @@ def _start_message(objective: str, engine: Engine, costs: StepCosts, run: RunSta
     return (f"[train] {objective}: {sum(p.numel() for p in engine.core.parameters() if p.requires_grad):,} trained "
             f"parameters, {flops[objective]:.3g} FLOPs/step (hybrid/mlm = {flops['hybrid'] / flops['mlm']:.2f}), "
             f"{run.total_steps} steps ({run.budget_note}), device {acc.device}, precision {acc.mixed_precision}"
-            f"{target}, {acc.num_processes} process(es), data {data_source}")
+            f"{target}, {acc.num_processes} process(es), data {data_source}"
+            + (f"\n[train] {note}" if (note := emulated_bf16_note(acc.mixed_precision, acc.device.type)) else ""))
 
 
 def _postfix(record: dict[str, Any]) -> str:
