@@ -214,8 +214,10 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so_and_keeps_bf16(tmp_path, monk
     monkeypatch.setattr(numerics, "native_bf16", lambda device_type: native)
     assert (engine.emulated_bf16_note("bf16", "cpu") is None) == native
     assert engine.emulated_bf16_note("no", "cpu") is None
-    summary = T.train(tiny_params(train__steps=2, train__warmup_steps=1, train__precision="bf16"), "mlm", tmp_path,
-                      data=tiny_data())
+    T.train(tiny_params(train__steps=2, train__warmup_steps=1), "mlm", tmp_path / "fp32", data=tiny_data())
+    # then a bf16 run in the same process (a notebook, a pool worker): Accelerate's per-process state must not refuse it
+    summary = T.train(tiny_params(train__steps=2, train__warmup_steps=1, train__precision="bf16"), "mlm",
+                      tmp_path / "bf16", data=tiny_data())
     out = capsys.readouterr().out
     assert ("emulated" in out and "train.precision=fp32" in out) == (not native)
     assert summary["precision"] == "bf16" and summary["numerics"]["native_bf16"] is native

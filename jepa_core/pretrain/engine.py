@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import is_tensorboard_available, set_seed
 
 from jepa_core.config import Params
@@ -233,6 +234,11 @@ def accelerator(precision: str, tensorboard_dir: Path | None = None) -> Accelera
     if tensorboard_dir is not None and not is_tensorboard_available():
         raise ImportError("train.report_to includes tensorboard but the tensorboard package is not installed: "
                           "pip install tensorboard (requirements.txt installs it), or drop it from train.report_to")
+    # Accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    # mixed_precision ("restart your runtime"): a notebook, or a worker that trains several runs, may train an
+    # fp32 run and then a bf16 one. Each run starts from a fresh state (private API, as Accelerate's own test
+    # utilities use it); the distributed part (PartialState: process group, rank) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision(precision), cpu=multi_cpu,
                        log_with=None if tensorboard_dir is None else "tensorboard",
                        project_dir=None if tensorboard_dir is None else tensorboard_dir.parent)
