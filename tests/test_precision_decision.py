@@ -7,7 +7,7 @@ import pytest
 from jepa_core.analysis.measures import MEASURES, save_measures
 from jepa_core.analysis.tables import Measure, ModelFolder, Results
 from jepa_core.bench import precision
-from jepa_core.config import load_params
+from jepa_core.config import load_params, save_params
 from jepa_core.report.summary import LEARNING_GAP_MIN
 
 SEEDS = [0, 1, 2]
@@ -33,6 +33,7 @@ def make_run(root, c1_per_seed, losses, gaps=None, wall=(600.0, 300.0)):
             results.measures[objective, s, "sst2", "mean", "uniformity"] = Measure(value, value + noise, 872)
             encoders.append(ModelFolder(objective, objective, s, folder))
     (root / "results").mkdir()
+    save_params(load_params(None, {"seeds": SEEDS}), root / "params.yaml")  # the run's model names: hybrid-s0, ...
     save_measures(results, root / "results" / MEASURES, load_params(None), encoders)
     return root
 

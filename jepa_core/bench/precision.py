@@ -23,8 +23,9 @@ from pathlib import Path
 
 from jepa_core.analysis.measures import MEASURES, load_measures
 from jepa_core.analysis.tables import ModelFolder, Results, differences
+from jepa_core.config import load_params
 from jepa_core.report.summary import LEARNING_GAP_MIN, learning_table
-from jepa_core.runs import folder_name
+from jepa_core.runs import folder_name, model_name
 
 RECIPE_TARGETS = {"mlm": 1.5, "hybrid": 1.2}  # docs/RECIPE.md: the cpu profile's gap below the unigram entropy
 LOSS_SHIFT_MAX = 0.05  # nats, mean |bf16 − fp32| validation MLM loss (issue 22)
@@ -46,37 +47,25 @@ def c1_interval(run_dir: str | Path, seeds: list[int]) -> dict:
         "per_seed": [float(v) for v in table[table["level"] != "pooled"].sort_values("seed")["diff"]]}
 
 
-def _learning(run_dir: str | Path, seeds: list[int], many_seeds: bool) -> dict[tuple[str, int], dict]:
-    """(objective, seed) -> the learning row of that model (summary.learning_table)."""
+def _models(run_dir: str | Path, seeds: list[int]) -> dict[tuple[str, int], dict]:
+    """(objective, seed) -> that model's learning row (summary.learning_table) and its pre-training wall time,
+    the model named by the run's own params.yaml (runs.model_name)."""
+    params = load_params(Path(run_dir) / "params.yaml")
     table = learning_table(run_dir).set_index("model")
     out = {}
     for objective in RECIPE_TARGETS:
         for seed in seeds:
-            name = folder_name(objective, seed if many_seeds else None)
+            name = model_name(params, objective, seed)
             if name not in table.index:
                 raise ValueError(f"{run_dir}: no models/{name}/train_summary.json")
-            out[objective, seed] = table.loc[name].to_dict()
-    return out
-
-
-def _many_seeds(run_dir: str | Path) -> bool:
-    return any(Path(run_dir, "models").glob("*-s[0-9]*"))
-
-
-def _wall_times(run_dir: str | Path, seeds: list[int], many_seeds: bool) -> dict[str, float]:
-    """Objective -> mean pre-training wall time of its runs, s (their train summaries)."""
-    out = {}
-    for objective in RECIPE_TARGETS:
-        times = [json.loads((Path(run_dir) / "models" / folder_name(objective, s if many_seeds else None)
-                             / "train_summary.json").read_text())["wall_time_s"] for s in seeds]
-        out[objective] = sum(times) / len(times)
+            summary = json.loads((Path(run_dir) / "models" / name / "train_summary.json").read_text())
+            out[objective, seed] = {**table.loc[name].to_dict(), "wall_time_s": summary["wall_time_s"]}
     return out
 
 
 def bf16_decision(fp32_run: str | Path, bf16_run: str | Path, seeds: list[int]) -> dict:
     """The three conditions of the module docstring, each with its numbers, and `adopt` = all three."""
-    fp32 = _learning(fp32_run, seeds, _many_seeds(fp32_run))
-    bf16 = _learning(bf16_run, seeds, _many_seeds(bf16_run))
+    fp32, bf16 = _models(fp32_run, seeds), _models(bf16_run, seeds)
     models = []
     for (objective, seed), row in bf16.items():
         meets = (row["gap"] >= RECIPE_TARGETS[objective]) and (row["check_gap"] >= LEARNING_GAP_MIN)
@@ -88,8 +77,8 @@ def bf16_decision(fp32_run: str | Path, bf16_run: str | Path, seeds: list[int]) 
     mean_abs_shift = sum(abs(m["loss_shift"]) for m in models) / len(models)
     c1 = {"fp32": c1_interval(fp32_run, seeds), "bf16": c1_interval(bf16_run, seeds)}
     overlap = c1["fp32"]["ci_low"] <= c1["bf16"]["ci_high"] and c1["bf16"]["ci_low"] <= c1["fp32"]["ci_high"]
-    times = {"fp32": _wall_times(fp32_run, seeds, _many_seeds(fp32_run)),
-             "bf16": _wall_times(bf16_run, seeds, _many_seeds(bf16_run))}
+    times = {k: {o: sum(run[o, s]["wall_time_s"] for s in seeds) / len(seeds) for o in RECIPE_TARGETS}
+             for k, run in (("fp32", fp32), ("bf16", bf16))}
     conditions = {"learning_targets": all(m["meets"] for m in models),
                   "loss_shift": bool(mean_abs_shift < LOSS_SHIFT_MAX), "c1_overlap": bool(overlap)}
     return dict(seeds=list(seeds), fp32_run=str(fp32_run), bf16_run=str(bf16_run), models=models,

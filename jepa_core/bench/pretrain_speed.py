@@ -47,9 +47,8 @@ def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: b
     device = torch.device("cpu")
     _, tokenizer, blocks = load_data(pcfg)
     cycle = BlockCycle(blocks, pcfg.batch)
-    workloads = [dataclasses.replace(our_workload(pcfg, tokenizer, cycle, device, precision == "bf16", o),
-                                     name=f"{o}_{precision}")
-                 for o in OBJECTIVES for precision in dict.fromkeys(("fp32", current))]
+    workloads = [dataclasses.replace(our_workload(pcfg, tokenizer, cycle, device, p == "bf16", o), name=f"{o}_{p}")
+                 for o in OBJECTIVES for p in dict.fromkeys(("fp32", current))]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per run, as the study's parallel runs
     try:
@@ -57,6 +56,13 @@ def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: b
     finally:
         torch.set_num_threads(threads)
     med = {name: float(np.median(t)) for name, t in times.items()}
+
+    def pair(series: dict[str, list[float]], r: int | None = None) -> float:
+        """One hybrid + one MLM step, fp32 over current: of the medians, or of round r."""
+        at = (lambda t: float(np.median(t))) if r is None else (lambda t: t[r])  # noqa: E731
+        return (sum(at(series[f"{o}_fp32"]) for o in OBJECTIVES)
+                / sum(at(series[f"{o}_{current}"]) for o in OBJECTIVES))
+
     out: dict[str, Any] = {"profile": profile, "current": current, "threads": 1,
                            "shapes": {k: getattr(pcfg, k) for k in ("architecture", "layers", "hidden", "heads",
                                                                      "ffn", "vocab", "batch", "seq")}}
@@ -64,13 +70,9 @@ def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: b
         out[o] = {"fp32_step_seconds": spread(times[f"{o}_fp32"]),
                   "current_step_seconds": spread(times[f"{o}_{current}"]),
                   "speedup": med[f"{o}_fp32"] / med[f"{o}_{current}"]}
-    pair = lambda p: sum(med[f"{o}_{p}"] for o in OBJECTIVES)  # noqa: E731
-    per_round = [sum(times[f"{o}_fp32"][r] for o in OBJECTIVES) / sum(times[f"{o}_{current}"][r] for o in OBJECTIVES)
-                 for r in range(cfg.rounds)]
-    out["speedup"] = pair("fp32") / pair(current)
-    out["per_round"] = spread(per_round)
-    out["cpu_time_speedup"] = (sum(float(np.median(cpu_times[f"{o}_fp32"])) for o in OBJECTIVES)
-                               / sum(float(np.median(cpu_times[f"{o}_{current}"])) for o in OBJECTIVES))
+    out["speedup"] = pair(times)
+    out["per_round"] = spread([pair(times, r) for r in range(cfg.rounds)])
+    out["cpu_time_speedup"] = pair(cpu_times)
     return out
 
 
