@@ -5,6 +5,7 @@ without progress-bar frames."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -105,6 +106,26 @@ def test_glue_dir_set_after_an_offline_run_reruns_the_analysis_not_pretraining(t
     run(tmp_path, same)
     assert same.ran == []
 
+    copied = glue_dir.parent / "glue_copy"  # the same bytes copied afresh (new modification times)
+    shutil.copytree(glue_dir, copied)
+    shutil.rmtree(glue_dir)
+    copied.rename(glue_dir)
+    for f in glue_dir.rglob("*.tsv"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    recopied = FakeExecutor()
+    _, lines = run(tmp_path, recopied)
+    assert recopied.ran == [], lines
+
+    tsv = glue_dir / "SST-2/dev.tsv"  # same size and time, other bytes: the hashes tell them apart
+    st = tsv.stat()
+    tsv.write_bytes(tsv.read_bytes().replace(b"\t1", b"\t0", 1))
+    os.utime(tsv, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert tsv.stat().st_size == st.st_size
+    flipped = FakeExecutor()
+    _, lines = run(tmp_path, flipped)
+    assert flipped.ran == LATER
+    assert f"[3/5] 03_probe: re-runs: GLUE data in {glue_dir.resolve()} changed (1 modified: SST-2/dev.tsv)" in lines
+
     time.sleep(0.01)  # a fixed file: new size and modification time
     write(glue_dir / "SST-2/train.tsv", "sentence\tlabel\n" + "".join(f"nice {i}\t1\nugly {i}\t0\n" for i in range(10)))
     fixed = FakeExecutor()
@@ -203,6 +224,25 @@ def test_input_changes_are_named():
     assert inputs.changes(old, old) == []
     unlisted = {"GLUE_DIR": {**new["GLUE_DIR"], "files": None}}
     assert inputs.changes(old, unlisted) == ["GLUE data in /g changed (2 file(s), 10 B → 2 file(s), 12 B)"]
+    # hashed entries [size, mtime, sha]: new times alone are no change; a marker from before hashing ([size,
+    # mtime]) compares by time
+    hashed = {"GLUE_DIR": {**old["GLUE_DIR"], "files": {"SST-2/dev.tsv": [5, 1, "aa"], "SST-2/train.tsv": [5, 1, "bb"]}}}
+    touched = {"GLUE_DIR": {**old["GLUE_DIR"], "content": "c",
+                            "files": {"SST-2/dev.tsv": [5, 9, "aa"], "SST-2/train.tsv": [5, 9, "bb"]}}}
+    assert inputs.changes(hashed, touched) == []
+    assert inputs.changes(old, touched) == ["GLUE data in /g changed (2 modified: SST-2/dev.tsv, SST-2/train.tsv)"]
+    assert inputs.changes(old, {"GLUE_DIR": {**touched["GLUE_DIR"], "files": hashed["GLUE_DIR"]["files"]}}) == []
+
+
+def test_folder_fingerprint_is_the_bytes_while_the_folder_is_small(tmp_path, monkeypatch):
+    write(tmp_path / "a" / "x.tsv", "one\n")
+    first = inputs.folder_content(tmp_path / "a")
+    os.utime(tmp_path / "a" / "x.tsv", ns=(0, 10**9))
+    assert inputs.folder_content(tmp_path / "a")["content"] == first["content"]
+    assert first["files"]["x.tsv"][2] == hashlib.sha256(b"one\n").hexdigest()[:16]
+    monkeypatch.setattr(inputs, "HASHED_BYTES", 3)  # too large to hash: names, sizes and times
+    big = inputs.folder_content(tmp_path / "a")
+    assert len(big["files"]["x.tsv"]) == 2 and big["content"] != first["content"]
 
 
 # ---------------------------------------------------------------- 2. data errors are errors

@@ -19,8 +19,12 @@ re-runs 01/02, and a change of pre-training code re-trains nothing (use --force)
 data changed (`data_fingerprint`), the runner has 02 (and 05's variants) train from scratch instead of resuming
 checkpoints trained on other data. The hub's revision is not recorded: a dataset repository's revision moves with
 unrelated commits, and a failed lookup would flip it, re-training for nothing; the config (`20231101.en`) names a
-fixed dump. Content fingerprints read no file contents (but the code's and the tokenizer's), so they cost
-milliseconds even for a large folder.
+fixed dump.
+
+A folder's fingerprint is its files' bytes (SHA-256) while it holds at most LISTED_FILES files and HASHED_BYTES
+bytes (GLUE's tasks, the shared 37 MB Wikipedia sample: ~0.1 s), so a copy of the same data made afresh (new
+modification times, same bytes) re-runs nothing: re-evaluating 13 encoders for a `cp -r` cost 13 minutes. A larger
+folder (a full dump) is fingerprinted by names, sizes and modification times, which costs milliseconds.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ PACKAGE = Path(__file__).resolve().parents[1]  # jepa_core/
 CODE = {"03_probe": ("analysis", "data/glue.py"), "04_geometry": ("report",),
         "05_ablations": ("study/ablations.py", "study/variants.py")}
 LISTED_FILES = 300  # a folder's files are recorded one by one up to this many (to name the changed ones)
+HASHED_BYTES = 2 * 10**9  # ... and by their bytes while the listed files hold at most this much (~4 s to hash)
 HUB_GLUE = "nyu-mll/glue"
 
 
@@ -68,18 +73,32 @@ def _walk(path: Path) -> dict[str, list[int]]:
     return files
 
 
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def folder_content(path: Path, subfolders: list[str] | None = None) -> dict[str, Any]:
-    """A cheap content fingerprint of a file or folder (or of some of its subfolders): names, sizes and
-    modification times of its files, never their bytes."""
+    """A content fingerprint of a file or folder (or of some of its subfolders): per file [size, mtime_ns, sha]
+    while the folder is small enough to hash (module doc), else [size, mtime_ns]. `content` digests the names
+    with the bytes' hashes when there are some (so a fresh copy of the same bytes keeps it), else with the times."""
     if not path.exists():
         return {"content": "missing", "summary": "does not exist", "files": {}}
-    files: dict[str, list[int]] = {}
+    files: dict[str, list] = {}
     for sub in subfolders if subfolders is not None else [""]:
         where = path / sub if sub else path
         if where.exists():
-            files.update({str(Path(sub) / k) if sub else k: v for k, v in _walk(where).items()})
-    digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
-    total = sum(size for size, _ in files.values())
+            found = _walk(where)
+            files.update({str(Path(sub) / k) if sub else k: v for k, v in found.items()})
+    total = sum(entry[0] for entry in files.values())
+    hashed = len(files) <= LISTED_FILES and total <= HASHED_BYTES
+    if hashed:
+        for name, entry in files.items():
+            entry.append(_sha(path if path.is_file() else path / name))
+    digest = hashlib.sha256(json.dumps(sorted((k, [v[0], v[-1]]) for k, v in files.items())).encode()).hexdigest()[:16]
     return {"content": digest, "summary": f"{len(files)} file(s), {_size(total)}",
             "files": files if len(files) <= LISTED_FILES else None}
 
@@ -165,10 +184,18 @@ def step_inputs(params: Params, probe: Callable[[], tuple[bool, str]] | None = N
     return out
 
 
+def _same_file(old: list, new: list) -> bool:
+    """One file's [size, mtime_ns(, sha)] entries: the same bytes. When both sides hashed them the hashes decide
+    (a fresh copy keeps them); otherwise size and modification time do (markers written before hashing)."""
+    if len(old) >= 3 and len(new) >= 3:
+        return old[0] == new[0] and old[2] == new[2]
+    return old[:2] == new[:2]
+
+
 def _files_changed(old: dict, new: dict) -> str:
     added = sorted(new.keys() - old.keys())
     removed = sorted(old.keys() - new.keys())
-    modified = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+    modified = sorted(k for k in old.keys() & new.keys() if not _same_file(old[k], new[k]))
     parts = [f"{len(names)} {what}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
              for what, names in (("modified", modified), ("added", added), ("removed", removed)) if names]
     return "; ".join(parts)
@@ -192,9 +219,12 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif o.get("value") != n.get("value"):
             out.append(f"{name} changed ({o.get('value')} → {n.get('value')})")
         elif o.get("content") != n.get("content"):
-            detail = (_files_changed(o["files"], n["files"]) if o.get("files") is not None
-                      and n.get("files") is not None else f"{o.get('summary')} → {n.get('summary')}")
-            out.append(f"{n.get('what', name)} changed ({detail or 'file times'})")
+            if o.get("files") is not None and n.get("files") is not None:
+                detail = _files_changed(o["files"], n["files"])
+                if detail:  # else only the times moved, and the bytes are the same (both sides hashed them)
+                    out.append(f"{n.get('what', name)} changed ({detail})")
+            else:
+                out.append(f"{n.get('what', name)} changed ({o.get('summary')} → {n.get('summary')})")
     return out
 
 
