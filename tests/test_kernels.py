@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from jepa_core.model.kernels import (
@@ -129,6 +130,36 @@ def test_dropout_attention_math_path_matches_sdpa(masked):
     got, _ = dropout_attention(module, q, k, v, mask, dropout=1e-9, scaling=0.3)
     assert got.shape == (2, 6, 2, 8)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _sdpa(backend, q, k, v, mask):
+    with sdpa_kernel(backend):
+        return sdpa_attention_forward(_Module(), q, k, v, mask, dropout=0.0)[0]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bf16_training_attention_on_cpu_takes_sdpas_math_kernel_and_the_rest_is_plain_sdpa(masked):
+    """A bf16 pass with a graph: SDPA's math kernel (faster bf16 backward here; kernels.py). A bf16 pass without
+    one (the EMA target) and every fp32 pass: SDPA's own choice, bit for bit (fp32 runs reproduce exactly)."""
+    q, k, v = (t.repeat(8, 1, 8, 4) for t in _qkv())  # (16, 2, 48, 32): long enough for the flash kernel to block
+    mask = None
+    if masked:
+        valid = torch.ones(16, 48, dtype=torch.bool)
+        valid[1, 40:] = False
+        mask = valid[:, None, None, :].expand(16, 1, 48, 48)
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    module = _Module().eval()
+    math = _sdpa(SDPBackend.MATH, qb, kb, vb, mask)
+    assert not torch.equal(math, _sdpa(SDPBackend.FLASH_ATTENTION, qb, kb, vb, mask))  # the test can tell them apart
+    assert torch.equal(dropout_attention(module, qb, kb, vb, mask)[0], math)
+    detached = [t.detach() for t in (qb, kb, vb)]
+    stock = sdpa_attention_forward(module, *detached, mask, dropout=0.0)[0]
+    assert not torch.equal(stock, math)
+    assert torch.equal(dropout_attention(module, *detached, mask)[0], stock)
+    with torch.no_grad():
+        assert torch.equal(dropout_attention(module, qb, kb, vb, mask)[0], stock)
+    want = sdpa_attention_forward(module, q.requires_grad_(), k, v, mask, dropout=0.0)[0]
+    assert torch.equal(dropout_attention(module, q, k, v, mask)[0], want)
 
 
 def test_dropout_attention_drops_attention_weights_reproducibly():

@@ -105,7 +105,7 @@ def test_build_modernbert_config_dropout_and_attention_mask():
     assert enc.layers[0].mlp.Wi.out_features == 2 * 64  # GLU: input and gate halves
     assert c.layer_types == ["full_attention"] * 2  # no sliding windows
     assert c.rope_parameters["full_attention"]["rope_theta"] == ROPE_THETA
-    assert (c.max_position_embeddings, c.pad_token_id, c._attn_implementation) == (64, 0, "sdpa")
+    assert (c.max_position_embeddings, c.pad_token_id, c._attn_implementation) == (64, 0, ATTENTION)
     assert enc.embeddings.tok_embeddings.padding_idx == 0
     assert not takes_token_type_ids(enc)  # no segment embeddings: encode.py must not pass segment ids
     ids = torch.randint(5, VOCAB, (2, 16))
@@ -127,6 +127,26 @@ def test_build_modernbert_config_dropout_and_attention_mask():
         outs.append(enc(input_ids=ids, attention_mask=mask).last_hidden_state)
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
     assert not torch.allclose(outs[0], enc.eval()(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-3)
+
+
+def test_fp32_hybrid_step_through_our_attention_is_bit_identical_to_stock_sdpa():
+    """The encoder and predictor run kernels.py's ATTENTION (SDPA, math kernel for bf16 training on CPU); in fp32
+    a hybrid step is bit for bit the stock SDPA one, so fp32 runs reproduce runs made before it was routed."""
+    p = tiny_params("modernbert")
+    torch.manual_seed(0)
+    ours = new_model(p).train()
+    stock = copy.deepcopy(ours)
+    for enc in (stock.encoder, stock.target_encoder):
+        enc.set_attn_implementation("sdpa")
+    stock.predictor.config._attn_implementation = "sdpa"
+    assert ours.encoder.config._attn_implementation == ours.predictor.config._attn_implementation == ATTENTION
+    batch = make_batch(p)
+    outs = []
+    for model in (ours, stock):
+        out = model(batch)
+        out["loss"].backward()
+        outs.append([out["loss"].detach(), *(q.grad for q in model.parameters() if q.requires_grad)])
+    assert len(outs[0]) > 10 and all(torch.equal(a, b) for a, b in zip(*outs))
 
 
 def test_modernbert_is_translation_invariant_in_position_ids():

@@ -226,7 +226,8 @@ def test_input_changes_are_named():
     assert inputs.changes(old, unlisted) == ["GLUE data in /g changed (2 file(s), 10 B → 2 file(s), 12 B)"]
     # hashed entries [size, mtime, sha]: new times alone are no change; a marker from before hashing ([size,
     # mtime]) compares by time
-    hashed = {"GLUE_DIR": {**old["GLUE_DIR"], "files": {"SST-2/dev.tsv": [5, 1, "aa"], "SST-2/train.tsv": [5, 1, "bb"]}}}
+    hashed = {"GLUE_DIR": {**old["GLUE_DIR"],
+                           "files": {"SST-2/dev.tsv": [5, 1, "aa"], "SST-2/train.tsv": [5, 1, "bb"]}}}
     touched = {"GLUE_DIR": {**old["GLUE_DIR"], "content": "c",
                             "files": {"SST-2/dev.tsv": [5, 9, "aa"], "SST-2/train.tsv": [5, 9, "bb"]}}}
     assert inputs.changes(hashed, touched) == []

@@ -18,9 +18,10 @@ def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -
     """The transformers config of a `model_cfg.architecture` encoder (build_encoder says what each is).
 
     bert        BertConfig; attention = kernels.py's (exported as plain SDPA).
-    modernbert  ModernBertConfig, stock modules, SDPA. Every layer is global attention: ModernBERT's
-                sliding-window layers measure the window in sequence slots, which in the token-dropped
-                context pass are not positions, and our sequences (<= max_position) are short anyway.
+    modernbert  ModernBertConfig, stock modules, SDPA (through kernels.py's ATTENTION, exported as plain
+                SDPA). Every layer is global attention: ModernBERT's sliding-window layers measure the
+                window in sequence slots, which in the token-dropped context pass are not positions, and
+                our sequences (<= max_position) are short anyway.
                 Rotary base 10,000 (RoFormer's, and ModernBERT's own for its 1,024-token pre-training;
                 its 160,000 is for the 8,192-token context extension). model.dropout goes to its
                 embedding, attention and MLP dropout. [CLS]/[SEP]/BOS/EOS ids stay unset: the model
@@ -44,7 +45,7 @@ def encoder_config(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int) -
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": ROPE_THETA}},
             embedding_dropout=m.dropout, attention_dropout=m.dropout, mlp_dropout=m.dropout,
             pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None, cls_token_id=None, sep_token_id=None,
-            initializer_range=m.init_std, attn_implementation="sdpa",
+            initializer_range=m.init_std, attn_implementation=ATTENTION,  # SDPA (kernels.py: bf16 on CPU)
             # Older transformers 5.x compile ModernBERT's MLP/embeddings by default on CUDA (every
             # process, every model instance); train.compile decides that here.
             reference_compile=False,

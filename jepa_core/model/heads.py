@@ -11,7 +11,7 @@ from transformers.models.bert.modeling_bert import BertEncoder, BertPredictionHe
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
 from jepa_core.model.encoder import init_bert_like
-from jepa_core.model.kernels import linear_cross_entropy
+from jepa_core.model.kernels import ATTENTION, linear_cross_entropy
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class Predictor(nn.Module):
         self.config = BertConfig(
             vocab_size=1, hidden_size=pred_hidden, num_hidden_layers=depth, num_attention_heads=heads,
             intermediate_size=4 * pred_hidden, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            max_position_embeddings=max_position, attn_implementation="sdpa",
+            max_position_embeddings=max_position, attn_implementation=ATTENTION,
         )
         self.in_proj = nn.Linear(encoder_hidden, pred_hidden)
         self.position = nn.Embedding(max_position, pred_hidden)
