@@ -257,3 +257,42 @@ def test_stock_workloads_follow_the_architecture():
     assert bench.stock_workloads(BenchConfig.tiny()) == ["hf"]
     assert bench.stock_workloads(BenchConfig.tiny(architecture="modernbert")) == ["hf", "hf_sparse", "hf_bert"]
 
+
+
+def test_layout_arithmetic_on_known_step_times(monkeypatch):
+    """Stubbed processes with known step times: one at a time a seed costs h + m per step index, side by side
+    (h + m) / N; the speed-ups are over side by side; rounds give medians."""
+    from jepa_core.bench import layout
+
+    times = {("hybrid", 1): 0.2, ("mlm", 1): 0.1, ("hybrid", 2): 0.15, ("mlm", 2): 0.08}
+    started, live = [], []
+
+    def start(objective, threads, steps, precision, profile):
+        started.append((objective, threads, steps))
+        proc = {"key": (objective, threads), "alongside": bool(live)}
+        for other in live:  # started while another runs: both share the machine
+            other["alongside"] = True
+        live.append(proc)
+        return proc
+
+    def read(proc):
+        live.remove(proc)
+        return times[proc["key"]] * (2.0 if proc["alongside"] else 1.0)  # side by side: half speed each
+
+    monkeypatch.setattr(layout, "_start", start)
+    monkeypatch.setattr(layout, "_read", read)
+    res = layout.layout_benchmark("smoke", "fp32", rounds=2, steps=4, cores=2)
+    assert res["one_at_a_time_1_thread"]["seed_seconds_per_step"]["median"] == pytest.approx(0.3)
+    assert res["one_at_a_time_N_threads"]["seed_seconds_per_step"]["median"] == pytest.approx(0.23)
+    assert res["side_by_side"]["seed_seconds_per_step"]["median"] == pytest.approx((0.4 + 0.2) / 2)
+    assert res["side_by_side"]["speedup_over_side_by_side"] == 1.0
+    assert res["one_at_a_time_N_threads"]["speedup_over_side_by_side"] == pytest.approx(0.3 / 0.23)
+    assert ("mlm", 1, 12) in started and ("hybrid", 2, 4) in started and ("mlm", 2, 8) in started
+
+
+def test_layout_timing_process_reports_a_step_time(capsys):
+    from jepa_core.bench import layout
+
+    assert layout.main(["--child", "mlm", "1", "2", "fp32", "smoke"]) == 0
+    median = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["median"]
+    assert 0 < median < 60
