@@ -134,6 +134,30 @@ def test_glue_dir_set_after_an_offline_run_reruns_the_analysis_not_pretraining(t
     assert f"[3/5] 03_probe: re-runs: GLUE data in {glue_dir.resolve()} changed (1 modified: SST-2/train.tsv)" in lines
 
 
+def test_dry_run_says_what_would_run_and_why_and_changes_nothing(tmp_path, monkeypatch, glue_dir, capsys):
+    run(tmp_path, FakeExecutor())
+    run_dir = tmp_path / "out" / "smoke"
+    (run_dir / "checkpoints" / "mlm").mkdir()
+    (run_dir / "checkpoints" / "mlm.prev").mkdir()  # the previous checkpoint, kept while a new one is written
+    monkeypatch.setenv("GLUE_DIR", str(glue_dir))
+    before = {f: f.stat().st_mtime_ns for f in run_dir.rglob("*") if f.is_file()}
+    lines = []
+    reasons = wb.dry_run(SMOKE, outputs_dir=tmp_path / "out", echo=lines.append)
+    assert [step for step, why in reasons.items() if why is not None] == LATER
+    assert f"[3/5] 03_probe: would run: GLUE_DIR changed (unset → {glue_dir.resolve()})" in lines
+    assert "[2/5] 02_pretrain: would be reused" in lines
+    assert {f: f.stat().st_mtime_ns for f in run_dir.rglob("*") if f.is_file()} == before  # nothing written
+
+    lines = []
+    wb.dry_run(SMOKE, outputs_dir=tmp_path / "out", overrides={"train.lr": 0.002}, echo=lines.append)
+    assert any(line.startswith("[2/5] 02_pretrain: would run: parameters changed: train.lr") for line in lines)
+    assert "  02_pretrain would resume 2 checkpoint(s) (hybrid, mlm) unless the data 01 prepares differs from " \
+           "theirs" in lines
+    assert wb.main(["run", str(SMOKE), "--outputs", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "03_probe: would run: GLUE_DIR changed" in capsys.readouterr().out
+    assert {f: f.stat().st_mtime_ns for f in run_dir.rglob("*") if f.is_file()} == before
+
+
 def test_wiki_dir_change_reruns_the_data_step_and_pretraining_from_scratch(tmp_path, monkeypatch):
     """A new Wikipedia source re-runs 01; 02 then trains from scratch (resume False): its checkpoints were trained
     on other data. Touching nothing re-runs nothing; a changed weight key says that checkpoints move aside."""

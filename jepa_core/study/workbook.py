@@ -249,6 +249,31 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
                            board)
 
 
+def dry_run(params_file: str | Path, run_name: str | None = None, overrides: Mapping[str, Any] | None = None,
+            force: bool = False, outputs_dir: str | Path = "outputs", notebooks_dir: Path = NOTEBOOKS_DIR,
+            echo: Callable[[str], None] = print) -> dict[str, str | None]:
+    """What `run` with these arguments would do, said and returned (step -> why it would run; None: reused),
+    changing nothing: no lock, no marker, no params.yaml. A long run's reuse is worth knowing before it starts
+    (a re-copied data folder used to re-run 13 encoders' evaluation)."""
+    overrides = dict(overrides or {})
+    if run_name is not None:
+        overrides["run_name"] = run_name
+    params = load_params(params_file, overrides)
+    run_dir = (Path(outputs_dir) / params.run_name).resolve()
+    reasons = plan_reasons(run_dir, step_records(params, Path(notebooks_dir)), force,
+                           step_inputs_module.step_inputs(params))
+    echo(f"run folder: {run_dir} (dry run: nothing runs, nothing is written)")
+    for i, (step, why) in enumerate(reasons.items(), 1):
+        echo(f"[{i}/{len(reasons)}] {step}: " + ("would be reused" if why is None else f"would run: {why}"))
+    if reasons.get("02_pretrain") is not None and not force:
+        kept = sorted(c.name for c in (run_dir / "checkpoints").glob("*")
+                      if c.is_dir() and not progress.SET_ASIDE.match(c.name) and c.suffix != ".prev")
+        if kept:
+            echo(f"  02_pretrain would resume {len(kept)} checkpoint(s) ({', '.join(kept[:4])}"
+                 f"{' …' if len(kept) > 4 else ''}) unless the data 01 prepares differs from theirs")
+    return reasons
+
+
 def _run_locked(params: Params, run_dir: Path, started: float, force: bool, notebooks_dir: Path,
                 executor: Executor | None, html: bool, log_output: bool, echo: Callable[[str], None],
                 board: progress.Board | None) -> list[StepResult]:
@@ -433,10 +458,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--outputs", default="outputs", help="parent folder of run folders (default: outputs)")
     r.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' own output to the log")
+    r.add_argument("--dry-run", action="store_true", help="say which steps would run and why; change nothing")
     args = ap.parse_args(argv)
     if args.verbose:  # papermill streams cell output through its logger
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.dry_run:
+            dry_run(args.params, run_name=args.run_name, overrides=parse_overrides(args.sets), force=args.force,
+                    outputs_dir=args.outputs)
+            return 0
         run(args.params, run_name=args.run_name, overrides=parse_overrides(args.sets), force=args.force,
             outputs_dir=args.outputs, html=not args.no_html, log_output=args.verbose)
     except ParamsError as exc:
