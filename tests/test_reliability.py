@@ -139,6 +139,7 @@ def test_dry_run_says_what_would_run_and_why_and_changes_nothing(tmp_path, monke
     run_dir = tmp_path / "out" / "smoke"
     (run_dir / "checkpoints" / "mlm").mkdir()
     (run_dir / "checkpoints" / "mlm.prev").mkdir()  # the previous checkpoint, kept while a new one is written
+    (run_dir / "checkpoints" / "mlm-flops").mkdir()  # 05's variant: not 02's to resume
     monkeypatch.setenv("GLUE_DIR", str(glue_dir))
     before = {f: f.stat().st_mtime_ns for f in run_dir.rglob("*") if f.is_file()}
     lines = []

@@ -266,8 +266,8 @@ def dry_run(params_file: str | Path, run_name: str | None = None, overrides: Map
     for i, (step, why) in enumerate(reasons.items(), 1):
         echo(f"[{i}/{len(reasons)}] {step}: " + ("would be reused" if why is None else f"would run: {why}"))
     if reasons.get("02_pretrain") is not None and not force:
-        kept = sorted(c.name for c in (run_dir / "checkpoints").glob("*")
-                      if c.is_dir() and not progress.SET_ASIDE.match(c.name) and c.suffix != ".prev")
+        runs = {model_name(params, o, seed) for seed in params.seeds for o in params.objectives}
+        kept = sorted(c.name for c in (run_dir / "checkpoints").glob("*") if c.is_dir() and c.name in runs)
         if kept:
             echo(f"  02_pretrain would resume {len(kept)} checkpoint(s) ({', '.join(kept[:4])}"
                  f"{' …' if len(kept) > 4 else ''}) unless the data 01 prepares differs from theirs")
