@@ -152,10 +152,17 @@ def test_dry_run_says_what_would_run_and_why_and_changes_nothing(tmp_path, monke
     lines = []
     wb.dry_run(SMOKE, outputs_dir=tmp_path / "out", overrides={"train.lr": 0.002}, echo=lines.append)
     assert any(line.startswith("[2/5] 02_pretrain: would run: parameters changed: train.lr") for line in lines)
+    assert "  02_pretrain would move 2 checkpoint(s) (hybrid, mlm) aside (nothing deleted) and train from scratch: " \
+           "weight-changing parameters differ from the previous invocation's: train.lr (0.001 → 0.002)" in lines
+    (run_dir / ".done" / "02_pretrain.json").unlink()  # as an interrupted pre-training leaves it
+    lines = []
+    wb.dry_run(SMOKE, outputs_dir=tmp_path / "out", echo=lines.append)
+    assert "[2/5] 02_pretrain: would run: unfinished: no done-marker (stopped or failed last time)" in lines
     assert "  02_pretrain would resume 2 checkpoint(s) (hybrid, mlm) unless the data 01 prepares differs from " \
            "theirs" in lines
     assert wb.main(["run", str(SMOKE), "--outputs", str(tmp_path / "out"), "--dry-run"]) == 0
-    assert "03_probe: would run: GLUE_DIR changed" in capsys.readouterr().out
+    assert "02_pretrain: would run: unfinished" in capsys.readouterr().out
+    before.pop(run_dir / ".done" / "02_pretrain.json")
     assert {f: f.stat().st_mtime_ns for f in run_dir.rglob("*") if f.is_file()} == before
 
 

@@ -268,9 +268,13 @@ def dry_run(params_file: str | Path, run_name: str | None = None, overrides: Map
     if reasons.get("02_pretrain") is not None and not force:
         runs = {model_name(params, o, seed) for seed in params.seeds for o in params.objectives}
         kept = sorted(c.name for c in (run_dir / "checkpoints").glob("*") if c.is_dir() and c.name in runs)
-        if kept:
-            echo(f"  02_pretrain would resume {len(kept)} checkpoint(s) ({', '.join(kept[:4])}"
-                 f"{' …' if len(kept) > 4 else ''}) unless the data 01 prepares differs from theirs")
+        names = f"{len(kept)} checkpoint(s) ({', '.join(kept[:4])}{' …' if len(kept) > 4 else ''})"
+        weight_changes = _weight_changes(run_dir, params)
+        if kept and weight_changes:
+            echo(f"  02_pretrain would move {names} aside (nothing deleted) and train from scratch: weight-changing "
+                 f"parameters differ from the previous invocation's: {weight_changes}")
+        elif kept:
+            echo(f"  02_pretrain would resume {names} unless the data 01 prepares differs from theirs")
     return reasons
 
 
