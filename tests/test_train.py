@@ -215,6 +215,10 @@ def test_interrupt_then_resume_reproduces_every_step(runs, tmp_path, monkeypatch
 
     again = T.train(params, "hybrid", tmp_path, data=tiny_data(), resume=True)  # finished: just re-export
     assert again["steps"] == 30 and again["final"]["loss"] == pytest.approx(summary["final"]["loss"])
+    # resumed past step 10 (at 15, then at 30): the fingerprint the first session took travels in the checkpoints
+    full_fp = json.loads((root / "hybrid" / "train_summary.json").read_text())["numerics"]["weights_fingerprint"]
+    assert full_fp["step"] == N.FINGERPRINT_STEP
+    assert summary["numerics"]["weights_fingerprint"] == again["numerics"]["weights_fingerprint"] == full_fp
 
 
 def test_existing_checkpoint_needs_resume(runs):

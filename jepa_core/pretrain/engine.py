@@ -185,6 +185,7 @@ class Engine:
         ckpt.restore_checkpoint(state, self.core, self.optimizer, self.scheduler, map_location=self.acc.device)
         run = RunState.from_checkpoint(state)
         self.schedule.total = run.total_steps
+        self.early_fingerprint.value = run.weights_fingerprint  # taken before the checkpoint (or None)
         rng = state["rng_states"]
         if len(rng) != self.acc.num_processes:
             warnings.warn(f"checkpoint has RNG states of {len(rng)} processes, this run has {self.acc.num_processes}: "

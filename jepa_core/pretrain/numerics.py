@@ -80,12 +80,13 @@ def numeric_environment(precision: str | None = None, target_precision: str | No
 
 class EarlyFingerprint:
     """The short SHA-256 of the weights once the run reaches FINGERPRINT_STEP (or its last step, if it plans
-    fewer). A resumed run that started past that step keeps the fingerprint its checkpoint's run recorded
-    only if the caller passes it; otherwise it says why there is none."""
+    fewer). `value` travels in the checkpoints (RunState.weights_fingerprint), so a run resumed past that
+    step reports the fingerprint its earlier session took; a checkpoint written before that was recorded
+    leaves none, and `record` says why."""
 
-    def __init__(self, digest, step: int = FINGERPRINT_STEP):
+    def __init__(self, digest, step: int = FINGERPRINT_STEP, value: dict[str, Any] | None = None):
         self.digest, self.step = digest, step  # digest: model -> hex SHA-256 of its state_dict
-        self.value: dict[str, Any] | None = None
+        self.value = value
 
     def after_step(self, step: int, total_steps: int, model: torch.nn.Module) -> None:
         if self.value is None and step == min(self.step, total_steps):
