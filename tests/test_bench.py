@@ -218,6 +218,27 @@ def test_pretrain_speed_times_fp32_against_bf16():
     assert ps["per_round"]["n"] == 2
 
 
+def test_pretrain_speed_steps_run_on_one_thread_as_the_studys_runs(monkeypatch):
+    """Each timed step runs at one thread whatever the process had (session 8's figures were two-thread steps:
+    the thread count was set after the workloads had fixed theirs)."""
+    from jepa_core.bench import pretrain_speed
+
+    threads_in_step, linear = [], torch.nn.functional.linear
+
+    def linear_recording_threads(*args, **kwargs):  # every nn.Linear of the step calls it
+        threads_in_step.append(torch.get_num_threads())
+        return linear(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(torch.nn.functional, "linear", linear_recording_threads)
+        pretrain_speed.pretrain_speed_benchmark(BenchConfig.tiny(rounds=1, warmup=0), "smoke", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert threads_in_step and set(threads_in_step) == {1}
+
+
 @pytest.mark.parametrize("bad, message", [(dict(heads=3), "divisor of hidden"), (dict(precision="fp16"), "precision"),
                                           (dict(rounds=0), "rounds"), (dict(device="tpu"), "device"),
                                           (dict(architecture="gpt2"), "architecture"),

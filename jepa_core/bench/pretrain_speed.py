@@ -47,11 +47,14 @@ def pretrain_speed_benchmark(cfg: BenchConfig, profile: str = "cpu", progress: b
     device = torch.device("cpu")
     _, tokenizer, blocks = load_data(pcfg)
     cycle = BlockCycle(blocks, pcfg.batch)
-    workloads = [dataclasses.replace(our_workload(pcfg, tokenizer, cycle, device, p == "bf16", o), name=f"{o}_{p}")
-                 for o in OBJECTIVES for p in dict.fromkeys(("fp32", current))]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread per run, as the study's parallel runs
+    # one thread per run, as the study's parallel runs; set BEFORE the workloads are built, since each step
+    # runs at the thread count its workload was built with (until session 9 that was every core: the
+    # "one thread" figures of session 8 were two-thread steps)
+    torch.set_num_threads(1)
     try:
+        workloads = [dataclasses.replace(our_workload(pcfg, tokenizer, cycle, device, p == "bf16", o),
+                                         name=f"{o}_{p}") for o in OBJECTIVES for p in dict.fromkeys(("fp32", current))]
         times, cpu_times = round_robin(workloads, cfg.rounds, cfg.warmup, device, progress)
     finally:
         torch.set_num_threads(threads)
