@@ -377,6 +377,29 @@ def test_a_model_at_the_unigram_plateau_makes_the_run_no_evidence(tmp_path):
     assert S.learning_warning(tmp_path / "empty").startswith("Learning check unavailable")
 
 
+def test_05_variants_in_models_never_enter_the_main_check_and_their_own_precondition_is_said(tmp_path):
+    """05 trains its variants into the same models/ folder: the main study's learning check, numerics and training
+    lines read only the models its evaluation read; a variant that misses the precondition makes its comparisons
+    (not the main study) no evidence, said in 05's section."""
+    from jepa_core.study import ablations
+
+    run = _learning_run(tmp_path, {"hybrid-s0": 1.2, "mlm-s0": 0.9, "hybrid-shared-s0": 0.3, "mlm-flops-s0": 1.8})
+    main = {"hybrid-s0": "x", "mlm-s0": "x"}
+    for results, models in (("results", main), ("ablations/results", {**main, "hybrid-shared-s0": "x",
+                                                                      "mlm-flops-s0": "x", "all-MiniLM-L6-v2": "x"})):
+        (run / results).mkdir(parents=True)
+        (run / results / "evaluation.json").write_text(json.dumps({"models": models}))
+    assert S.learning_table(run)["model"].tolist() == ["hybrid-s0", "mlm-s0"]
+    assert S.learning_warning(run) is None  # before: "This run is not evidence", naming hybrid-shared-s0
+    assert set(S.run_context(run)["training"]) == {"hybrid-s0", "mlm-s0"}
+    assert S.variants_not_learned(run) == [("hybrid-shared-s0", pytest.approx(0.3))]
+    empty = pd.DataFrame(columns=["variant", "baseline", "claim_unadjusted", "verdict", "note"])
+    section = ablations.summary_section(empty, S.variants_not_learned(run))
+    assert "> **Not evidence: the comparisons with hybrid-shared.** The validation MLM loss of `hybrid-shared-s0` " \
+           "(0.30 nats)" in section
+    assert S.precondition_sentence([]) is None
+
+
 def test_probe_table_rows_columns_and_majority():
     rows = []
     for task, metric in (("sst2", "accuracy"), ("stsb", "spearman")):

@@ -117,12 +117,23 @@ def _number(v) -> float:
         return np.nan
 
 
-def learning_table(run_dir: str | Path) -> pd.DataFrame:
-    """Per pre-trained model (models/<name>/train_summary.json): validation MLM loss, unigram entropy
-    of the tokens and gap = entropy − loss in nats (positive: learned beyond token frequencies);
-    NaN where the summary has no `learning` section (runs older than the check)."""
+def evaluated_models(run_dir: str | Path, results: str = "results") -> set[str] | None:
+    """The model names an evaluation read (<results>/evaluation.json `models`), or None when it does not say."""
+    models = _read_json(Path(run_dir) / results / "evaluation.json").get("models")
+    return set(models) if isinstance(models, dict) and models else None
+
+
+def learning_table(run_dir: str | Path, results: str = "results") -> pd.DataFrame:
+    """Per pre-trained model (models/<name>/train_summary.json) of the evaluation in `results` (its
+    evaluation.json's models: the main study's for "results", so 05's variants trained into the same models/
+    folder never enter the main study's check; every model when it does not list them): validation MLM loss,
+    unigram entropy of the tokens and gap = entropy − loss in nats (positive: learned beyond token
+    frequencies); NaN where the summary has no `learning` section (runs older than the check)."""
     rows = []
+    only = evaluated_models(run_dir, results)
     for path in sorted(Path(run_dir).glob("models/*/train_summary.json")):
+        if only is not None and path.parent.name not in only:
+            continue
         learning = _read_json(path).get("learning") or {}
         loss, entropy = _number(learning.get("validation_mlm_loss")), _number(learning.get("unigram_entropy"))
         gap = _number(learning.get("gap", entropy - loss))
@@ -161,6 +172,27 @@ def learning_warning(run_dir: str | Path) -> str | None:
     return _learning_warning(learning_table(run_dir))
 
 
+def variants_not_learned(run_dir: str | Path, results: str = "ablations/results") -> list[tuple[str, float]]:
+    """(model, gap in nats) of each variant model of 05's evaluation (in `results`) whose validation MLM loss
+    lies less than LEARNING_GAP_MIN below the context-free baseline (PROTOCOL §2a's precondition; the main
+    models are the main study's check)."""
+    table = learning_table(run_dir, results)
+    main = evaluated_models(run_dir) or set()
+    low = table[(table["check_gap"].astype(float) < LEARNING_GAP_MIN) & ~table["model"].isin(main)]
+    return [(m, float(g)) for m, g in zip(low["model"], low["check_gap"])]
+
+
+def precondition_sentence(not_learned: list[tuple[str, float]]) -> str | None:
+    """The warning for 05's comparisons whose variant models miss the learning precondition, or None."""
+    if not not_learned:
+        return None
+    models = ", ".join(f"`{m}` ({g:.2f} nats)" for m, g in not_learned)
+    variants = sorted({m.rsplit("-s", 1)[0] for m, _ in not_learned})
+    return (f"**Not evidence: the comparisons with {', '.join(variants)}.** The validation MLM loss of {models} lies "
+            f"less than {LEARNING_GAP_MIN:g} nats below the context-free baseline (docs/PROTOCOL.md §2a's "
+            "precondition), so whatever their intervals say, those rows say nothing about the objectives.")
+
+
 def run_context(run_dir: str | Path) -> dict[str, Any]:
     """Data source, skipped tasks, notes and collapse warnings, read from the run folder's files."""
     run_dir = Path(run_dir)
@@ -173,7 +205,10 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
             warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
                             f"{flagged[0].get('step')}: {flagged[0]['warning']}")
     training, numerics = {}, {}
+    only = evaluated_models(run_dir)
     for path in sorted((run_dir / "models").glob("*/train_summary.json")):
+        if only is not None and path.parent.name not in only:  # 05's variants: its own section
+            continue
         t = _read_json(path)
         numerics[path.parent.name] = t.get("numerics") or {}
         training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),

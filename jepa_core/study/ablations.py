@@ -38,6 +38,7 @@ from jepa_core.config import Params
 from jepa_core.pretrain.flops import training_flops_per_step
 from jepa_core.pretrain.jobs import pretrain_runs
 from jepa_core.report import claims
+from jepa_core.report.summary import precondition_sentence, variants_not_learned
 from jepa_core.runs import SNAPSHOTS, model_name
 from jepa_core.study.variants import AblationRun, expand, planned_budget
 
@@ -252,8 +253,9 @@ def effect_sentences(effects: pd.DataFrame) -> list[str]:
 SECTION = "## What drives the effect"
 
 
-def summary_section(effects: pd.DataFrame) -> str:
-    lines = [SECTION, "",
+def summary_section(effects: pd.DataFrame, not_learned: list[tuple[str, float]] | None = None) -> str:
+    warning = precondition_sentence(not_learned or [])
+    lines = [SECTION, "", *([f"> {warning}", ""] if warning else []),
              "Each variant changes one knob of the hybrid (or gives MLM the hybrid's FLOPs); its effect is "
              "variant − MLM, paired by pre-training seed, with the seed-level 95% interval and the claim rules "
              "above (the variant in the hybrid's place; the first row of each claim is shown, all rows in "
@@ -274,7 +276,7 @@ def write_summary_section(run_dir: Path, effects: pd.DataFrame) -> str:
         head, _, rest = text.partition(SECTION)
         after = rest.find("\n## ")
         text = head + (rest[after + 1:] if after >= 0 else "")
-    section = summary_section(effects)
+    section = summary_section(effects, variants_not_learned(run_dir, f"{STUDY_DIR}/results"))
     path.write_text(text.rstrip("\n") + "\n\n" + section)
     return section
 

@@ -437,6 +437,10 @@ def report_end(run_dir: Path, seconds: float, echo: Callable[[str], None] = prin
         warning = summary.learning_warning(run_dir)
         if warning:
             echo("warning: " + warning.replace("**", "").replace("`", ""))
+        if (run_dir / "ablations" / "results" / "evaluation.json").is_file():
+            warning = summary.precondition_sentence(summary.variants_not_learned(run_dir))
+            if warning:
+                echo("warning: notebook 05: " + warning.replace("**", "").replace("`", ""))
         context = summary.run_context(run_dir)
         for w in context["collapse_warnings"]:
             echo(f"warning: {w}")
