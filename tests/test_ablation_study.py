@@ -120,7 +120,7 @@ def test_the_main_hybrid_is_also_compared_with_mlm_at_its_flops():
     assert ("hybrid-learned", "mlm-flops") not in study.study_pairs(["hybrid-fixed0.5", "mlm-flops"])
 
 
-def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
+def test_equal_flops_rows_come_last_and_stay_out_of_the_forest(tmp_path):
     equal = [dict(r, model_b="mlm-flops") for r in _claim_rows("hybrid-learned", (0.01, -0.02, 0.04))]
     differences = pd.DataFrame(equal + _claim_rows("mlm-flops", (0.1, 0.05, 0.15))
                                + _claim_rows("hybrid-learned", (0.1, 0.05, 0.15)))
@@ -139,6 +139,10 @@ def test_equal_flops_rows_come_last_and_stay_out_of_the_forest():
     # an effects.csv written before the equal-FLOPs comparison has no baseline column: still one sentence a variant
     older = effects[effects["baseline"] == "mlm"].drop(columns="baseline")
     assert [s.split(" (")[0] for s in study.effect_sentences(older)] == ["**hybrid-learned**", "**mlm-flops**"]
+    # read back from effects.csv (empty notes become NaN): still seed-level, never "one seed"
+    path = tmp_path / "effects.csv"
+    effects.to_csv(path, index=False)
+    assert not any("one seed" in s for s in study.effect_sentences(pd.read_csv(path)))
 
 
 def test_one_seed_effects_are_inconclusive_and_say_why():

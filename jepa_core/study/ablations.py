@@ -244,7 +244,7 @@ def effect_sentences(effects: pd.DataFrame) -> list[str]:
                              f"{claims.fmt(float(r['p_holm']), 4)}; unadjusted: {r['claim_unadjusted']})")
             else:
                 parts.append(f"{claim} exploratory: {r['claim_unadjusted']} on the unadjusted intervals ({interval})")
-        one_seed = " (one seed: not seed-level evidence)" if g["note"].astype(bool).any() else ""
+        one_seed = " (one seed: not seed-level evidence)" if g["note"].fillna("").astype(bool).any() else ""
         against = "MLM" if baseline == BASELINE_NAME else f"**{baseline}** ({_description(baseline)}: equal FLOPs)"
         out.append(f"**{variant}** ({_description(variant)}) − {against}{one_seed}: " + "; ".join(parts) + ".")
     return out
