@@ -169,6 +169,7 @@ class Engine:
         """Checkpoint the run as it stands, `elapsed_s` into its state: weights, optimizer, schedule,
         every process's RNG state and the run state as one unit."""
         run.elapsed_s = elapsed_s
+        run.weights_fingerprint = self.early_fingerprint.value  # restore() gives it back to a resumed run
         rng = [ckpt.capture_rng_state()]
         if self.acc.num_processes > 1:  # each process has its own dropout RNG
             rng = [None] * self.acc.num_processes

@@ -84,9 +84,9 @@ class EarlyFingerprint:
     step reports the fingerprint its earlier session took; a checkpoint written before that was recorded
     leaves none, and `record` says why."""
 
-    def __init__(self, digest, step: int = FINGERPRINT_STEP, value: dict[str, Any] | None = None):
+    def __init__(self, digest, step: int = FINGERPRINT_STEP):
         self.digest, self.step = digest, step  # digest: model -> hex SHA-256 of its state_dict
-        self.value = value
+        self.value: dict[str, Any] | None = None
 
     def after_step(self, step: int, total_steps: int, model: torch.nn.Module) -> None:
         if self.value is None and step == min(self.step, total_steps):

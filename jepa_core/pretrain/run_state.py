@@ -42,8 +42,8 @@ class RunState:
     flops: float = 0.0  # training FLOPs spent (all processes)
     elapsed_s: float = 0.0  # wall-clock of the run at the last save, earlier sessions included
     warned_collapse: bool = False  # the collapse warning is printed once per run
-    weights_fingerprint: dict[str, Any] | None = None  # numerics.EarlyFingerprint's value once reached, so a
-    #   run resumed past the fingerprint step still reports its path's fingerprint
+    weights_fingerprint: dict[str, Any] | None = None  # numerics.EarlyFingerprint's value at the save (Engine),
+    #   so a run resumed past the fingerprint step still reports its path's fingerprint
 
     def advance(self, tokens: int, flops: float, batches_per_epoch: int) -> None:
         """Count one finished optimizer step that consumed batch (epoch, batch)."""

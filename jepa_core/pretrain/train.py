@@ -402,7 +402,6 @@ def _loop(params: Params, objective: str, paths: RunPaths, engine: Engine, run: 
             run.advance(tokens_per_step, flops_per_step, inputs.order.num_batches)
             snapshots.after_step(run)
             engine.early_fingerprint.after_step(run.step, run.total_steps, engine.core)
-            run.weights_fingerprint = engine.early_fingerprint.value  # saved with the next checkpoint
 
             if _due(run.step, t.log_every, run.total_steps):
                 values = {**step_values(out, grad_norm, engine.agree), "lr": lr, "ema_momentum": momentum,
