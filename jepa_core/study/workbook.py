@@ -227,6 +227,21 @@ class StepResult:
 Executor = Callable[[Path, Path, dict, Path], None]
 
 
+def _params_and_folder(params_file: str | Path, run_name: str | None, overrides: Mapping[str, Any] | None,
+                       outputs_dir: str | Path) -> tuple[Params, Path]:
+    """The validated parameters (ParamsError before anything runs) and the run folder they name."""
+    overrides = dict(overrides or {})
+    if run_name is not None:
+        overrides["run_name"] = run_name
+    params = load_params(params_file, overrides)
+    return params, (Path(outputs_dir) / params.run_name).resolve()
+
+
+def _main_runs(params: Params) -> list[str]:
+    """02's pre-training runs, in the order it trains them (seed by seed, objectives within a seed)."""
+    return [model_name(params, o, s) for s in params.seeds for o in params.objectives]
+
+
 def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping[str, Any] | None = None,
         force: bool = False, outputs_dir: str | Path = "outputs", notebooks_dir: Path = NOTEBOOKS_DIR,
         executor: Executor | None = None, html: bool = True, log_output: bool = False,
@@ -238,11 +253,7 @@ def run(params_file: str | Path, run_name: str | None = None, overrides: Mapping
     `executor(source, output, parameters, run_dir)` runs one notebook (default: papermill); tests
     pass a fake one to check the reuse logic without starting kernels."""
     started = time.perf_counter()
-    overrides = dict(overrides or {})
-    if run_name is not None:
-        overrides["run_name"] = run_name
-    params = load_params(params_file, overrides)  # raises ParamsError before anything runs
-    run_dir = (Path(outputs_dir) / params.run_name).resolve()
+    params, run_dir = _params_and_folder(params_file, run_name, overrides, outputs_dir)
     # SIGINT / SIGTERM: forwarded to the running kernel, whose pre-training checkpoints (study.interrupts)
     with INTERRUPTS.installed(), run_lock(run_dir, echo):  # the lock: before anything in the folder is touched
         return _run_locked(params, run_dir, started, force, Path(notebooks_dir), executor, html, log_output, echo,
@@ -255,18 +266,14 @@ def dry_run(params_file: str | Path, run_name: str | None = None, overrides: Map
     """What `run` with these arguments would do, said and returned (step -> why it would run; None: reused),
     changing nothing: no lock, no marker, no params.yaml. A long run's reuse is worth knowing before it starts
     (a re-copied data folder used to re-run 13 encoders' evaluation)."""
-    overrides = dict(overrides or {})
-    if run_name is not None:
-        overrides["run_name"] = run_name
-    params = load_params(params_file, overrides)
-    run_dir = (Path(outputs_dir) / params.run_name).resolve()
+    params, run_dir = _params_and_folder(params_file, run_name, overrides, outputs_dir)
     reasons = plan_reasons(run_dir, step_records(params, Path(notebooks_dir)), force,
                            step_inputs_module.step_inputs(params))
     echo(f"run folder: {run_dir} (dry run: nothing runs, nothing is written)")
     for i, (step, why) in enumerate(reasons.items(), 1):
         echo(f"[{i}/{len(reasons)}] {step}: " + ("would be reused" if why is None else f"would run: {why}"))
     if reasons.get("02_pretrain") is not None and not force:
-        runs = {model_name(params, o, seed) for seed in params.seeds for o in params.objectives}
+        runs = set(_main_runs(params))
         kept = sorted(c.name for c in (run_dir / "checkpoints").glob("*") if c.is_dir() and c.name in runs)
         names = f"{len(kept)} checkpoint(s) ({', '.join(kept[:4])}{' …' if len(kept) > 4 else ''})"
         weight_changes = _weight_changes(run_dir, params)
@@ -302,7 +309,7 @@ def _run_locked(params: Params, run_dir: Path, started: float, force: bool, note
             upgrade_marker(run_dir, step, records[step], now_inputs.get(step))
     write_params(params, params_path, finished=False)
     board = board or progress.Board(sys.stdout)
-    runs = [model_name(params, o, s) for s in params.seeds for o in params.objectives]
+    runs = _main_runs(params)
     parallel = min(params.train.parallel_runs, len(runs))
     results = []
     for i, (step, must_run) in enumerate(todo.items(), 1):
