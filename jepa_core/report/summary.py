@@ -123,6 +123,15 @@ def evaluated_models(run_dir: str | Path, results: str = "results") -> set[str] 
     return set(models) if isinstance(models, dict) and models else None
 
 
+def _train_summaries(run_dir: str | Path, results: str = "results") -> list[Path]:
+    """models/<name>/train_summary.json of the models the evaluation in `results` read (every model when its
+    evaluation.json does not list them): 05's variants, trained into the same models/ folder, stay out of the
+    main study's tables."""
+    only = evaluated_models(run_dir, results)
+    return [path for path in sorted(Path(run_dir).glob("models/*/train_summary.json"))
+            if only is None or path.parent.name in only]
+
+
 def learning_table(run_dir: str | Path, results: str = "results") -> pd.DataFrame:
     """Per pre-trained model (models/<name>/train_summary.json) of the evaluation in `results` (its
     evaluation.json's models: the main study's for "results", so 05's variants trained into the same models/
@@ -130,10 +139,7 @@ def learning_table(run_dir: str | Path, results: str = "results") -> pd.DataFram
     unigram entropy of the tokens and gap = entropy − loss in nats (positive: learned beyond token
     frequencies); NaN where the summary has no `learning` section (runs older than the check)."""
     rows = []
-    only = evaluated_models(run_dir, results)
-    for path in sorted(Path(run_dir).glob("models/*/train_summary.json")):
-        if only is not None and path.parent.name not in only:
-            continue
+    for path in _train_summaries(run_dir, results):
         learning = _read_json(path).get("learning") or {}
         loss, entropy = _number(learning.get("validation_mlm_loss")), _number(learning.get("unigram_entropy"))
         gap = _number(learning.get("gap", entropy - loss))
@@ -205,10 +211,7 @@ def run_context(run_dir: str | Path) -> dict[str, Any]:
             warnings.append(f"{log.stem}: {len(flagged)} logged step(s) flagged, first at step "
                             f"{flagged[0].get('step')}: {flagged[0]['warning']}")
     training, numerics = {}, {}
-    only = evaluated_models(run_dir)
-    for path in sorted((run_dir / "models").glob("*/train_summary.json")):
-        if only is not None and path.parent.name not in only:  # 05's variants: its own section
-            continue
+    for path in _train_summaries(run_dir):
         t = _read_json(path)
         numerics[path.parent.name] = t.get("numerics") or {}
         training[path.parent.name] = {"steps": t.get("steps"), "flops_per_step": t.get("flops_per_step"),
