@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -34,20 +33,16 @@ def _child(objective: str, threads: int, steps: int, precision: str, profile: st
     from jepa_core.bench.config import BenchConfig
     from jepa_core.bench.data import BlockCycle, load_data
     from jepa_core.bench.pretrain_speed import profile_config
+    from jepa_core.bench.timing import timed
     from jepa_core.bench.workloads import our_workload
 
     torch.set_num_threads(threads)
-    cfg = profile_config(BenchConfig(), profile)
+    cfg, device = profile_config(BenchConfig(), profile), torch.device("cpu")
     _, tokenizer, blocks = load_data(cfg)
-    w = our_workload(cfg, tokenizer, BlockCycle(blocks, cfg.batch), torch.device("cpu"), precision == "bf16",
-                     objective)
+    w = our_workload(cfg, tokenizer, BlockCycle(blocks, cfg.batch), device, precision == "bf16", objective)
     for i in range(3):  # warm-up: allocations, optimizer state
         w.step(i)
-    times = []
-    for i in range(steps):
-        t = time.perf_counter()
-        w.step(i)
-        times.append(time.perf_counter() - t)
+    times = [timed(w, i, device)[0] for i in range(steps)]
     print(json.dumps({"median": float(np.median(times))}), flush=True)
 
 
