@@ -199,13 +199,14 @@ class _Logistic:
         return float(xp.log(xp.clip(p, 1e-15, None)).mean())
 
 
-def _minimise(objective: _Logistic, w0: np.ndarray) -> np.ndarray:
+def _minimise(objective: _Logistic, w0: np.ndarray, options: dict) -> np.ndarray:
     with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return optimize.minimize(objective, w0, method="L-BFGS-B", jac=True, options=_LBFGS).x
+        return optimize.minimize(objective, w0, method="L-BFGS-B", jac=True, options=options).x
 
 
-def _fit_logistic(be: Backend, Z, y: np.ndarray, cv_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _fit_logistic(be: Backend, Z, y: np.ndarray, cv_folds: int, seed: int,
+                  options: dict = _LBFGS) -> tuple[np.ndarray, np.ndarray, float]:
     """(classes, coef (d + 1, k), C): the C path on every stratified fold, C by summed held-out log-likelihood
     (the first of ties), then the refit on all of train from the folds' mean coefficients at that C."""
     classes, codes = np.unique(y, return_inverse=True)
@@ -225,13 +226,13 @@ def _fit_logistic(be: Backend, Z, y: np.ndarray, cv_folds: int, seed: int) -> tu
         path = []
         for i, C in enumerate(C_GRID):  # warm start along the path, strongest penalty first
             objective.set_C(C)
-            w = _minimise(objective, w)
+            w = _minimise(objective, w, options)
             path.append(w)
             scores[i] += objective.log_likelihood(w, Z[te], y_all[te])
         paths.append(path)
     best = int(np.argmax(scores))
     objective = _Logistic(be, Z, y_all, len(classes), C_GRID[best])
-    w = _minimise(objective, np.mean([path[best] for path in paths], axis=0))
+    w = _minimise(objective, np.mean([path[best] for path in paths], axis=0), options)
     return classes, w.reshape(-1, k), C_GRID[best]
 
 
@@ -278,12 +279,14 @@ def _small_work(be: Backend):
 
 
 def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds: int = 3, seed: int = 0,
-              device=None) -> FittedProbe:
+              device=None, tol: float = TOL, max_iter: int = MAX_ITER) -> FittedProbe:
     """Standardise, then logistic regression (C by CV) or ridge (alpha by CV), on the train split only.
 
     device: a torch device: the objective, its gradient and the ridge solves as torch on it; None: the
     device-native evaluation's (backend.on_device), else numpy on the CPU. float64 either way, the same numbers
     (tests/test_probes.py).
+    tol, max_iter: the logistic fit's L-BFGS stopping rule. The defaults are the protocol's (they define the
+    tables' numbers); others serve measurements such as fitting to convergence (scripts/probe_definitions.py).
     """
     if task_type not in ("classification", "regression"):
         raise ValueError(f"task_type={task_type!r}: expected classification or regression")
@@ -293,7 +296,8 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, task_type: str, cv_folds
     Z = be.asarray(scaler.transform(X_train))
     with _small_work(be):
         if task_type == "classification":
-            classes, coef, param = _fit_logistic(be, Z, np.asarray(y_train), cv_folds, seed)
+            options = {**_LBFGS, "gtol": tol, "maxiter": max_iter}
+            classes, coef, param = _fit_logistic(be, Z, np.asarray(y_train), cv_folds, seed, options)
         else:
             (coef, param), classes = _fit_ridge(be, Z, y_train, cv_folds, seed), None
     return FittedProbe(scaler.mean_.copy(), scaler.scale_.copy(), coef, task_type, float(param), classes)
