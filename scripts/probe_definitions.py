@@ -103,8 +103,8 @@ def summarise(df: pd.DataFrame) -> dict:
     seconds = df.groupby("definition")["cpu_seconds"].sum()
     lexical = df["probe"] != "task"
 
-    def gap(a, b, rows=slice(None)):
-        d = (wide[a] - wide[b]).abs().loc[rows] * 100
+    def gap(a, b):
+        d = (wide[a] - wide[b]).abs() * 100
         return {"median": round(float(d.median()), 3), "max": round(float(d.max()), 3),
                 "over_0.5": int((d > 0.5).sum()), "cells": int(d.size)}
 
@@ -112,7 +112,7 @@ def summarise(df: pd.DataFrame) -> dict:
            "lexical_cpu_seconds": {k: round(float(v), 1) for k, v in
                                    df[lexical].groupby("definition")["cpu_seconds"].sum().items()},
            "speedup_vs_today": {k: round(float(seconds["today"] / v), 2) for k, v in seconds.items()}}
-    for d in DEFINITIONS[1:3]:
+    for d in ("converged", "ridge"):
         out[f"{d}_vs_today_points"] = gap(d, "today")
     out["ridge_vs_converged_points"] = gap("ridge", "converged")
     out["rounding_moves_today_points"] = gap("today_f32", "today")
